@@ -1,0 +1,49 @@
+# mlbpf. Targets that load BPF need root; `setup` installs what is missing.
+GO      ?= go
+KERNEL  ?= 6.1
+export PATH := $(PATH):/usr/local/go/bin
+
+.PHONY: all setup generate check-generated build test bench bench-ringbuf bench-tcp vmtest lint run
+
+all: build
+
+## setup: install missing packages (clang-19, bpftool, ...) and mount bpffs, tracefs, cgroup2
+setup:
+	./scripts/setup.sh
+
+## generate: rebuild the BPF objects and their Go bindings (bpf2go, clang-19)
+generate:
+	$(GO) generate ./...
+
+## check-generated: fail if the committed generated files differ from a fresh `make generate`
+check-generated: generate
+	git diff --exit-code -- '*_bpfel.go' '*_bpfel.o' || \
+		(echo "generated files are stale: run 'make generate' and commit them" >&2; exit 1)
+
+build:
+	$(GO) build ./...
+
+## test: the whole suite; as root every BPF test runs
+test: setup
+	$(GO) test -count=1 -timeout 30m ./...
+
+## run: the daemon on the embedded default configuration, until Ctrl-C
+run: setup
+	$(GO) run ./cmd/mlbpf run
+
+## bench: every benchmark
+bench: bench-ringbuf bench-tcp
+
+bench-ringbuf: setup
+	@echo "bench-ringbuf: not yet built"
+
+bench-tcp: setup
+	@echo "bench-tcp: not yet built"
+
+## vmtest: the privileged suite inside a VM on another kernel (KERNEL=6.1|6.12|path/to/bzImage)
+vmtest: setup
+	$(GO) run ./vmtest -kernel $(KERNEL)
+
+lint:
+	@test -z "$$(gofmt -l .)" || (gofmt -l . ; echo "gofmt: files above need formatting" >&2; exit 1)
+	$(GO) vet ./...

@@ -1,0 +1,236 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * mlbpf.h - the one header shared by the BPF programs and the Go side.
+ *
+ * Everything a BPF collector or applier and the Go loader must agree on
+ * lives here: the per-model control block, the enums of the ml-lib RFC
+ * (modes, model states), the arms an applier can take, and the header
+ * every ring buffer record starts with. Go types are generated from this
+ * file by bpf2go (package loader, see loader/abi.go); nothing is mirrored
+ * by hand.
+ *
+ * Include it after vmlinux.h and bpf/bpf_helpers.h.
+ */
+#ifndef __MLBPF_H
+#define __MLBPF_H
+
+/* enum ml_lib_system_mode, same values as the RFC. */
+enum mlbpf_mode {
+	MLBPF_MODE_UNKNOWN = 0,
+	MLBPF_MODE_EMERGENCY = 1,
+	MLBPF_MODE_LEARNING = 2,
+	MLBPF_MODE_COLLABORATION = 3,
+	MLBPF_MODE_RECOMMENDATION = 4,
+	MLBPF_MODE_MAX,
+};
+
+/* The RFC's model states, same values. Appliers act only in RUNNING. */
+enum mlbpf_model_state {
+	MLBPF_MODEL_UNKNOWN = 0,
+	MLBPF_MODEL_CREATED = 1,
+	MLBPF_MODEL_INITIALIZED = 2,
+	MLBPF_MODEL_STARTED = 3,
+	MLBPF_MODEL_RUNNING = 4,
+	MLBPF_MODEL_STOPPED = 5,
+	MLBPF_MODEL_SHUTTING_DOWN = 6,
+	MLBPF_MODEL_STATE_MAX,
+};
+
+/*
+ * The arm an applier took for one invocation. Counted per CPU in the
+ * model's stats map and written into every outcome record, so that user
+ * space can compare what the model did against what the default did.
+ */
+enum mlbpf_arm {
+	/* Default behaviour because the model may not act: not RUNNING,
+	 * EMERGENCY, lease expired, or an unknown mode in the control block. */
+	MLBPF_ARM_FALLBACK = 0,
+	/* The model may act but has no recommendation for this key. */
+	MLBPF_ARM_NO_REC = 1,
+	/* LEARNING: a recommendation exists and was looked up, not applied. */
+	MLBPF_ARM_SHADOW = 2,
+	/* COLLABORATION or RECOMMENDATION: drawn at random to stay on the
+	 * default (the control group, or the holdout). */
+	MLBPF_ARM_CONTROL = 3,
+	/* The recommendation was applied. */
+	MLBPF_ARM_MODEL = 4,
+	/* The recommendation failed the applier's own checks (out of range,
+	 * unknown value, refused by the kernel): default behaviour. */
+	MLBPF_ARM_REJECTED = 5,
+	/* The subject had already been configured by someone else (an
+	 * application's own choice): left alone. */
+	MLBPF_ARM_SKIPPED = 6,
+	MLBPF_ARM_MAX,
+};
+
+/*
+ * struct mlbpf_control - the per-model control block.
+ *
+ * One entry in the model's pinned array map "control". Written by user
+ * space only (the daemon, the CLI), read by the appliers at every
+ * invocation.
+ *
+ * @mode:             enum mlbpf_mode
+ * @state:            enum mlbpf_model_state
+ * @lease_expires_ns: CLOCK_MONOTONIC (bpf_ktime_get_ns) after which the
+ *                    appliers fall back to the default; renewed by the
+ *                    daemon, so a dead daemon means the default within one
+ *                    lease
+ * @collab_permille:  COLLABORATION: share of invocations that apply the
+ *                    recommendation (the rest are the control group)
+ * @holdout_permille: RECOMMENDATION: share kept on the default
+ * @generation:       bumped by user space at every change, copied into
+ *                    records so outcomes can be matched to the decision
+ */
+struct mlbpf_control {
+	__u32 mode;
+	__u32 state;
+	__u64 lease_expires_ns;
+	__u32 collab_permille;
+	__u32 holdout_permille;
+	__u32 generation;
+	__u32 flags;
+};
+
+/* Record kinds, the first field user space dispatches on. */
+enum mlbpf_record_kind {
+	MLBPF_REC_UNKNOWN = 0,
+	MLBPF_REC_SYNTHETIC = 1,
+	MLBPF_REC_TCP_CONN = 2,
+	MLBPF_REC_BENCH = 3,
+	MLBPF_REC_KIND_MAX,
+};
+
+/*
+ * struct mlbpf_record_hdr - first bytes of every ring buffer record.
+ *
+ * @ts_ns:      bpf_ktime_get_ns() when the record was produced
+ * @kind:       enum mlbpf_record_kind
+ * @size:       size of the whole record in bytes, header included
+ * @arm:        enum mlbpf_arm taken by the decision this record is about
+ * @mode:       enum mlbpf_mode in effect at the decision
+ * @generation: control block generation at the decision
+ * @cpu:        CPU that produced the record
+ */
+struct mlbpf_record_hdr {
+	__u64 ts_ns;
+	__u16 kind;
+	__u16 size;
+	__u8 arm;
+	__u8 mode;
+	__u16 reserved;
+	__u32 generation;
+	__u32 cpu;
+};
+
+#define MLBPF_PERMILLE 1000
+
+#ifdef __BPF__
+
+/*
+ * Maps every model object declares, with these names, and pins. The ring
+ * buffer's value type names the record so bpf2go generates its Go type.
+ */
+#define MLBPF_MODEL_MAPS(record_type, ringbuf_bytes)                                    \
+	struct {                                                             \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                            \
+		__uint(max_entries, 1);                                      \
+		__type(key, __u32);                                          \
+		__type(value, struct mlbpf_control);                         \
+	} control SEC(".maps");                                              \
+	struct {                                                             \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);                     \
+		__uint(max_entries, MLBPF_ARM_MAX);                          \
+		__type(key, __u32);                                          \
+		__type(value, __u64);                                        \
+	} stats SEC(".maps");                                                \
+	struct {                                                             \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);                     \
+		__uint(max_entries, 1);                                      \
+		__type(key, __u32);                                          \
+		__type(value, __u64);                                        \
+	} lost SEC(".maps");                                                 \
+	struct {                                                             \
+		__uint(type, BPF_MAP_TYPE_RINGBUF);                          \
+		__uint(max_entries, ringbuf_bytes);                          \
+		__type(value, record_type);                                  \
+	} events SEC(".maps")
+
+static __always_inline void mlbpf_count(void *stats_map, __u32 arm)
+{
+	__u64 *n = bpf_map_lookup_elem(stats_map, &arm);
+
+	if (n)
+		*n += 1; /* per-CPU slot: no atomic needed */
+}
+
+static __always_inline void mlbpf_count_lost(void *lost_map)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(lost_map, &zero);
+
+	if (n)
+		*n += 1;
+}
+
+/* True with probability permille/1000. */
+static __always_inline bool mlbpf_draw(__u32 permille)
+{
+	if (permille >= MLBPF_PERMILLE)
+		return true;
+	return bpf_get_prandom_u32() % MLBPF_PERMILLE < permille;
+}
+
+/*
+ * mlbpf_decide - the mode state machine, enforced at the hook.
+ *
+ * @c:        the model's control block (NULL means fallback)
+ * @have_rec: a valid recommendation exists for this invocation's key
+ *
+ * Returns the arm to take. Only MLBPF_ARM_MODEL applies the
+ * recommendation; every other arm keeps the kernel's default behaviour.
+ */
+static __always_inline enum mlbpf_arm
+mlbpf_decide(const struct mlbpf_control *c, bool have_rec)
+{
+	if (!c || c->state != MLBPF_MODEL_RUNNING)
+		return MLBPF_ARM_FALLBACK;
+	if (bpf_ktime_get_ns() > c->lease_expires_ns)
+		return MLBPF_ARM_FALLBACK;
+
+	switch (c->mode) {
+	case MLBPF_MODE_LEARNING:
+		return have_rec ? MLBPF_ARM_SHADOW : MLBPF_ARM_NO_REC;
+	case MLBPF_MODE_COLLABORATION:
+		if (!have_rec)
+			return MLBPF_ARM_NO_REC;
+		return mlbpf_draw(c->collab_permille) ? MLBPF_ARM_MODEL :
+							MLBPF_ARM_CONTROL;
+	case MLBPF_MODE_RECOMMENDATION:
+		if (!have_rec)
+			return MLBPF_ARM_NO_REC;
+		return mlbpf_draw(c->holdout_permille) ? MLBPF_ARM_CONTROL :
+							 MLBPF_ARM_MODEL;
+	default:
+		/* EMERGENCY, UNKNOWN, or anything a tampered map holds. */
+		return MLBPF_ARM_FALLBACK;
+	}
+}
+
+static __always_inline void mlbpf_fill_hdr(struct mlbpf_record_hdr *h,
+					   __u16 kind, __u16 size, __u32 arm,
+					   const struct mlbpf_control *c)
+{
+	h->ts_ns = bpf_ktime_get_ns();
+	h->kind = kind;
+	h->size = size;
+	h->arm = arm;
+	h->mode = c ? c->mode : MLBPF_MODE_UNKNOWN;
+	h->reserved = 0;
+	h->generation = c ? c->generation : 0;
+	h->cpu = bpf_get_smp_processor_id();
+}
+
+#endif /* __BPF__ */
+
+#endif /* __MLBPF_H */

@@ -1,0 +1,631 @@
+package ringbench
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	ciliumringbuf "github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/mlbpf/mlbpf/ringbuf"
+)
+
+// Options configure the benchmark.
+type Options struct {
+	// Sizes are the record sizes to measure, in bytes, at least 8.
+	Sizes []int
+	// Repeats is how many times each consumer drains a full ring per
+	// size; the median is reported.
+	Repeats int
+	// RingBytes is the ring buffer size of the drains.
+	RingBytes uint32
+	// LiveRingBytes is the ring buffer size of the live runs and of the
+	// BPF cost measurement: large enough to ride out the consumer being
+	// descheduled (on a virtual machine, for up to a few hundred ms).
+	LiveRingBytes uint32
+	// Live is the duration of each consumer's live run, the producer at
+	// its top rate; 0 skips the live runs.
+	Live time.Duration
+	// LiveBatch is the number of records one getppid(2) call emits in the
+	// live runs.
+	LiveBatch uint32
+	// CostEvents is the number of producer invocations the BPF cost is
+	// measured over; 0 skips the measurement.
+	CostEvents int
+	// CC is the C compiler that builds the libbpf consumer.
+	CC string
+	// ConsumerCPU and ProducerCPU pin the consumers and the producer
+	// (-1: not pinned).
+	ConsumerCPU, ProducerCPU int
+}
+
+// DefaultOptions are the options `make bench-ringbuf` runs with.
+func DefaultOptions() Options {
+	return Options{
+		Sizes:         []int{8, 64, 256},
+		Repeats:       31,
+		RingBytes:     4 << 20,
+		LiveRingBytes: 256 << 20,
+		Live:          time.Second,
+		LiveBatch:     100,
+		CostEvents:    200_000,
+		CC:            "cc",
+		ConsumerCPU:   0,
+		ProducerCPU:   1,
+	}
+}
+
+// Consumers, in the order they are reported.
+const (
+	Ours          = "ours"           // Reader.NextBatch and Batch.Next
+	OursReadBatch = "ours-readbatch" // Reader.ReadBatch, a callback per record
+	OursReadInto  = "ours-readinto"  // Reader.ReadInto, a copy per record
+	Libbpf        = "libbpf"         // ring_buffer__consume
+	Cilium        = "cilium"         // cilium/ebpf ringbuf.Reader.ReadInto
+)
+
+var consumers = []string{Ours, OursReadBatch, OursReadInto, Libbpf, Cilium}
+
+// SizeResult is what the benchmark measured for one record size.
+type SizeResult struct {
+	Size           int                   `json:"size"`
+	DrainRecords   uint64                `json:"drain_records"`
+	Drain          map[string]Rate       `json:"drain"`
+	AllocsPerRec   float64               `json:"allocs_per_record"`
+	Live           map[string]LiveResult `json:"live,omitempty"`
+	BPFNsPerEvent  float64               `json:"bpf_ns_per_event,omitempty"`
+	BPFNsPerRecord float64               `json:"bpf_ns_per_record_batched,omitempty"`
+}
+
+// Rate sums up repeated drains of one consumer, in records per second.
+type Rate struct {
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+}
+
+// LiveResult is one consumer's live run.
+type LiveResult struct {
+	Produced uint64  `json:"produced"`
+	Received uint64  `json:"received"`
+	Lost     uint64  `json:"lost"`
+	Rate     float64 `json:"produced_per_second"`
+}
+
+// tally is what one consumer run read.
+type tally struct {
+	records uint64
+	sum     uint64 // of every record's first u64, the sequence number
+	elapsed time.Duration
+	mallocs uint64
+}
+
+// Run measures every size in opts, writing progress to log, and returns
+// the results.
+func Run(ctx context.Context, opts Options, log io.Writer) ([]SizeResult, error) {
+	dir, err := os.MkdirTemp("", "ringbench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	consumerBin, err := BuildLibbpfConsumer(opts.CC, dir)
+	if err != nil {
+		return nil, err
+	}
+
+	cons, err := newWorker(opts.ConsumerCPU)
+	if err != nil {
+		return nil, err
+	}
+	defer cons.stop()
+	prod, err := newWorker(opts.ProducerCPU)
+	if err != nil {
+		return nil, err
+	}
+	defer prod.stop()
+
+	var out []SizeResult
+	for _, size := range opts.Sizes {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		res, err := runSize(ctx, opts, size, consumerBin, cons, prod, log)
+		if err != nil {
+			return out, fmt.Errorf("size %d: %w", size, err)
+		}
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+type bench struct {
+	opts    Options
+	p       *Producer
+	lost    *ringbuf.LostCounter
+	libbpf  *libbpfConsumer
+	cons    *worker
+	prod    *worker
+	records uint64 // records in a full ring
+}
+
+func runSize(ctx context.Context, opts Options, size int, consumerBin string, cons, prod *worker, log io.Writer) (SizeResult, error) {
+	res := SizeResult{Size: size, Drain: map[string]Rate{}}
+	if err := drainAll(ctx, opts, size, consumerBin, cons, prod, log, &res); err != nil {
+		return res, err
+	}
+	if opts.Live <= 0 && opts.CostEvents <= 0 {
+		return res, nil
+	}
+
+	b, closeBench, err := newBench(opts, opts.LiveRingBytes, size, consumerBin, cons, prod)
+	if err != nil {
+		return res, err
+	}
+	defer closeBench()
+	if opts.Live > 0 {
+		res.Live = map[string]LiveResult{}
+		for _, name := range []string{Ours, Libbpf, Cilium} {
+			lr, err := b.liveOnce(name)
+			if err != nil {
+				return res, fmt.Errorf("%s live run: %w", name, err)
+			}
+			res.Live[name] = lr
+			fmt.Fprintf(log, "size=%d live %s (ring %d MiB, %d records per getppid): produced %d (%.1fM/s), received %d, lost %d\n",
+				size, name, opts.LiveRingBytes>>20, opts.LiveBatch, lr.Produced, lr.Rate/1e6, lr.Received, lr.Lost)
+		}
+	}
+	if opts.CostEvents > 0 {
+		perEvent, err := b.bpfCost(1)
+		if err != nil {
+			return res, err
+		}
+		perRecord, err := b.bpfCost(opts.LiveBatch)
+		if err != nil {
+			return res, err
+		}
+		res.BPFNsPerEvent, res.BPFNsPerRecord = perEvent, perRecord/float64(opts.LiveBatch)
+		fmt.Fprintf(log, "size=%d bpf cost (run_time_ns/run_cnt): %.1f ns/event (1 record per event), %.1f ns/record (%d per event)\n",
+			size, res.BPFNsPerEvent, res.BPFNsPerRecord, opts.LiveBatch)
+	}
+	return res, nil
+}
+
+// newBench loads and attaches a producer with a ring of ringBytes and
+// starts a libbpf consumer on it.
+func newBench(opts Options, ringBytes uint32, size int, consumerBin string, cons, prod *worker) (*bench, func(), error) {
+	p, err := NewProducer(Config{RingBytes: ringBytes, SampleSize: uint32(size)})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := p.Attach(); err != nil {
+		p.Close()
+		return nil, nil, err
+	}
+	lost, err := ringbuf.NewLostCounter(p.Lost())
+	if err != nil {
+		p.Close()
+		return nil, nil, err
+	}
+	lib, err := startLibbpfConsumer(consumerBin, p.Events(), opts.ConsumerCPU)
+	if err != nil {
+		p.Close()
+		return nil, nil, err
+	}
+	step := uint64(8+size+7) &^ 7
+	b := &bench{opts: opts, p: p, lost: lost, libbpf: lib, cons: cons, prod: prod,
+		// The kernel refuses a reservation that would fill the ring
+		// completely.
+		records: uint64(ringBytes)/step - 1}
+	return b, func() {
+		_ = lib.close()
+		_ = p.Close()
+	}, nil
+}
+
+func drainAll(ctx context.Context, opts Options, size int, consumerBin string, cons, prod *worker, log io.Writer, res *SizeResult) error {
+	b, closeBench, err := newBench(opts, opts.RingBytes, size, consumerBin, cons, prod)
+	if err != nil {
+		return err
+	}
+	defer closeBench()
+	res.DrainRecords = b.records
+
+	rates := map[string][]float64{}
+	var mallocs, records uint64
+	for rep := range opts.Repeats {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		for i := range consumers {
+			name := consumers[(i+rep)%len(consumers)] // rotate who goes first
+			t, err := b.drainOnce(name)
+			if err != nil {
+				return fmt.Errorf("%s drain: %w", name, err)
+			}
+			rates[name] = append(rates[name], float64(t.records)/t.elapsed.Seconds())
+			if name == Ours {
+				mallocs += t.mallocs
+				records += t.records
+			}
+		}
+	}
+	for name, rs := range rates {
+		slices.Sort(rs)
+		res.Drain[name] = Rate{Median: rs[len(rs)/2], Min: rs[0], Max: rs[len(rs)-1]}
+	}
+	res.AllocsPerRec = float64(mallocs) / float64(records)
+	fmt.Fprintf(log, "size=%d drain of %d records (ring %d MiB) x %d, median [min-max]:", size, b.records, opts.RingBytes>>20, opts.Repeats)
+	for _, name := range consumers {
+		r := res.Drain[name]
+		fmt.Fprintf(log, " %s=%.1fM/s [%.1f-%.1f]", name, r.Median/1e6, r.Min/1e6, r.Max/1e6)
+	}
+	fmt.Fprintln(log)
+	return nil
+}
+
+// fill has the producer emit a full ring and returns the sum of the
+// records' sequence numbers.
+func (b *bench) fill(n uint64) (uint64, error) {
+	first, err := b.p.NextSeq()
+	if err != nil {
+		return 0, err
+	}
+	if _, err := b.lost.Delta(); err != nil {
+		return 0, err
+	}
+	b.prod.do(func() { err = b.p.Produce(int(n)) })
+	if err != nil {
+		return 0, err
+	}
+	if d, err := b.lost.Delta(); err != nil {
+		return 0, err
+	} else if d != 0 {
+		return 0, fmt.Errorf("filling the ring lost %d records: was it not empty?", d)
+	}
+	return n*first + n*(n-1)/2, nil
+}
+
+func (b *bench) drainOnce(name string) (tally, error) {
+	want, err := b.fill(b.records)
+	if err != nil {
+		return tally{}, err
+	}
+	var t tally
+	switch name {
+	case Ours, OursReadBatch, OursReadInto:
+		var rd *ringbuf.Reader
+		if rd, err = ringbuf.NewReader(b.p.Events()); err != nil {
+			return t, err
+		}
+		defer rd.Close()
+		b.cons.do(func() { t, err = drainOurs(rd, b.records, name) })
+	case Cilium:
+		var rd *ciliumringbuf.Reader
+		if rd, err = ciliumringbuf.NewReader(b.p.Events()); err != nil {
+			return t, err
+		}
+		defer rd.Close()
+		b.cons.do(func() { t, err = drainCilium(rd, b.records) })
+	case Libbpf:
+		t, err = b.libbpf.drain(b.records)
+	}
+	if err != nil {
+		return t, err
+	}
+	if t.records != b.records || t.sum != want {
+		return t, fmt.Errorf("read %d records (sum of seqs %d), want %d (sum %d)", t.records, t.sum, b.records, want)
+	}
+	return t, nil
+}
+
+func drainOurs(rd *ringbuf.Reader, n uint64, api string) (tally, error) {
+	var t tally
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	before := ms.Mallocs
+	fn := func(rec []byte) error {
+		t.records++
+		t.sum += binary.NativeEndian.Uint64(rec)
+		return nil
+	}
+	var rec ringbuf.Record
+	rec.RawSample = make([]byte, 0, 4096)
+
+	var b ringbuf.Batch
+
+	start := time.Now()
+	switch api {
+	case Ours:
+		for t.records < n {
+			if err := rd.NextBatch(&b); err != nil {
+				return t, err
+			}
+			for rec := b.Next(); rec != nil; rec = b.Next() {
+				t.records++
+				t.sum += binary.NativeEndian.Uint64(rec)
+			}
+		}
+		b.Release()
+	case OursReadBatch:
+		for t.records < n {
+			if _, err := rd.ReadBatch(fn); err != nil {
+				return t, err
+			}
+		}
+	case OursReadInto:
+		for t.records < n {
+			if err := rd.ReadInto(&rec); err != nil {
+				return t, err
+			}
+			t.records++
+			t.sum += binary.NativeEndian.Uint64(rec.RawSample)
+		}
+	}
+	t.elapsed = time.Since(start)
+
+	runtime.ReadMemStats(&ms)
+	t.mallocs = ms.Mallocs - before
+	return t, nil
+}
+
+func drainCilium(rd *ciliumringbuf.Reader, n uint64) (tally, error) {
+	var t tally
+	var rec ciliumringbuf.Record
+	rec.RawSample = make([]byte, 0, 4096)
+	start := time.Now()
+	for t.records < n {
+		if err := rd.ReadInto(&rec); err != nil {
+			return t, err
+		}
+		t.records++
+		t.sum += binary.NativeEndian.Uint64(rec.RawSample)
+	}
+	t.elapsed = time.Since(start)
+	return t, nil
+}
+
+// liveOnce runs the producer at its top rate for opts.Live while the
+// consumer reads.
+func (b *bench) liveOnce(name string) (LiveResult, error) {
+	var lr LiveResult
+	if n := b.available(); n != 0 {
+		return lr, fmt.Errorf("ring not empty before the live run: %d bytes", n)
+	}
+	if err := b.p.SetSamplesPerTrigger(b.opts.LiveBatch); err != nil {
+		return lr, err
+	}
+	first, err := b.p.NextSeq()
+	if err != nil {
+		return lr, err
+	}
+	if _, err := b.lost.Delta(); err != nil {
+		return lr, err
+	}
+
+	var (
+		t       tally
+		consErr error
+		done    = make(chan struct{})
+		stopped atomic.Bool // the producer is done
+		flush   func() error
+	)
+	switch name {
+	case Ours:
+		rd, err := ringbuf.NewReader(b.p.Events())
+		if err != nil {
+			return lr, err
+		}
+		defer rd.Close()
+		flush = rd.Flush
+		go b.cons.do(func() {
+			defer close(done)
+			var batch ringbuf.Batch
+			for {
+				err := rd.NextBatch(&batch)
+				if errors.Is(err, ringbuf.ErrFlushed) && stopped.Load() {
+					return
+				}
+				if err != nil && !errors.Is(err, ringbuf.ErrFlushed) {
+					consErr = err
+					return
+				}
+				for rec := batch.Next(); rec != nil; rec = batch.Next() {
+					t.records++
+					t.sum += binary.NativeEndian.Uint64(rec)
+				}
+			}
+		})
+	case Cilium:
+		rd, err := ciliumringbuf.NewReader(b.p.Events())
+		if err != nil {
+			return lr, err
+		}
+		defer rd.Close()
+		flush = rd.Flush
+		go b.cons.do(func() {
+			defer close(done)
+			var rec ciliumringbuf.Record
+			for {
+				err := rd.ReadInto(&rec)
+				if errors.Is(err, ciliumringbuf.ErrFlushed) && stopped.Load() {
+					return
+				}
+				if err != nil {
+					if !errors.Is(err, ciliumringbuf.ErrFlushed) {
+						consErr = err
+						return
+					}
+					continue
+				}
+				t.records++
+				t.sum += binary.NativeEndian.Uint64(rec.RawSample)
+			}
+		})
+	case Libbpf:
+		// The consumer polls a little longer than the producer runs,
+		// then until the ring is empty.
+		if err := b.libbpf.live(b.opts.Live + 500*time.Millisecond); err != nil {
+			return lr, err
+		}
+		go func() {
+			defer close(done)
+			t, consErr = b.libbpf.result()
+		}()
+	}
+
+	// The producer: getppid(2) in a loop, pinned to its own CPU.
+	var elapsed time.Duration
+	b.prod.do(func() {
+		start := time.Now()
+		for {
+			Trigger(64)
+			if elapsed = time.Since(start); elapsed >= b.opts.Live {
+				return
+			}
+		}
+	})
+	stopped.Store(true)
+	if flush != nil {
+		if err := flush(); err != nil {
+			return lr, err
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		return lr, fmt.Errorf("consumer did not finish")
+	}
+	if consErr != nil {
+		return lr, consErr
+	}
+
+	last, err := b.p.NextSeq()
+	if err != nil {
+		return lr, err
+	}
+	lostN, err := b.lost.Delta()
+	if err != nil {
+		return lr, err
+	}
+	// Sequence numbers only go to records that were reserved.
+	reserved := last - first
+	lr = LiveResult{Produced: reserved + lostN, Received: t.records, Lost: lostN, Rate: float64(reserved+lostN) / elapsed.Seconds()}
+	if lr.Received != reserved || t.sum != reserved*first+reserved*(reserved-1)/2 {
+		return lr, fmt.Errorf("received %d records (sum of seqs %d), but %d were reserved (from seq %d)", lr.Received, t.sum, reserved, first)
+	}
+	return lr, nil
+}
+
+func (b *bench) available() int {
+	rd, err := ringbuf.NewReader(b.p.Events())
+	if err != nil {
+		return -1
+	}
+	defer rd.Close()
+	return rd.AvailableBytes()
+}
+
+// bpfCost measures the producer's run time per invocation, with n records
+// per invocation, over opts.CostEvents invocations, draining the ring in
+// between so that no reservation fails.
+func (b *bench) bpfCost(n uint32) (float64, error) {
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		return 0, fmt.Errorf("enabling BPF run time stats (BPF_ENABLE_STATS, like sysctl kernel.bpf_stats_enabled=1): %w", err)
+	}
+	defer stats.Close()
+	if err := b.p.SetSamplesPerTrigger(n); err != nil {
+		return 0, err
+	}
+	rd, err := ringbuf.NewReader(b.p.Events())
+	if err != nil {
+		return 0, err
+	}
+	defer rd.Close()
+	prog := b.p.ProduceProgram()
+	before, err := prog.Stats()
+	if err != nil {
+		return 0, fmt.Errorf("reading program stats: %w", err)
+	}
+	chunk := int(b.records/2) / int(n)
+	if chunk < 1 {
+		chunk = 1
+	}
+	for done := 0; done < b.opts.CostEvents; done += chunk {
+		var want uint64
+		b.prod.do(func() { Trigger(chunk) })
+		want = uint64(chunk) * uint64(n)
+		var got uint64
+		rd.SetDeadline(time.Now().Add(5 * time.Second))
+		for got < want {
+			k, err := rd.ReadBatch(func([]byte) error { return nil })
+			if err != nil {
+				return 0, fmt.Errorf("draining: %w", err)
+			}
+			got += uint64(k)
+		}
+	}
+	after, err := prog.Stats()
+	if err != nil {
+		return 0, fmt.Errorf("reading program stats: %w", err)
+	}
+	if d, err := b.lost.Delta(); err != nil {
+		return 0, err
+	} else if d != 0 {
+		return 0, fmt.Errorf("%d records lost while measuring the BPF cost", d)
+	}
+	runs := after.RunCount - before.RunCount
+	if runs == 0 {
+		return 0, fmt.Errorf("the producer did not run")
+	}
+	return float64(after.Runtime-before.Runtime) / float64(runs), nil
+}
+
+// worker runs functions on one OS thread, pinned to a CPU.
+type worker struct {
+	fns chan func()
+}
+
+func newWorker(cpu int) (*worker, error) {
+	w := &worker{fns: make(chan func())}
+	errc := make(chan error)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		if cpu >= 0 {
+			var set unix.CPUSet
+			set.Set(cpu)
+			if err := unix.SchedSetaffinity(0, &set); err != nil {
+				errc <- fmt.Errorf("pinning a thread to CPU %d: %w", cpu, err)
+				return
+			}
+		}
+		errc <- nil
+		for fn := range w.fns {
+			fn()
+		}
+	}()
+	if err := <-errc; err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *worker) do(fn func()) {
+	done := make(chan struct{})
+	w.fns <- func() {
+		defer close(done)
+		fn()
+	}
+	<-done
+}
+
+func (w *worker) stop() { close(w.fns) }

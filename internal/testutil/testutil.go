@@ -1,0 +1,72 @@
+// Package testutil holds the checks mlbpf's tests share: whether the
+// process may load BPF, whether the kernel has a feature, each skipping
+// with a message that names exactly what is missing.
+package testutil
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// RequireBPF skips t unless the process can load BPF programs and bpffs is
+// mounted at /sys/fs/bpf. On CI (MLBPF_CI=1) a missing privilege is a
+// failure, not a skip: CI runs as root on a kernel with the features.
+func RequireBPF(tb testing.TB) {
+	tb.Helper()
+	fail := tb.Skipf
+	if os.Getenv("MLBPF_CI") != "" {
+		fail = tb.Fatalf
+	}
+	if os.Geteuid() != 0 {
+		fail("needs root to load BPF programs (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN); run the tests with sudo")
+		return
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/bpf", &st); err != nil || st.Type != unix.BPF_FS_MAGIC {
+		fail("needs bpffs at /sys/fs/bpf: mount -t bpf bpf /sys/fs/bpf")
+		return
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		tb.Fatalf("raising RLIMIT_MEMLOCK: %v", err)
+	}
+}
+
+// SkipIfNotSupported skips t if err says the kernel lacks a feature, naming
+// it; other errors fail the test.
+func SkipIfNotSupported(tb testing.TB, what string, err error) {
+	tb.Helper()
+	if err == nil {
+		return
+	}
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		tb.Skipf("kernel lacks %s: %v", what, err)
+	}
+	tb.Fatalf("%s: %v", what, err)
+}
+
+// PinRoot returns a fresh pin root on bpffs for one test, removed when the
+// test ends.
+func PinRoot(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("/sys/fs/bpf", "mlbpf-test-")
+	if err != nil {
+		tb.Fatalf("creating pin root: %v", err)
+	}
+	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return filepath.Clean(dir)
+}
+
+// OpenFDs counts the process's open file descriptors (to find leaks).
+func OpenFDs() int {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	return len(entries)
+}

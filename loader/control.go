@@ -1,0 +1,104 @@
+package loader
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/mlbpf/mlbpf/model"
+)
+
+// ControlMap is a model's pinned control block. It implements
+// model.ControlStore, so every lifecycle and mode change of a model.Model
+// lands in the kernel, where the appliers enforce it.
+type ControlMap struct {
+	m *ebpf.Map
+}
+
+// NewControlMap wraps a model's "control" map. It checks the map's shape so
+// that a tampered or foreign pin is refused with a clear error.
+func NewControlMap(m *ebpf.Map) (*ControlMap, error) {
+	if m == nil {
+		return nil, fmt.Errorf("control map: missing")
+	}
+	if m.Type() != ebpf.Array || m.KeySize() != 4 || m.ValueSize() != uint32(controlSize) || m.MaxEntries() != 1 {
+		return nil, fmt.Errorf("control map: want an array of 1 x %d bytes, found %s of %d x %d bytes (a stale or foreign pin? remove it with 'mlbpf rollback')",
+			controlSize, m.Type(), m.MaxEntries(), m.ValueSize())
+	}
+	return &ControlMap{m: m}, nil
+}
+
+// controlSize is sizeof(struct mlbpf_control).
+const controlSize = 32
+
+// Raw reads the control block as the kernel sees it.
+func (c *ControlMap) Raw() (Control, error) {
+	var v Control
+	if err := c.m.Lookup(uint32(0), &v); err != nil {
+		return v, fmt.Errorf("reading control block: %w", err)
+	}
+	return v, nil
+}
+
+// LoadControl implements model.ControlStore.
+func (c *ControlMap) LoadControl() (model.Control, error) {
+	v, err := c.Raw()
+	if err != nil {
+		return model.Control{}, err
+	}
+	return model.Control{
+		Mode:            model.Mode(v.Mode),
+		State:           model.State(v.State),
+		LeaseExpiresNs:  v.LeaseExpiresNs,
+		CollabPermille:  v.CollabPermille,
+		HoldoutPermille: v.HoldoutPermille,
+		Generation:      v.Generation,
+	}, nil
+}
+
+// StoreControl implements model.ControlStore. The whole block is written
+// in one map update.
+func (c *ControlMap) StoreControl(mc model.Control) error {
+	v := Control{
+		Mode:            uint32(mc.Mode),
+		State:           uint32(mc.State),
+		LeaseExpiresNs:  mc.LeaseExpiresNs,
+		CollabPermille:  mc.CollabPermille,
+		HoldoutPermille: mc.HoldoutPermille,
+		Generation:      mc.Generation,
+	}
+	if err := c.m.Update(uint32(0), &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("writing control block: %w", err)
+	}
+	return nil
+}
+
+// ArmCounts sums a model's per-CPU "stats" map: how many invocations took
+// each arm since the map was created.
+func ArmCounts(stats *ebpf.Map) ([ArmCount]uint64, error) {
+	var out [ArmCount]uint64
+	var perCPU []uint64
+	for arm := range uint32(ArmCount) {
+		if err := stats.Lookup(arm, &perCPU); err != nil {
+			return out, fmt.Errorf("reading arm counts: %w", err)
+		}
+		for _, n := range perCPU {
+			out[arm] += n
+		}
+	}
+	return out, nil
+}
+
+// LostRecords sums a model's per-CPU "lost" map: ring buffer reservations
+// that failed since the map was created.
+func LostRecords(lost *ebpf.Map) (uint64, error) {
+	var perCPU []uint64
+	if err := lost.Lookup(uint32(0), &perCPU); err != nil {
+		return 0, fmt.Errorf("reading lost records: %w", err)
+	}
+	var sum uint64
+	for _, n := range perCPU {
+		sum += n
+	}
+	return sum, nil
+}

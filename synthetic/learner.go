@@ -1,0 +1,47 @@
+package synthetic
+
+// The synthetic device has a known objective, so its learner can be exact
+// and tests can tell a right decision from a wrong one: for key k the best
+// value is Target(k), and a value v earns Reward(k, v), 1 at the target
+// and falling linearly with the distance. The default algorithm
+// (k % DefaultModulus) is usually far from the target.
+
+// Target is the best value for key.
+func Target(key uint32) uint32 { return (key*37 + 11) % DefaultModulus }
+
+// Reward is the outcome of answering key with value, in [0, 1].
+func Reward(key, value uint32) float64 {
+	t := int64(Target(key))
+	d := int64(value) - t
+	if d < 0 {
+		d = -d
+	}
+	if d >= DefaultModulus {
+		return 0
+	}
+	return 1 - float64(d)/DefaultModulus
+}
+
+// Learner recommends, for every key it has seen, the value it believes
+// best, and predicts the reward of its recommendation. With Skew it
+// deliberately recommends off-target values: a bad model, for tests that
+// check such a model is never promoted.
+type Learner struct {
+	// Skew is added to the target; 0 gives a perfect model.
+	Skew uint32
+	seen map[uint32]bool
+}
+
+// Observe records that key was requested and returns the recommendation
+// to write, with new reporting whether it was not known before.
+func (l *Learner) Observe(key uint32) (value uint32, isNew bool) {
+	if l.seen == nil {
+		l.seen = make(map[uint32]bool)
+	}
+	value = (Target(key) + l.Skew) % DefaultModulus
+	if l.seen[key] {
+		return value, false
+	}
+	l.seen[key] = true
+	return value, true
+}

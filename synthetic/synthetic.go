@@ -1,0 +1,251 @@
+package synthetic
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/mlbpf/mlbpf/loader"
+	"github.com/mlbpf/mlbpf/model"
+)
+
+// Name is the subsystem's name, the first part of its pin path.
+const Name = "synthetic"
+
+// DefaultModulus is the synthetic default algorithm: value = key % 64.
+const DefaultModulus = 64
+
+// Record is one decision of the applier, as read from the ring buffer.
+type Record = synthSynthRecord
+
+// RecordSize is the size in bytes of a Record in the ring buffer.
+const RecordSize = int(unsafe.Sizeof(Record{}))
+
+// Config selects where and how the subsystem is loaded.
+type Config struct {
+	// PinRoot is the root of mlbpf's pins (default loader.DefaultPinRoot).
+	PinRoot string
+	// Model names the model (default "demo").
+	Model string
+	// MaxValue is the largest value the applier accepts from a
+	// recommendation (default 1<<20); Recommend refuses larger ones and
+	// the applier rejects them if written to the map by hand.
+	MaxValue uint32
+	// FilterTgid restricts the live hook to one thread group (0: all).
+	FilterTgid uint32
+	// ExcludeTgid makes the live hook ignore one thread group, the
+	// daemon's own (0: none).
+	ExcludeTgid uint32
+	// Live attaches the applier to raw_syscalls:sys_enter on Start.
+	Live bool
+}
+
+func (c *Config) withDefaults() Config {
+	out := *c
+	if out.PinRoot == "" {
+		out.PinRoot = loader.DefaultPinRoot
+	}
+	if out.Model == "" {
+		out.Model = "demo"
+	}
+	if out.MaxValue == 0 {
+		out.MaxValue = 1 << 20
+	}
+	return out
+}
+
+// Subsystem is a loaded, pinned synthetic model object. It implements
+// model.ModelOps on top of model.GenericModelOps.
+type Subsystem struct {
+	model.GenericModelOps
+
+	cfg     Config
+	dir     string
+	coll    *ebpf.Collection
+	objs    synthObjects
+	control *loader.ControlMap
+	live    link.Link
+}
+
+// Open loads the synthetic objects and pins their maps under
+// <PinRoot>/synthetic/<Model>/, adopting pins left by an earlier run.
+func Open(cfg Config) (*Subsystem, error) {
+	cfg = cfg.withDefaults()
+	if err := loader.ValidName(cfg.Model); err != nil {
+		return nil, fmt.Errorf("opening synthetic subsystem: %w", err)
+	}
+	spec, err := loadSynth()
+	if err != nil {
+		return nil, fmt.Errorf("opening synthetic subsystem: %w", err)
+	}
+	if err := spec.Variables["max_value"].Set(cfg.MaxValue); err != nil {
+		return nil, fmt.Errorf("opening synthetic subsystem: %w", err)
+	}
+	if err := spec.Variables["filter_tgid"].Set(cfg.FilterTgid); err != nil {
+		return nil, fmt.Errorf("opening synthetic subsystem: %w", err)
+	}
+	if err := spec.Variables["exclude_tgid"].Set(cfg.ExcludeTgid); err != nil {
+		return nil, fmt.Errorf("opening synthetic subsystem: %w", err)
+	}
+	dir := loader.PinDir(cfg.PinRoot, Name, cfg.Model)
+	coll, err := loader.LoadPinned(spec, dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening synthetic subsystem: %w", err)
+	}
+	s := &Subsystem{cfg: cfg, dir: dir, coll: coll}
+	if err := coll.Assign(&s.objs); err != nil {
+		coll.Close()
+		return nil, fmt.Errorf("opening synthetic subsystem: %w", err)
+	}
+	if s.control, err = loader.NewControlMap(s.objs.Control); err != nil {
+		s.close()
+		return nil, fmt.Errorf("opening synthetic subsystem: %w", err)
+	}
+	return s, nil
+}
+
+// Dir is the model's pin directory.
+func (s *Subsystem) Dir() string { return s.dir }
+
+// Control is the model's control block in the kernel.
+func (s *Subsystem) Control() *loader.ControlMap { return s.control }
+
+// Events is the model's ring buffer of Records.
+func (s *Subsystem) Events() *ebpf.Map { return s.objs.Events }
+
+// Program is the applier.
+func (s *Subsystem) Program() *ebpf.Program { return s.objs.SynthApply }
+
+// ArmCounts returns how many decisions took each arm.
+func (s *Subsystem) ArmCounts() ([loader.ArmCount]uint64, error) {
+	return loader.ArmCounts(s.objs.Stats)
+}
+
+// LostRecords returns how many records the applier could not reserve.
+func (s *Subsystem) LostRecords() (uint64, error) {
+	return loader.LostRecords(s.objs.Lost)
+}
+
+// Apply runs the applier once for key through BPF_PROG_TEST_RUN and
+// returns the value it chose.
+func (s *Subsystem) Apply(key uint32) (uint32, error) {
+	args := [2]uint64{0, uint64(key)}
+	v, err := s.objs.SynthApply.Run(&ebpf.RunOptions{Context: args[:]})
+	if err != nil {
+		return 0, fmt.Errorf("applying key %d: %w", key, err)
+	}
+	return v, nil
+}
+
+// ErrOutOfRange is returned for a recommendation above Config.MaxValue.
+var ErrOutOfRange = errors.New("recommendation out of range")
+
+// Recommend validates value and writes it as the recommendation for key.
+func (s *Subsystem) Recommend(key, value uint32, generation uint32) error {
+	if value > s.cfg.MaxValue {
+		return fmt.Errorf("recommending %d for key %d: %w (max %d)", value, key, ErrOutOfRange, s.cfg.MaxValue)
+	}
+	rec := synthSynthRecommendation{Value: value, Generation: generation}
+	if err := s.objs.Recommend.Update(key, &rec, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("recommending %d for key %d: %w", value, key, err)
+	}
+	return nil
+}
+
+// Forget removes the recommendation for key.
+func (s *Subsystem) Forget(key uint32) error {
+	if err := s.objs.Recommend.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("forgetting key %d: %w", key, err)
+	}
+	return nil
+}
+
+// RecommendationMap is the raw recommendation map (tests write garbage
+// into it by hand).
+func (s *Subsystem) RecommendationMap() *ebpf.Map { return s.objs.Recommend }
+
+// DecodeRecord decodes one ring buffer record, refusing anything that is
+// not a synthetic record of the right size.
+func DecodeRecord(b []byte, r *Record) error {
+	if len(b) < RecordSize {
+		return fmt.Errorf("decoding synthetic record: %d bytes, want %d", len(b), RecordSize)
+	}
+	r.Hdr.TsNs = binary.LittleEndian.Uint64(b[0:])
+	r.Hdr.Kind = binary.LittleEndian.Uint16(b[8:])
+	r.Hdr.Size = binary.LittleEndian.Uint16(b[10:])
+	r.Hdr.Arm = b[12]
+	r.Hdr.Mode = b[13]
+	r.Hdr.Reserved = binary.LittleEndian.Uint16(b[14:])
+	r.Hdr.Generation = binary.LittleEndian.Uint32(b[16:])
+	r.Hdr.Cpu = binary.LittleEndian.Uint32(b[20:])
+	r.Key = binary.LittleEndian.Uint32(b[24:])
+	r.DefaultValue = binary.LittleEndian.Uint32(b[28:])
+	r.Recommended = binary.LittleEndian.Uint32(b[32:])
+	r.Applied = binary.LittleEndian.Uint32(b[36:])
+	if r.Hdr.Kind != loader.RecordSynthetic || int(r.Hdr.Size) != RecordSize {
+		return fmt.Errorf("decoding synthetic record: kind %d size %d, want kind %d size %d",
+			r.Hdr.Kind, r.Hdr.Size, loader.RecordSynthetic, RecordSize)
+	}
+	if r.Hdr.Arm >= uint8(loader.ArmCount) {
+		return fmt.Errorf("decoding synthetic record: arm %d out of range", r.Hdr.Arm)
+	}
+	return nil
+}
+
+// Start implements model.ModelOps: with Config.Live it attaches the
+// applier to raw_syscalls:sys_enter.
+func (s *Subsystem) Start(m *model.Model, cfg model.RunConfig) error {
+	if !s.cfg.Live || s.live != nil {
+		return nil
+	}
+	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_enter", Program: s.objs.SynthApply})
+	if err != nil {
+		return fmt.Errorf("attaching synth_apply to raw_syscalls:sys_enter: %w", err)
+	}
+	s.live = l
+	return nil
+}
+
+// Stop implements model.ModelOps: it detaches the live hook.
+func (s *Subsystem) Stop(m *model.Model) error {
+	if s.live == nil {
+		return nil
+	}
+	err := s.live.Close()
+	s.live = nil
+	if err != nil {
+		return fmt.Errorf("detaching synth_apply: %w", err)
+	}
+	return nil
+}
+
+// Destroy implements model.ModelOps: it closes the objects and removes
+// every pin of the model.
+func (s *Subsystem) Destroy(m *model.Model) error {
+	_ = s.Stop(m)
+	s.close()
+	return loader.RemovePins(s.dir)
+}
+
+// Close releases the objects and leaves the pins (the daemon's restart
+// path adopts them).
+func (s *Subsystem) Close() error {
+	if s.live != nil {
+		_ = s.live.Close()
+		s.live = nil
+	}
+	s.close()
+	return nil
+}
+
+func (s *Subsystem) close() {
+	s.objs.Close()
+	if s.coll != nil {
+		s.coll.Close()
+		s.coll = nil
+	}
+}
