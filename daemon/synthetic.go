@@ -26,8 +26,9 @@ type SyntheticConfig struct {
 	Duration time.Duration
 	// FilterTgid restricts the live hook to one process (0: every process).
 	FilterTgid uint32
-	// Skew makes the learner recommend off-target values (a bad model).
-	Skew uint32
+	// Adversarial makes the learner recommend the worst values (a bad
+	// model, which the controller must never promote).
+	Adversarial bool
 	// Destroy removes the pins at the end instead of leaving them for the
 	// next run to adopt.
 	Destroy bool
@@ -83,8 +84,13 @@ func RunSynthetic(ctx context.Context, cfg SyntheticConfig, log *slog.Logger, pr
 		return Status{}, err
 	}
 
+	// The daemon's own syscalls would feed the ring it drains.
+	var exclude uint32
+	if cfg.FilterTgid == 0 {
+		exclude = uint32(os.Getpid())
+	}
 	sub, err := synthetic.Open(synthetic.Config{PinRoot: root, Model: cfg.Model,
-		FilterTgid: cfg.FilterTgid, ExcludeTgid: uint32(os.Getpid()), Live: true})
+		FilterTgid: cfg.FilterTgid, ExcludeTgid: exclude, Live: true})
 	if err != nil {
 		return Status{}, err
 	}
@@ -112,7 +118,7 @@ func RunSynthetic(ctx context.Context, cfg SyntheticConfig, log *slog.Logger, pr
 	r := &synthRun{
 		sub: sub, m: m, rd: rd, log: log,
 		ctrl:    model.NewController(opts.Controller),
-		learner: &synthetic.Learner{Skew: cfg.Skew},
+		learner: &synthetic.Learner{Adversarial: cfg.Adversarial},
 		start:   time.Now(),
 	}
 	r.st = Status{Subsystem: synthetic.Name, Model: cfg.Model}

@@ -23,13 +23,12 @@ func Reward(key, value uint32) float64 {
 }
 
 // Learner recommends, for every key it has seen, the value it believes
-// best, and predicts the reward of its recommendation. With Skew it
-// deliberately recommends off-target values: a bad model, for tests that
-// check such a model is never promoted.
+// best. With Adversarial it recommends the worst value instead, never
+// better than the default: a bad model, for tests that check such a model
+// is never promoted.
 type Learner struct {
-	// Skew is added to the target; 0 gives a perfect model.
-	Skew uint32
-	seen map[uint32]bool
+	Adversarial bool
+	seen        map[uint32]bool
 }
 
 // Observe records that key was requested and returns the recommendation
@@ -38,7 +37,16 @@ func (l *Learner) Observe(key uint32) (value uint32, isNew bool) {
 	if l.seen == nil {
 		l.seen = make(map[uint32]bool)
 	}
-	value = (Target(key) + l.Skew) % DefaultModulus
+	value = Target(key)
+	if l.Adversarial {
+		// The value farthest from the target: no value, the default's
+		// included, is further away.
+		if value < DefaultModulus/2 {
+			value = DefaultModulus - 1
+		} else {
+			value = 0
+		}
+	}
 	if l.seen[key] {
 		return value, false
 	}
