@@ -34,8 +34,9 @@ run: setup
 ## bench: every benchmark
 bench: bench-ringbuf bench-tcp
 
+## bench-ringbuf: our ring buffer consumer against libbpf's and cilium/ebpf's, same producer, same run
 bench-ringbuf: setup
-	@echo "bench-ringbuf: not yet built"
+	$(GO) run ./cmd/ringbench
 
 bench-tcp: setup
 	@echo "bench-tcp: not yet built"

@@ -32,6 +32,7 @@ type Config struct {
 type Producer struct {
 	objs ringbenchObjects
 	tp   link.Link
+	base link.Link
 }
 
 // NewProducer loads the producer. The benchmark producer only reacts to
@@ -72,6 +73,9 @@ func (p *Producer) Close() error {
 	if p.tp != nil {
 		errs = append(errs, p.tp.Close())
 	}
+	if p.base != nil {
+		errs = append(errs, p.base.Close())
+	}
 	errs = append(errs, p.objs.Close())
 	return errors.Join(errs...)
 }
@@ -111,9 +115,18 @@ func (p *Producer) Attach() error {
 	if err != nil {
 		return fmt.Errorf("attaching to tracepoint syscalls:sys_enter_getppid (is tracefs mounted? mount -t tracefs tracefs /sys/kernel/tracing): %w", err)
 	}
-	p.tp = tp
+	base, err := link.Tracepoint("syscalls", "sys_enter_getppid", p.objs.RingbenchBaseline, nil)
+	if err != nil {
+		tp.Close()
+		return fmt.Errorf("attaching the baseline to tracepoint syscalls:sys_enter_getppid: %w", err)
+	}
+	p.tp, p.base = tp, base
 	return nil
 }
+
+// BaselineProgram runs on the same tracepoint as the producer and only
+// makes its tgid check: the hook's and the run time stats' own cost.
+func (p *Producer) BaselineProgram() *ebpf.Program { return p.objs.RingbenchBaseline }
 
 // SetSamplesPerTrigger sets how many records one getppid(2) call emits.
 func (p *Producer) SetSamplesPerTrigger(n uint32) error {

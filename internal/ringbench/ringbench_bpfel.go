@@ -65,18 +65,19 @@ type ringbenchRingbenchTestRecord struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	ringbenchMapControl           = "control"
-	ringbenchMapEvents            = "events"
-	ringbenchMapLost              = "lost"
-	ringbenchMapScratch           = "scratch"
-	ringbenchMapStats             = "stats"
-	ringbenchProgRingbenchEmit    = "ringbench_emit"
-	ringbenchProgRingbenchProduce = "ringbench_produce"
-	ringbenchVarNextSeq           = "next_seq"
-	ringbenchVarSampleSize        = "sample_size"
-	ringbenchVarSamplesPerTrigger = "samples_per_trigger"
-	ringbenchVarTargetTgid        = "target_tgid"
-	ringbenchVarUnusedTestRecord  = "unused_test_record"
+	ringbenchMapControl            = "control"
+	ringbenchMapEvents             = "events"
+	ringbenchMapLost               = "lost"
+	ringbenchMapScratch            = "scratch"
+	ringbenchMapStats              = "stats"
+	ringbenchProgRingbenchBaseline = "ringbench_baseline"
+	ringbenchProgRingbenchEmit     = "ringbench_emit"
+	ringbenchProgRingbenchProduce  = "ringbench_produce"
+	ringbenchVarNextSeq            = "next_seq"
+	ringbenchVarSampleSize         = "sample_size"
+	ringbenchVarSamplesPerTrigger  = "samples_per_trigger"
+	ringbenchVarTargetTgid         = "target_tgid"
+	ringbenchVarUnusedTestRecord   = "unused_test_record"
 )
 
 // loadRingbench returns the embedded CollectionSpec for ringbench.
@@ -121,8 +122,9 @@ type ringbenchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ringbenchProgramSpecs struct {
-	RingbenchEmit    *ebpf.ProgramSpec `ebpf:"ringbench_emit"`
-	RingbenchProduce *ebpf.ProgramSpec `ebpf:"ringbench_produce"`
+	RingbenchBaseline *ebpf.ProgramSpec `ebpf:"ringbench_baseline"`
+	RingbenchEmit     *ebpf.ProgramSpec `ebpf:"ringbench_emit"`
+	RingbenchProduce  *ebpf.ProgramSpec `ebpf:"ringbench_produce"`
 }
 
 // ringbenchMapSpecs contains maps before they are loaded into the kernel.
@@ -199,12 +201,14 @@ type ringbenchVariables struct {
 //
 // It can be passed to loadRingbenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ringbenchPrograms struct {
-	RingbenchEmit    *ebpf.Program `ebpf:"ringbench_emit"`
-	RingbenchProduce *ebpf.Program `ebpf:"ringbench_produce"`
+	RingbenchBaseline *ebpf.Program `ebpf:"ringbench_baseline"`
+	RingbenchEmit     *ebpf.Program `ebpf:"ringbench_emit"`
+	RingbenchProduce  *ebpf.Program `ebpf:"ringbench_produce"`
 }
 
 func (p *ringbenchPrograms) Close() error {
 	return _RingbenchClose(
+		p.RingbenchBaseline,
 		p.RingbenchEmit,
 		p.RingbenchProduce,
 	)
