@@ -2,6 +2,7 @@ package loader
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/cilium/ebpf"
 
@@ -13,6 +14,10 @@ import (
 // lands in the kernel, where the appliers enforce it.
 type ControlMap struct {
 	m *ebpf.Map
+
+	mu    sync.Mutex // serializes guarded stores
+	lock  sync.Locker
+	guard ControlGuard
 }
 
 // NewControlMap wraps a model's "control" map. It checks the map's shape so
@@ -57,8 +62,33 @@ func (c *ControlMap) LoadControl() (model.Control, error) {
 }
 
 // StoreControl implements model.ControlStore. The whole block is written
-// in one map update.
+// in one map update. On a guarded ControlMap (SetGuard) the guard may hold
+// the write back; StoreControl then writes nothing and returns nil.
 func (c *ControlMap) StoreControl(mc model.Control) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.guard == nil {
+		return c.write(mc)
+	}
+	if c.lock != nil {
+		c.lock.Lock()
+		defer c.lock.Unlock()
+	}
+	kernel, err := c.LoadControl()
+	if err != nil {
+		return err
+	}
+	if !c.guard.Admit(kernel, mc) {
+		return nil
+	}
+	if err := c.write(mc); err != nil {
+		return err
+	}
+	c.guard.Stored(mc)
+	return nil
+}
+
+func (c *ControlMap) write(mc model.Control) error {
 	v := Control{
 		Mode:            uint32(mc.Mode),
 		State:           uint32(mc.State),

@@ -65,7 +65,10 @@ func EnsureBPFFS(dir string, mount bool) error {
 		}
 		return nil
 	}
-	return fmt.Errorf("%w: %s is not on a bpf filesystem: mount it with 'mount -t bpf bpf /sys/fs/bpf'", ErrMissingFeature, probe)
+	if probe == "/sys/fs/bpf" || strings.HasPrefix(probe, "/sys/fs/bpf/") {
+		return fmt.Errorf("%w: %s is not on a bpf filesystem: mount it with 'mount -t bpf bpf /sys/fs/bpf'", ErrMissingFeature, probe)
+	}
+	return fmt.Errorf("%w: %s is not on a bpf filesystem: pin under /sys/fs/bpf, or mount one there: mkdir -p %s && mount -t bpf bpf %s", ErrMissingFeature, dir, dir, dir)
 }
 
 // Cgroup2Root returns the mount point of the cgroup v2 hierarchy
@@ -103,4 +106,26 @@ func explain(err error) error {
 		return fmt.Errorf("%w: %w (the kernel refused; is it locked down, or is kernel.unprivileged_bpf_disabled set?)", ErrMissingPrivilege, err)
 	}
 	return err
+}
+
+// Tracefs is where tracefs is mounted on current kernels.
+const Tracefs = "/sys/kernel/tracing"
+
+// EnsureTracefs checks that tracefs is mounted (at /sys/kernel/tracing or
+// under debugfs), which attaching to a tracepoint by name needs. If it is
+// not and mount is true, it mounts tracefs at /sys/kernel/tracing.
+func EnsureTracefs(mount bool) error {
+	for _, dir := range []string{Tracefs, "/sys/kernel/debug/tracing"} {
+		var st unix.Statfs_t
+		if unix.Statfs(dir, &st) == nil && st.Type == unix.TRACEFS_MAGIC {
+			return nil
+		}
+	}
+	if mount {
+		if err := unix.Mount("tracefs", Tracefs, "tracefs", 0, ""); err != nil {
+			return fmt.Errorf("%w: mounting tracefs on %s: %v (mount it yourself: mount -t tracefs tracefs %s)", ErrMissingFeature, Tracefs, err, Tracefs)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: tracefs is not mounted: mount -t tracefs tracefs %s", ErrMissingFeature, Tracefs)
 }

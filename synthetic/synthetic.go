@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -117,6 +119,10 @@ func (s *Subsystem) Control() *loader.ControlMap { return s.control }
 // Events is the model's ring buffer of Records.
 func (s *Subsystem) Events() *ebpf.Map { return s.objs.Events }
 
+// Lost is the model's per-CPU count of records the applier could not
+// reserve.
+func (s *Subsystem) Lost() *ebpf.Map { return s.objs.Lost }
+
 // Program is the applier.
 func (s *Subsystem) Program() *ebpf.Program { return s.objs.SynthApply }
 
@@ -154,6 +160,49 @@ func (s *Subsystem) Recommend(key, value uint32, generation uint32) error {
 		return fmt.Errorf("recommending %d for key %d: %w", value, key, err)
 	}
 	return nil
+}
+
+// ParseRecommendation parses a recommendation's key and value, both
+// unsigned 32-bit integers ("5", "42"), and checks the value against
+// Config.MaxValue.
+func (s *Subsystem) ParseRecommendation(key, value string) (k, v uint32, err error) {
+	k64, err := strconv.ParseUint(strings.TrimSpace(key), 10, 32)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w: key %q: want an unsigned 32-bit integer", model.ErrInvalidRecommendation, key)
+	}
+	v64, err := strconv.ParseUint(strings.TrimSpace(value), 10, 32)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w: value %q: want an unsigned 32-bit integer", model.ErrInvalidRecommendation, value)
+	}
+	if uint32(v64) > s.cfg.MaxValue {
+		return 0, 0, fmt.Errorf("%w: value %d for key %d: %w (max %d)", model.ErrInvalidRecommendation, v64, k64, ErrOutOfRange, s.cfg.MaxValue)
+	}
+	return uint32(k64), uint32(v64), nil
+}
+
+// PreprocessRecommendation implements model.ModelOps: Key is a request
+// key and Value the value to answer it with, both unsigned 32-bit
+// integers, Value at most Config.MaxValue. Both are normalized.
+func (s *Subsystem) PreprocessRecommendation(m *model.Model, rec *model.Recommendation) error {
+	if err := s.GenericModelOps.PreprocessRecommendation(m, rec); err != nil {
+		return err
+	}
+	k, v, err := s.ParseRecommendation(rec.Key, rec.Value)
+	if err != nil {
+		return err
+	}
+	rec.Key, rec.Value = strconv.FormatUint(uint64(k), 10), strconv.FormatUint(uint64(v), 10)
+	return nil
+}
+
+// ApplyRecommendation implements model.ModelOps: it writes a preprocessed
+// recommendation into the recommendation map.
+func (s *Subsystem) ApplyRecommendation(m *model.Model, rec model.Recommendation) error {
+	k, v, err := s.ParseRecommendation(rec.Key, rec.Value)
+	if err != nil {
+		return err
+	}
+	return s.Recommend(k, v, rec.Generation)
 }
 
 // Forget removes the recommendation for key.
