@@ -1,6 +1,8 @@
 # mlbpf. Targets that load BPF need root; `setup` installs what is missing.
 GO      ?= go
 KERNEL  ?= 6.1
+PKGS    ?= ./...
+VMTEST_FLAGS ?=
 export PATH := $(PATH):/usr/local/go/bin
 
 .PHONY: all setup generate check-generated build test bench bench-ringbuf bench-tcp vmtest lint run
@@ -43,7 +45,7 @@ bench-tcp: setup
 
 ## vmtest: the privileged suite inside a VM on another kernel (KERNEL=6.1|6.12|path/to/bzImage)
 vmtest: setup
-	$(GO) run ./vmtest -kernel $(KERNEL)
+	$(GO) run ./vmtest -kernel $(KERNEL) -pkgs $(PKGS) $(VMTEST_FLAGS)
 
 lint:
 	@test -z "$$(gofmt -l .)" || (gofmt -l . ; echo "gofmt: files above need formatting" >&2; exit 1)
