@@ -64,12 +64,12 @@ type Server struct {
 
 // Listen creates the socket at path, mode 0600, replacing a stale socket
 // left there (the caller holds the daemon's lock, so no other daemon
-// listens on it). Its directory is created if missing.
+// listens on it). Its directory is created, mode 0700, if missing.
 func Listen(path string, backend Backend, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating the agent socket's directory: %w", err)
 	}
 	if fi, err := os.Lstat(path); err == nil {
@@ -156,27 +156,33 @@ func (s *Server) accept() {
 			refuse(nc, fmt.Sprintf("permission denied: uid %d may not use this socket (root or uid %d only)", uid, os.Getuid()))
 			continue
 		}
-		s.mu.Lock()
-		if s.closed || len(s.conns) >= MaxConnections {
-			full := !s.closed
-			s.mu.Unlock()
-			if full {
-				refuse(nc, fmt.Sprintf("too many connections (%d)", MaxConnections))
-			} else {
-				nc.Close()
-			}
-			continue
-		}
-		s.nextID++
-		c := &serverConn{s: s, nc: nc, id: s.nextID, pid: pid, out: make(chan Message, sendQueue),
-			done: make(chan struct{}), subs: map[string]func(){}}
-		s.conns[c] = struct{}{}
-		s.wg.Add(2)
-		s.mu.Unlock()
-		s.log.Debug("agent connected", "client", c.id, "pid", pid, "uid", uid)
-		go c.writeLoop()
-		go c.readLoop()
+		s.serve(nc, uid, pid)
 	}
+}
+
+// serve serves one connection whose peer was admitted, until it or the
+// server closes; it returns at once.
+func (s *Server) serve(nc *net.UnixConn, uid uint32, pid int32) {
+	s.mu.Lock()
+	if s.closed || len(s.conns) >= MaxConnections {
+		full := !s.closed
+		s.mu.Unlock()
+		if full {
+			refuse(nc, fmt.Sprintf("too many connections (%d)", MaxConnections))
+		} else {
+			nc.Close()
+		}
+		return
+	}
+	s.nextID++
+	c := &serverConn{s: s, nc: nc, id: s.nextID, pid: pid, out: make(chan Message, sendQueue),
+		done: make(chan struct{}), subs: map[string]func(){}}
+	s.conns[c] = struct{}{}
+	s.wg.Add(2)
+	s.mu.Unlock()
+	s.log.Debug("agent connected", "client", c.id, "pid", pid, "uid", uid)
+	go c.writeLoop()
+	go c.readLoop()
 }
 
 func refuse(nc *net.UnixConn, msg string) {

@@ -6,267 +6,441 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"sync"
 	"time"
 
+	"github.com/cilium/ebpf"
+
+	"github.com/mlbpf/mlbpf/agent"
+	"github.com/mlbpf/mlbpf/config"
 	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
 	"github.com/mlbpf/mlbpf/ringbuf"
 	"github.com/mlbpf/mlbpf/synthetic"
 )
 
-// SyntheticConfig configures a run of the synthetic subsystem.
-type SyntheticConfig struct {
-	// PinRoot is the root of the pins (default loader.DefaultPinRoot).
-	PinRoot string
-	// Model names the model (default "demo").
-	Model string
-	// Options are the model's options (lease, shares, modes, controller).
-	Options model.Options
-	// Duration stops the run after this long; 0 runs until ctx ends.
-	Duration time.Duration
-	// FilterTgid restricts the live hook to one process (0: every process).
-	FilterTgid uint32
-	// Adversarial makes the learner recommend the worst values (a bad
-	// model, which the controller must never promote).
-	Adversarial bool
-	// Destroy removes the pins at the end instead of leaving them for the
-	// next run to adopt.
-	Destroy bool
+// syntheticOptions is a synthetic model's section of the configuration.
+type syntheticOptions struct {
+	// MaxValue is the largest value a recommendation may carry (default
+	// 1<<20).
+	MaxValue uint32 `cfg:"max_value"`
+	// PID restricts the live hook to one process; 0: every process but
+	// the daemon. The hook is on every system call, so a host-wide
+	// synthetic model costs every process a little: give a PID outside
+	// demos.
+	PID uint32 `cfg:"pid"`
+	// PortionBytes caps a dataset portion (default 128 KiB): records
+	// beyond it wait in the ring for the next period, or are lost.
+	PortionBytes int `cfg:"portion_bytes"`
+	// Adversarial makes the built-in learner recommend the worst value
+	// for every key: a bad model, which the mode controller must never
+	// promote (a test of the controller).
+	Adversarial bool `cfg:"adversarial"`
 }
 
-// Status is what a run reports after every period and at the end.
-type Status struct {
-	Subsystem string            `json:"subsystem"`
-	Model     string            `json:"model"`
-	State     string            `json:"state"`
-	Mode      string            `json:"mode"`
-	Uptime    time.Duration     `json:"uptime_ns"`
-	Records   uint64            `json:"records"`
-	Lost      uint64            `json:"lost"`
-	Corrupted uint64            `json:"corrupted"`
-	Arms      map[string]uint64 `json:"arms"`
-	Keys      int               `json:"keys"`
-	Renewals  uint64            `json:"lease_renewals"`
-	Changes   []ModeChange      `json:"mode_changes,omitempty"`
+const defaultPortionBytes = 128 << 10
+
+func syntheticSubsystem() *Subsystem {
+	return &Subsystem{
+		Name:    synthetic.Name,
+		Summary: "the RFC's test device: answers a key, by default key % 64; live on raw_syscalls:sys_enter",
+		Records: RecordFormat{
+			Kind: loader.RecordSynthetic, Size: synthetic.RecordSize,
+			Type: reflect.TypeFor[synthetic.Record](),
+			JSON: syntheticJSON,
+		},
+		Datasets:       true,
+		Programs:       []ebpf.ProgramType{ebpf.RawTracepoint},
+		RecommendUsage: "synthetic/demo KEY VALUE (e.g. 5 42: answer key 5 with 42)",
+		check: func(c *config.Config, m *config.Model) error {
+			var o syntheticOptions
+			if err := c.DecodeSection(m, &o); err != nil {
+				return err
+			}
+			if o.PortionBytes != 0 && o.PortionBytes < synthetic.RecordSize {
+				return c.SectionError(m, "portion_bytes", "%d: want at least one record, %d bytes", o.PortionBytes, synthetic.RecordSize)
+			}
+			return nil
+		},
+		open:            openSynthetic,
+		recommendPinned: recommendSyntheticPinned,
+	}
 }
 
-// ModeChange is one decision of the mode controller.
-type ModeChange struct {
-	At     time.Duration `json:"at_ns"`
-	From   string        `json:"from"`
-	To     string        `json:"to"`
-	Reason string        `json:"reason"`
+// syntheticRecord is a synthetic record as JSON.
+type syntheticRecord struct {
+	TsNs         uint64 `json:"ts_ns"`
+	Arm          string `json:"arm"`
+	Mode         string `json:"mode"`
+	Generation   uint32 `json:"generation"`
+	CPU          uint32 `json:"cpu"`
+	Key          uint32 `json:"key"`
+	DefaultValue uint32 `json:"default_value"`
+	Recommended  uint32 `json:"recommended"`
+	Applied      uint32 `json:"applied"`
 }
 
-// RunSynthetic runs the synthetic subsystem live on raw_syscalls:sys_enter
-// until ctx is done or cfg.Duration has passed. progress, if not nil, is
-// called with the status after every period. On return the model is
-// STOPPED in the kernel (or destroyed with cfg.Destroy).
-func RunSynthetic(ctx context.Context, cfg SyntheticConfig, log *slog.Logger, progress func(Status)) (Status, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+func syntheticJSON(raw []byte) (any, error) {
+	var r synthetic.Record
+	if err := synthetic.DecodeRecord(raw, &r); err != nil {
+		return nil, err
 	}
-	if cfg.Model == "" {
-		cfg.Model = "demo"
-	}
-	opts := cfg.Options.WithDefaults()
-	if err := opts.Validate(); err != nil {
-		return Status{}, err
-	}
-	if err := loader.CheckPrivileges(); err != nil {
-		return Status{}, err
-	}
-	root := cfg.PinRoot
-	if root == "" {
-		root = loader.DefaultPinRoot
-	}
-	if err := loader.EnsureBPFFS(root, true); err != nil {
-		return Status{}, err
-	}
+	return syntheticRecord{
+		TsNs: r.Hdr.TsNs, Arm: model.Arm(r.Hdr.Arm).String(), Mode: model.Mode(r.Hdr.Mode).String(),
+		Generation: r.Hdr.Generation, CPU: r.Hdr.Cpu,
+		Key: r.Key, DefaultValue: r.DefaultValue, Recommended: r.Recommended, Applied: r.Applied,
+	}, nil
+}
 
-	// The daemon's own syscalls would feed the ring it drains.
-	var exclude uint32
-	if cfg.FilterTgid == 0 {
-		exclude = uint32(os.Getpid())
+func syntheticConfig(c *config.Config, m *config.Model, pinRoot string) (synthetic.Config, syntheticOptions, error) {
+	var o syntheticOptions
+	if err := c.DecodeSection(m, &o); err != nil {
+		return synthetic.Config{}, o, err
 	}
-	sub, err := synthetic.Open(synthetic.Config{PinRoot: root, Model: cfg.Model,
-		FilterTgid: cfg.FilterTgid, ExcludeTgid: exclude, Live: true})
+	return synthetic.Config{PinRoot: pinRoot, Model: m.ModelName(), MaxValue: o.MaxValue}, o, nil
+}
+
+func recommendSyntheticPinned(c *config.Config, m *config.Model, pinRoot string, rec model.Recommendation) (model.Recommendation, error) {
+	sc, _, err := syntheticConfig(c, m, pinRoot)
 	if err != nil {
-		return Status{}, err
+		return rec, err
+	}
+	dir := loader.PinDir(pinRoot, synthetic.Name, sc.Model)
+	if _, err := os.Stat(filepath.Join(dir, "recommend")); err != nil {
+		return rec, fmt.Errorf("%s: no pinned maps under %s (start the model once with 'mlbpf run')", m.Name, dir)
+	}
+	sub, err := synthetic.Open(sc)
+	if err != nil {
+		return rec, err
 	}
 	defer sub.Close()
-
-	m, err := model.Create(synthetic.Name, cfg.Model, sub, sub.Control())
+	k, v, err := sub.ParseRecommendation(rec.Key, rec.Value)
 	if err != nil {
-		return Status{}, err
+		return rec, err
 	}
-	if err := m.Init(opts); err != nil {
-		return Status{}, err
-	}
-	rd, err := ringbuf.NewReader(sub.Events())
+	pm, err := loader.ReadPinned(pinRoot, synthetic.Name, sc.Model)
 	if err != nil {
-		return Status{}, fmt.Errorf("reading synthetic records: %w", err)
+		return rec, err
 	}
-	defer rd.Close()
-
-	if err := m.Start(model.RunConfig{}); err != nil {
-		return Status{}, err
-	}
-	log.Info("model started", "model", synthetic.Name+"/"+cfg.Model, "pins", sub.Dir(),
-		"mode", m.Mode(), "max_mode", opts.MaxMode, "lease", opts.Lease)
-
-	r := &synthRun{
-		sub: sub, m: m, rd: rd, log: log,
-		ctrl:    model.NewController(opts.Controller),
-		learner: &synthetic.Learner{Adversarial: cfg.Adversarial},
-		start:   time.Now(),
-	}
-	r.st = Status{Subsystem: synthetic.Name, Model: cfg.Model}
-
-	var deadline <-chan time.Time
-	if cfg.Duration > 0 {
-		t := time.NewTimer(cfg.Duration)
-		defer t.Stop()
-		deadline = t.C
-	}
-	tick := time.NewTicker(opts.SleepTimeout)
-	defer tick.Stop()
-
-	runErr := r.step()
-	for runErr == nil {
-		select {
-		case <-ctx.Done():
-			log.Info("stopping", "reason", context.Cause(ctx))
-		case <-deadline:
-			log.Info("stopping", "reason", "duration reached")
-		case <-tick.C:
-			runErr = r.step()
-			if runErr == nil && progress != nil {
-				progress(r.status())
-			}
-			continue
-		}
-		break
-	}
-
-	// Leave the kernel on its default behaviour whatever happened above.
-	if err := m.Stop(); err != nil {
-		runErr = errors.Join(runErr, err)
-	}
-	_ = r.drain()
-	st := r.status()
-	if cfg.Destroy {
-		if err := m.Destroy(); err != nil {
-			runErr = errors.Join(runErr, err)
-		}
-		st.State = model.StateShuttingDown.String()
-	}
-	log.Info("model stopped", "model", synthetic.Name+"/"+cfg.Model, "state", st.State,
-		"records", st.Records, "lost", st.Lost)
-	return st, runErr
+	rec = model.Recommendation{Key: strconv.FormatUint(uint64(k), 10), Value: strconv.FormatUint(uint64(v), 10), Generation: pm.Control.Generation}
+	return rec, sub.Recommend(k, v, rec.Generation)
 }
 
-type synthRun struct {
+// syntheticRunner runs a synthetic model live: every period it renews the
+// lease, reads a portion of the ring buffer, feeds the outcomes back to
+// the mode controller, publishes the portion to the agents and gives it to
+// the learner, applies the learner's recommendations and lets the
+// controller correct the mode.
+type syntheticRunner struct {
+	name    string
 	sub     *synthetic.Subsystem
 	m       *model.Model
-	rd      *ringbuf.Reader
+	opts    syntheticOptions
 	log     *slog.Logger
-	ctrl    *model.Controller
-	learner *synthetic.Learner
-	start   time.Time
-	st      Status
-	gen     uint32
-	dec     synthetic.Record
+	hub     *hub
+	learner agent.Learner // nil: external agents only
+
+	rd      *ringbuf.Reader
+	lost    *ringbuf.LostCounter
+	builder *ringbuf.DatasetBuilder
+
+	mu        sync.Mutex
+	operator  map[uint32]bool // keys an operator recommended
+	records   uint64
+	corrupted uint64
+	partial   uint64
+	bstats    ringbuf.DatasetStats // the builder's, as of the last portion
+	fb        periodFeedback
+	decision  string
 }
 
-// step is one period: renew the lease, read the records, learn, and let
-// the controller correct the mode.
-func (r *synthRun) step() error {
+func openSynthetic(e *env, m *config.Model, mopts model.Options) (runner, error) {
+	sc, o, err := syntheticConfig(e.cfg, m, e.cfg.PinRoot)
+	if err != nil {
+		return nil, err
+	}
+	sc.Live = true
+	sc.FilterTgid = o.PID
+	if o.PID == 0 {
+		// The daemon's own system calls would feed the ring it drains.
+		sc.ExcludeTgid = uint32(os.Getpid())
+	}
+	sub, err := synthetic.Open(sc)
+	if err != nil {
+		return nil, err
+	}
+	r := &syntheticRunner{name: m.Name, sub: sub, opts: o, log: e.log, hub: e.hub, operator: map[uint32]bool{}}
+	fail := func(err error) (runner, error) {
+		r.Close()
+		return nil, err
+	}
+	if r.m, err = model.Create(synthetic.Name, sc.Model, sub, sub.Control()); err != nil {
+		return fail(err)
+	}
+	if err := r.m.Init(mopts); err != nil {
+		return fail(err)
+	}
+	if r.rd, err = ringbuf.NewReader(sub.Events()); err != nil {
+		return fail(fmt.Errorf("%s: reading records: %w", m.Name, err))
+	}
+	if r.lost, err = ringbuf.NewLostCounter(sub.Lost()); err != nil {
+		return fail(fmt.Errorf("%s: %w", m.Name, err))
+	}
+	pb := o.PortionBytes
+	if pb == 0 {
+		pb = defaultPortionBytes
+	}
+	if r.builder, err = ringbuf.NewDatasetBuilder(ringbuf.DatasetConfig{
+		Kind: loader.RecordSynthetic, RecordSize: synthetic.RecordSize, MaxBytes: pb,
+	}); err != nil {
+		return fail(err)
+	}
+	if m.Learner == config.LearnerBuiltin {
+		l := &syntheticLearner{l: synthetic.Learner{Adversarial: o.Adversarial}}
+		// Keys already in the map (an operator's, or learned before a
+		// restart) are known: the learner leaves them alone.
+		var k uint32
+		var v [8]byte
+		it := sub.RecommendationMap().Iterate()
+		for it.Next(&k, &v) {
+			l.l.Observe(k)
+		}
+		r.learner = l
+	}
+	return r, nil
+}
+
+func (r *syntheticRunner) Model() *model.Model         { return r.m }
+func (r *syntheticRunner) Control() *loader.ControlMap { return r.sub.Control() }
+func (r *syntheticRunner) Dir() string                 { return r.sub.Dir() }
+
+func (r *syntheticRunner) Close() error {
+	if r.rd != nil {
+		r.rd.Close()
+	}
+	return r.sub.Close()
+}
+
+func (r *syntheticRunner) Stats() runnerStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := runnerStats{Records: r.records, Corrupted: r.corrupted, Decision: r.decision,
+		Lost: r.bstats.Lost, Dropped: r.bstats.Dropped, Partial: r.partial}
+	st.Feedback = r.fb.take()
+	return st
+}
+
+func (r *syntheticRunner) Recommend(rec model.Recommendation, operator bool) (model.Recommendation, error) {
+	if !operator {
+		rec, err := r.m.PreprocessRecommendation(rec)
+		if err != nil {
+			return rec, err
+		}
+		return rec, r.m.ApplyRecommendation(rec)
+	}
+	// An operator may recommend while the model is stopped.
+	rec, err := r.m.PreprocessRecommendation(rec)
+	if err != nil {
+		return rec, err
+	}
+	k, v, err := r.sub.ParseRecommendation(rec.Key, rec.Value)
+	if err != nil {
+		return rec, err
+	}
+	r.mu.Lock()
+	r.operator[k] = true
+	r.mu.Unlock()
+	return rec, r.sub.Recommend(k, v, rec.Generation)
+}
+
+func (r *syntheticRunner) Run(ctx context.Context) (err error) {
+	if err := r.m.Start(model.RunConfig{}); err != nil {
+		return err
+	}
+	defer func() {
+		// Leave the kernel on its default whatever happened.
+		if serr := r.m.Stop(); serr != nil {
+			err = errors.Join(err, serr)
+		}
+	}()
+	tick := time.NewTicker(r.m.Options().SleepTimeout)
+	defer tick.Stop()
+	for {
+		if err := r.step(ctx); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// step is one period.
+func (r *syntheticRunner) step(ctx context.Context) error {
 	if err := r.m.RenewLease(loader.MonotonicNs()); err != nil {
 		return err
 	}
-	r.st.Renewals++
-	if err := r.drain(); err != nil {
+	for {
+		select {
+		case ds := <-r.hub.free:
+			_ = r.builder.Discard(ds)
+			continue
+		default:
+		}
+		break
+	}
+	ds, err := r.read()
+	if err != nil {
 		return err
 	}
-	d := r.ctrl.Decide(r.m.Mode())
+	if ds.State != model.DatasetClean { // something was read, or missed
+		r.consume(ctx, ds)
+	} else {
+		_ = r.builder.Discard(ds)
+	}
+	d, err := r.m.CorrectSystemState()
+	if err != nil && !errors.Is(err, model.ErrModeChanged) {
+		return err
+	}
+	r.mu.Lock()
+	r.decision = d.String()
+	r.mu.Unlock()
 	if d.Changed {
-		if err := r.m.SetMode(d.To, d.Reason); err != nil {
-			return err
-		}
-		r.ctrl.Reset()
-		r.st.Changes = append(r.st.Changes, ModeChange{At: time.Since(r.start), From: d.From.String(), To: d.To.String(), Reason: d.Reason})
-		r.log.Info("mode changed", "model", synthetic.Name+"/"+r.st.Model, "from", d.From, "to", d.To, "reason", d.Reason)
+		r.log.Info("mode changed", "model", r.name, "from", d.From, "to", d.To, "reason", d.Reason)
 	}
 	return nil
 }
 
-// drain reads the records available now, at most one ring's worth, so a
-// flood cannot keep the loop from renewing the lease.
-func (r *synthRun) drain() error {
-	budget := r.rd.Size() / synthetic.RecordSize
+// read takes the records available now into a portion, up to its cap;
+// the rest wait in the ring for the next period.
+func (r *syntheticRunner) read() (*model.Dataset, error) {
 	r.rd.SetDeadline(time.Now())
-	for budget > 0 {
-		n, err := r.rd.ReadBatch(r.handle)
+	capacity := max(r.builderCap(), 1)
+	for r.builder.Len() < capacity {
+		_, err := r.builder.ReadFrom(r.rd, r.lost)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return nil
+			break
 		}
 		if err != nil {
-			return fmt.Errorf("reading synthetic records: %w", err)
-		}
-		budget -= n
-	}
-	return nil
-}
-
-// handle takes one record; a record that does not decode is counted and
-// skipped.
-func (r *synthRun) handle(rec []byte) error {
-	r.st.Records++
-	if err := synthetic.DecodeRecord(rec, &r.dec); err != nil {
-		r.st.Corrupted++
-		return nil
-	}
-	r.observe(&r.dec)
-	return nil
-}
-
-func (r *synthRun) observe(d *synthetic.Record) {
-	if v, isNew := r.learner.Observe(d.Key); isNew {
-		r.gen++
-		if err := r.sub.Recommend(d.Key, v, r.gen); err != nil {
-			r.log.Warn("recommendation refused", "key", d.Key, "value", v, "err", err)
-		} else {
-			r.st.Keys++
+			r.builder.Fail()
+			r.log.Warn("reading records failed", "model", r.name, "err", err)
+			break
 		}
 	}
-	arm := model.Arm(d.Hdr.Arm)
-	switch arm {
-	case model.ArmShadow:
-		// LEARNING: the recommendation was only looked up. The synthetic
-		// device's objective is known, so the recommendation is checked
-		// against it: the counterfactual reward it would have earned.
-		r.ctrl.Observe(model.Outcome{Arm: arm, Reward: synthetic.Reward(d.Key, d.Applied),
-			Predicted: synthetic.Reward(d.Key, d.Recommended), HasPrediction: true})
-	case model.ArmModel, model.ArmControl:
-		r.ctrl.Observe(model.Outcome{Arm: arm, Reward: synthetic.Reward(d.Key, d.Applied)})
+	return r.builder.Take()
+}
+
+func (r *syntheticRunner) builderCap() int {
+	pb := r.opts.PortionBytes
+	if pb == 0 {
+		pb = defaultPortionBytes
+	}
+	return pb / synthetic.RecordSize
+}
+
+// consume feeds a portion's outcomes back, publishes it and lets the
+// learner learn from it.
+func (r *syntheticRunner) consume(ctx context.Context, ds *model.Dataset) {
+	r.mu.Lock()
+	r.records += uint64(ds.Len())
+	r.corrupted += ds.Corrupted
+	if ds.State == model.DatasetExtractedPartially {
+		r.partial++
+	}
+	r.bstats = r.builder.Stats()
+	r.mu.Unlock()
+	if err := r.m.PreprocessData(ds); err != nil {
+		// A corrupted portion trips the controller: EMERGENCY.
+		r.log.Warn("dataset rejected", "model", r.name, "offset", ds.PortionOffset, "err", err)
+	} else {
+		r.feedback(ds)
+	}
+	n, err := r.m.PublishData(ds)
+	if err != nil {
+		r.log.Warn("publishing dataset", "model", r.name, "err", err)
+	}
+	p := r.hub.publish(ds, n)
+	if r.learner == nil || ds.State == model.DatasetCorrupted {
+		return
+	}
+	p.Data = ds.Data
+	recs, err := r.learner.Learn(ctx, &p)
+	if err != nil {
+		r.log.Warn("learner failed", "model", r.name, "err", err)
+		return
+	}
+	for _, rec := range recs {
+		k, _ := strconv.ParseUint(rec.Key, 10, 32)
+		r.mu.Lock()
+		op := r.operator[uint32(k)]
+		r.mu.Unlock()
+		if op {
+			continue
+		}
+		if err := r.m.ApplyRecommendation(model.Recommendation{Key: rec.Key, Value: rec.Value}); err != nil {
+			r.log.Warn("recommendation refused", "model", r.name, "key", rec.Key, "value", rec.Value, "err", err)
+			continue
+		}
+		r.log.Debug("recommendation made", "model", r.name, "key", rec.Key, "value", rec.Value)
 	}
 }
 
-func (r *synthRun) status() Status {
-	st := r.st
-	st.State = r.m.State().String()
-	st.Mode = r.m.Mode().String()
-	st.Uptime = time.Since(r.start)
-	if arms, err := r.sub.ArmCounts(); err == nil {
-		st.Arms = make(map[string]uint64, len(arms))
-		for i, n := range arms {
-			st.Arms[model.Arm(i).String()] = n
+// feedback back-propagates the outcome of every decision in the portion.
+// The synthetic device's objective is known, so a shadow outcome also
+// says what the recommendation would have earned.
+func (r *syntheticRunner) feedback(ds *model.Dataset) {
+	var rec synthetic.Record
+	var pf periodFeedback
+	for _, raw := range ds.All() {
+		if synthetic.DecodeRecord(raw, &rec) != nil {
+			continue
+		}
+		arm := model.Arm(rec.Hdr.Arm)
+		fb := model.Feedback{Arm: arm, Reward: synthetic.Reward(rec.Key, rec.Applied), Key: strconv.FormatUint(uint64(rec.Key), 10),
+			Mode: model.Mode(rec.Hdr.Mode), Generation: rec.Hdr.Generation}
+		switch arm {
+		case model.ArmShadow:
+			fb.Predicted, fb.HasPrediction = synthetic.Reward(rec.Key, rec.Recommended), true
+		case model.ArmModel, model.ArmControl:
+		default:
+			continue // nothing to learn: the model could not act
+		}
+		n, err := r.m.ErrorBackpropagation(fb)
+		if err != nil {
+			r.log.Warn("feedback refused", "model", r.name, "err", err)
+			return
+		}
+		pf.add(fb, n.Accepted)
+	}
+	r.mu.Lock()
+	r.fb.merge(pf)
+	r.mu.Unlock()
+}
+
+// syntheticLearner is the built-in learner of synthetic models, an
+// agent.Learner like any external one.
+type syntheticLearner struct {
+	l synthetic.Learner
+}
+
+func (s *syntheticLearner) Learn(_ context.Context, p *agent.Portion) ([]agent.Recommendation, error) {
+	var out []agent.Recommendation
+	var rec synthetic.Record
+	for i := range int(p.Size) {
+		if synthetic.DecodeRecord(p.Record(i), &rec) != nil {
+			continue
+		}
+		if v, isNew := s.l.Observe(rec.Key); isNew {
+			out = append(out, agent.Recommendation{Model: p.Model,
+				Key: strconv.FormatUint(uint64(rec.Key), 10), Value: strconv.FormatUint(uint64(v), 10)})
 		}
 	}
-	if lost, err := r.sub.LostRecords(); err == nil {
-		st.Lost = lost
-	}
-	st.Changes = append([]ModeChange(nil), r.st.Changes...)
-	return st
+	return out, nil
 }
+
+func (s *syntheticLearner) Feedback(context.Context, *agent.Feedback) {}

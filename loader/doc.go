@@ -14,6 +14,7 @@
 //	/sys/fs/bpf/mlbpf/<subsystem>/<model>/lost       per-CPU array: failed ring buffer reservations
 //	/sys/fs/bpf/mlbpf/<subsystem>/<model>/events     ring buffer of records
 //	/sys/fs/bpf/mlbpf/<subsystem>/<model>/recommend  the model's recommendations (subsystem-specific)
+//	/sys/fs/bpf/mlbpf/<subsystem>/<model>/link       the attached applier's link, where the subsystem pins it
 //
 // Every map is pinned with its BTF, so
 //

@@ -545,6 +545,22 @@ func (m *Model) setMode(from *Mode, mode Mode, reason string) error {
 	})
 }
 
+// AdoptGeneration tells the model that another writer (an operator's
+// command) stored a control block of generation g: the model's next change
+// of the block takes a generation after g, so that the generations the
+// kernel sees never go back, and a generation never names two different
+// blocks. A g not ahead of the model's own generation changes nothing;
+// nothing is written.
+func (m *Model) AdoptGeneration(g uint32) {
+	m.lifecycle.Lock()
+	defer m.lifecycle.Unlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if int32(g-m.control.Generation) > 0 {
+		m.control.Generation = g
+	}
+}
+
 // Trip makes the next CorrectSystemState go to EMERGENCY with reason (for
 // example an external agent found dead). Before Init, the model is in
 // EMERGENCY anyway and Trip does nothing.

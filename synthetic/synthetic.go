@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -166,6 +168,18 @@ func (s *Subsystem) Recommend(key, value uint32, generation uint32) error {
 // unsigned 32-bit integers ("5", "42"), and checks the value against
 // Config.MaxValue.
 func (s *Subsystem) ParseRecommendation(key, value string) (k, v uint32, err error) {
+	return ParseRecommendation(key, value, s.cfg.MaxValue)
+}
+
+// ParseRecommendation parses a recommendation's key and value, unsigned
+// 32-bit integers in decimal with spaces around allowed (" 007 " is 7),
+// and checks the value is at most maxValue (0: the default, 1<<20).
+// Errors wrap model.ErrInvalidRecommendation, and ErrOutOfRange for a
+// value above maxValue.
+func ParseRecommendation(key, value string, maxValue uint32) (k, v uint32, err error) {
+	if maxValue == 0 {
+		maxValue = (&Config{}).withDefaults().MaxValue
+	}
 	k64, err := strconv.ParseUint(strings.TrimSpace(key), 10, 32)
 	if err != nil {
 		return 0, 0, fmt.Errorf("%w: key %q: want an unsigned 32-bit integer", model.ErrInvalidRecommendation, key)
@@ -174,8 +188,8 @@ func (s *Subsystem) ParseRecommendation(key, value string) (k, v uint32, err err
 	if err != nil {
 		return 0, 0, fmt.Errorf("%w: value %q: want an unsigned 32-bit integer", model.ErrInvalidRecommendation, value)
 	}
-	if uint32(v64) > s.cfg.MaxValue {
-		return 0, 0, fmt.Errorf("%w: value %d for key %d: %w (max %d)", model.ErrInvalidRecommendation, v64, k64, ErrOutOfRange, s.cfg.MaxValue)
+	if uint32(v64) > maxValue {
+		return 0, 0, fmt.Errorf("%w: value %d for key %d: %w (max %d)", model.ErrInvalidRecommendation, v64, k64, ErrOutOfRange, maxValue)
 	}
 	return uint32(k64), uint32(v64), nil
 }
@@ -245,26 +259,73 @@ func DecodeRecord(b []byte, r *Record) error {
 	return nil
 }
 
+// LinkPin is the pin name, beside the maps, of the live hook's link.
+const LinkPin = "link"
+
 // Start implements model.ModelOps: with Config.Live it attaches the
-// applier to raw_syscalls:sys_enter.
+// applier to raw_syscalls:sys_enter and pins the link (LinkPin), so that
+// the applier outlives the process: if the daemon dies, its lease, not
+// its exit, returns the kernel to the default, and the records of what
+// the kernel did meanwhile wait in the ring for the next daemon.
+//
+// A link an earlier process left pinned (it died without stopping the
+// model) runs that process's program, with its settings (filter_tgid,
+// exclude_tgid): it is detached first, then this program attached. In
+// between no applier runs, which is the kernel's default; two appliers
+// never run at once.
 func (s *Subsystem) Start(m *model.Model, cfg model.RunConfig) error {
 	if !s.cfg.Live || s.live != nil {
 		return nil
+	}
+	pin := filepath.Join(s.dir, LinkPin)
+	if err := detachPinned(pin); err != nil {
+		return err
 	}
 	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_enter", Program: s.objs.SynthApply})
 	if err != nil {
 		return fmt.Errorf("attaching synth_apply to raw_syscalls:sys_enter: %w", err)
 	}
+	if err := l.Pin(pin); err != nil {
+		l.Close()
+		return fmt.Errorf("pinning the live hook's link: %w", err)
+	}
 	s.live = l
 	return nil
 }
 
-// Stop implements model.ModelOps: it detaches the live hook.
+// detachPinned detaches the link pinned at pin, if any, and removes the
+// pin.
+func detachPinned(pin string) error {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("adopting the live hook's link: %w (a stale or foreign pin? remove it with 'mlbpf rollback')", err)
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		return fmt.Errorf("reading the link pinned at %s: %w", pin, err)
+	}
+	if info.Type != link.RawTracepointType {
+		return fmt.Errorf("%s is a %v link, not the live hook's raw tracepoint (a stale or foreign pin? remove it with 'mlbpf rollback')", pin, info.Type)
+	}
+	if err := l.Unpin(); err != nil {
+		return fmt.Errorf("detaching the live hook left pinned at %s: %w", pin, err)
+	}
+	return nil
+}
+
+// Stop implements model.ModelOps: it detaches the live hook and removes
+// its pin. The model is STOPPED, so the kernel's default would run
+// anyway; detaching also spares every system call the hook's cost.
 func (s *Subsystem) Stop(m *model.Model) error {
 	if s.live == nil {
 		return nil
 	}
-	err := s.live.Close()
+	err := s.live.Unpin()
+	err = errors.Join(err, s.live.Close())
 	s.live = nil
 	if err != nil {
 		return fmt.Errorf("detaching synth_apply: %w", err)
@@ -281,7 +342,8 @@ func (s *Subsystem) Destroy(m *model.Model) error {
 }
 
 // Close releases the objects and leaves the pins (the daemon's restart
-// path adopts them).
+// path adopts them). A live hook not stopped first stays attached by its
+// pin, on the kernel's default once its lease runs out.
 func (s *Subsystem) Close() error {
 	if s.live != nil {
 		_ = s.live.Close()

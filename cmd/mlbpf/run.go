@@ -2,106 +2,114 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"sort"
-	"strings"
-	"time"
 
+	"github.com/mlbpf/mlbpf/config"
 	"github.com/mlbpf/mlbpf/daemon"
-	"github.com/mlbpf/mlbpf/model"
 )
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("run", "run [flags]", stderr)
-	var (
-		pinRoot  = fs.String("pin-root", "/sys/fs/bpf/mlbpf", "root of the pinned maps")
-		name     = fs.String("model", "demo", "model name (pins under <pin-root>/synthetic/<model>)")
-		interval = fs.Duration("interval", time.Second, "main loop period: lease renewal, learning, mode control")
-		lease    = fs.Duration("lease", 0, "how long the kernel trusts the model without renewal (default 3×interval)")
-		mode     = fs.String("mode", "learning", "initial mode: emergency, learning, collaboration, recommendation")
-		maxMode  = fs.String("max-mode", "recommendation", "highest mode the controller may promote to")
-		collab   = fs.Uint("collab-permille", 500, "COLLABORATION: share of decisions that apply the model (‰)")
-		holdout  = fs.Uint("holdout-permille", 50, "RECOMMENDATION: share kept on the default (‰)")
-		duration = fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
-		destroy  = fs.Bool("destroy", false, "remove the pins on exit instead of leaving them for the next run")
-		output   = fs.String("o", "text", "output: text (progress lines) or json (one summary object)")
-		quiet    = fs.Bool("q", false, "no progress lines")
-	)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "mlbpf run: unexpected argument %q\n", fs.Arg(0))
-		return errUsage
-	}
-	if *output != "text" && *output != "json" {
-		return fmt.Errorf("-o %q: want text or json", *output)
-	}
-	initial, err := model.ParseMode(*mode)
-	if err != nil {
-		return fmt.Errorf("--mode: %w", err)
-	}
-	capMode, err := model.ParseMode(*maxMode)
-	if err != nil {
-		return fmt.Errorf("--max-mode: %w", err)
-	}
-	opts := model.Options{
-		SleepTimeout:    *interval,
-		Lease:           *lease,
-		InitialMode:     initial,
-		MaxMode:         capMode,
-		CollabPermille:  uint32(min(*collab, 1<<31)),
-		HoldoutPermille: uint32(min(*holdout, 1<<31)),
-	}
-	if err := opts.Validate(); err != nil {
-		return err
-	}
+	fs := newFlags("run", "run [--config FILE] [flags]", `
+Run the daemon: load and pin every model the configuration enables (or
+adopt the pins and learned state of an earlier run), renew their leases,
+learn, let the mode controller promote or demote them on evidence, serve
+agents on the socket, until SIGINT or SIGTERM; then stop every model, in
+order, leaving the kernel on its defaults and the pins for the next run.
 
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	progress := func(st daemon.Status) {
-		if *quiet || *output == "json" {
-			return
-		}
-		fmt.Fprintln(stdout, progressLine(st))
+Once every model is attached the daemon drops its capabilities, on every
+thread, bounding set included: from then on it works with the file
+descriptors it holds (a build with cgo cannot, and says so in its log:
+build mlbpf with CGO_ENABLED=0). If it dies, each model's applier stays
+attached by its pin and the kernel returns to its default when the lease
+runs out; the next 'mlbpf run' adopts the pins.
+
+With no --config it runs the embedded default ('mlbpf config default'):
+tcp/cc learning, capped at LEARNING by max_mode, so it changes nothing on
+the host until a configuration lets it. Only one daemon runs per socket:
+a second one refuses to start and names the first.`, `
+  mlbpf run
+  mlbpf run --config /etc/mlbpf/mlbpf.yaml
+  mlbpf run --config demo.toml --metrics-addr 127.0.0.1:9464 --log-format json
+  mlbpf run --config demo.yaml --duration 1m`, stdout, stderr)
+	p := addPaths(fs)
+	var (
+		metricsAddr   = fs.String("metrics-addr", "", "serve Prometheus /metrics on this host:port (loopback unless --metrics-allow-remote)")
+		metricsRemote = fs.Bool("metrics-allow-remote", false, "allow a --metrics-addr that is not a loopback address")
+		logFormat     = fs.String("log-format", "", "log format: text or json (default: the configuration's, text)")
+		logLevel      = fs.String("log-level", "", "log level: debug, info, warn, error (default: the configuration's, info)")
+		duration      = fs.Duration("duration", 0, "stop after this long (0: until SIGINT/SIGTERM)")
+		keepCaps      = fs.Bool("keep-capabilities", false, "keep every capability (by default the daemon drops them all once its models are attached)")
+	)
+	if err := fs.parse(args); err != nil {
+		return err
 	}
-	st, err := daemon.RunSynthetic(ctx, daemon.SyntheticConfig{
-		PinRoot:  *pinRoot,
-		Model:    *name,
-		Options:  opts,
-		Duration: *duration,
-		Destroy:  *destroy,
-	}, log, progress)
+	if err := fs.want(0, "no arguments"); err != nil {
+		return err
+	}
+	cfg, err := p.load()
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+	if *metricsAddr != "" {
+		cfg.Metrics.Addr = *metricsAddr
 	}
-	fmt.Fprintf(stdout, "summary: %s\n", progressLine(st))
-	for _, c := range st.Changes {
-		fmt.Fprintf(stdout, "  at %s: %s -> %s: %s\n", c.At.Round(time.Millisecond), c.From, c.To, c.Reason)
+	if *metricsRemote {
+		cfg.Metrics.AllowRemote = true
 	}
-	return nil
+	if cfg.Metrics.Addr != "" {
+		if err := config.CheckMetricsAddr(cfg.Metrics.Addr, cfg.Metrics.AllowRemote); err != nil {
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+	}
+	if *logFormat != "" {
+		cfg.Log.Format = *logFormat
+	}
+	if *logLevel != "" {
+		cfg.Log.Level = *logLevel
+	}
+	log, err := newLogger(stderr, cfg.Log)
+	if err != nil {
+		return err
+	}
+	d, err := daemon.New(daemon.Options{Config: cfg, Log: log, Version: Version, DropCapabilities: ownProcess && !*keepCaps})
+	if err != nil {
+		return err
+	}
+	if *duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, *duration, fmt.Errorf("--duration %v reached", *duration))
+		defer cancel()
+	}
+	return d.Run(ctx)
 }
 
-func progressLine(st daemon.Status) string {
-	names := make([]string, 0, len(st.Arms))
-	for k := range st.Arms {
-		names = append(names, k)
+// ownProcess is set by main: the process is mlbpf's own, so the daemon
+// may drop its capabilities, which belong to the process's threads. A test
+// running the daemon in-process leaves it false.
+var ownProcess bool
+
+func newLogger(w io.Writer, c config.Log) (*slog.Logger, error) {
+	var level slog.Level
+	switch c.Level {
+	case "debug":
+		level = slog.LevelDebug
+	case "info", "":
+		level = slog.LevelInfo
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	default:
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.Level)
 	}
-	sort.Strings(names)
-	var arms []string
-	for _, k := range names {
-		if st.Arms[k] > 0 {
-			arms = append(arms, fmt.Sprintf("%s=%d", k, st.Arms[k]))
-		}
+	o := &slog.HandlerOptions{Level: level}
+	switch c.Format {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
 	}
-	return fmt.Sprintf("%s/%s t=%s state=%s mode=%s records=%d lost=%d corrupted=%d keys=%d arms[%s]",
-		st.Subsystem, st.Model, st.Uptime.Round(time.Second), st.State, st.Mode,
-		st.Records, st.Lost, st.Corrupted, st.Keys, strings.Join(arms, " "))
+	return nil, fmt.Errorf("--log-format %q: want text or json", c.Format)
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
@@ -69,4 +70,59 @@ func OpenFDs() int {
 		return -1
 	}
 	return len(entries)
+}
+
+// PinnedMapID returns the id of the map pinned at path.
+func PinnedMapID(tb testing.TB, path string) ebpf.MapID {
+	tb.Helper()
+	m, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		tb.Fatalf("opening the pinned map: %v", err)
+	}
+	defer m.Close()
+	info, err := m.Info()
+	if err != nil {
+		tb.Fatalf("reading the pinned map's info: %v", err)
+	}
+	id, ok := info.ID()
+	if !ok {
+		tb.Fatal("the kernel does not report map ids")
+	}
+	return id
+}
+
+// LinksUsingMap counts the BPF links attached in the kernel whose program
+// uses the map with the given id: how many times a model's applier is
+// attached, whoever holds the links (a process, a pin, or both).
+func LinksUsingMap(tb testing.TB, id ebpf.MapID) int {
+	tb.Helper()
+	var it link.Iterator
+	defer it.Close()
+	n := 0
+	for it.Next() {
+		info, err := it.Link.Info()
+		if err != nil {
+			continue // detached meanwhile
+		}
+		prog, err := ebpf.NewProgramFromID(info.Program)
+		if err != nil {
+			continue
+		}
+		pi, err := prog.Info()
+		prog.Close()
+		if err != nil {
+			continue
+		}
+		ids, _ := pi.MapIDs()
+		for _, m := range ids {
+			if m == id {
+				n++
+				break
+			}
+		}
+	}
+	if err := it.Err(); err != nil {
+		tb.Fatalf("listing links: %v", err)
+	}
+	return n
 }

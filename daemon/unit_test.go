@@ -1,0 +1,166 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mlbpf/mlbpf/agent"
+	"github.com/mlbpf/mlbpf/config"
+	"github.com/mlbpf/mlbpf/internal/testutil"
+	"github.com/mlbpf/mlbpf/model"
+)
+
+func TestLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run", LockFile)
+	l, err := AcquireLock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pid, running := Holder(path); !running || pid != os.Getpid() {
+		t.Fatalf("Holder: pid %d running %v", pid, running)
+	}
+	_, err = AcquireLock(path)
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), fmt.Sprintf("process %d holds %s", os.Getpid(), path)) {
+		t.Fatalf("second lock: %v", err)
+	}
+	if err := l.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if _, running := Holder(path); running {
+		t.Fatal("still held after Release")
+	}
+	l, err = AcquireLock(path)
+	if err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+	l.Release()
+}
+
+func TestCheck(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"models:\n  - name: disk/io\n", `x.yaml:2: models[0].name: unknown subsystem "disk" (want tcp, synthetic)`},
+		{"models:\n  - name: tcp/rto\n", `x.yaml:2: models[0].name: tcp has only the model cc`},
+		{"models:\n  - name: tcp/cc\n    tcp:\n      allowed: [BBR]\n", `x.yaml:4: models[0].tcp.allowed: "BBR" is not a congestion control name`},
+		{"models:\n  - name: tcp/cc\n    tcp:\n      cgroups: /x\n", `x.yaml:4: models[0].tcp.cgroups: unknown field (want cgroup, allowed, default, passive, rate_probe, learn)`},
+		{"models:\n  - name: synthetic/a\n    synthetic:\n      portion_bytes: 3\n", `x.yaml:4: models[0].synthetic.portion_bytes: 3: want at least one record, 40 bytes`},
+	} {
+		c, err := config.Parse("x.yaml", []byte(tc.yaml))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		if err := Check(c); err == nil || err.Error() != tc.want {
+			t.Errorf("%q:\n got %v\nwant %s", tc.yaml, err, tc.want)
+		}
+	}
+	if err := Check(config.Default()); err != nil {
+		t.Fatalf("the embedded default: %v", err)
+	}
+	files, _ := filepath.Glob("../testdata/config/good/*")
+	for _, f := range files {
+		c, err := config.Load(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := Check(c); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+func TestSplitName(t *testing.T) {
+	if s, m, err := SplitName("tcp/cc"); err != nil || s.Name != "tcp" || m != "cc" {
+		t.Fatalf("tcp/cc: %v %v %v", s, m, err)
+	}
+	for _, bad := range []string{"tcp", "tcp/", "tcp/rto", "disk/io", "TCP/cc", "tcp/cc/x"} {
+		if _, _, err := SplitName(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func dataset(t *testing.T, offset uint64, n int) *model.Dataset {
+	t.Helper()
+	ds, err := model.NewDataset(model.DatasetStructure, 24, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ds.MarkClean(); err != nil {
+		t.Fatal(err)
+	}
+	ds.PortionOffset = offset
+	for range n {
+		if _, err := ds.Reserve(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ds.Extracted(false); err != nil {
+		t.Fatal(err)
+	}
+	return ds
+}
+
+func TestHub(t *testing.T) {
+	h := newHub("synthetic/demo", RecordFormat{Kind: 1, Size: 24, JSON: func(b []byte) (any, error) { return len(b), nil }})
+	if _, err := h.fetch(nil, true, false); err == nil {
+		t.Fatal("fetched from an empty hub")
+	}
+	var got []agent.Event
+	cancel := h.subscribe(1, func(ev agent.Event) { got = append(got, ev) })
+	for i := range retainPortions + 2 {
+		h.publish(dataset(t, uint64(10*i), 2), model.Notification{Mode: model.ModeLearning})
+	}
+	if len(got) != retainPortions+2 || got[0].Type != agent.EventDataset || got[0].Portion.Offset != 0 {
+		t.Fatalf("events %+v", got)
+	}
+	offs := h.offsets()
+	if len(offs) != retainPortions || offs[0] != 20 {
+		t.Fatalf("retained %v, want the last %d", offs, retainPortions)
+	}
+	if len(h.free) != 2 {
+		t.Fatalf("%d datasets handed back, want the 2 evicted", len(h.free))
+	}
+	old := uint64(0)
+	if _, err := h.fetch(&old, false, false); err == nil || !strings.Contains(err.Error(), "OBSOLETE") {
+		t.Fatalf("fetching an evicted portion: %v", err)
+	}
+	p, err := h.fetch(nil, true, true)
+	if err != nil || p.Offset != offs[len(offs)-1] || len(p.Records) != 2 || string(p.Records[0]) != "24" || len(p.Data) != 48 {
+		t.Fatalf("newest: %+v %v", p, err)
+	}
+	// The subscriber discards a portion: released, but not the newest.
+	if _, err := h.discard(&offs[0], 1); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(h.offsets()); n != retainPortions-1 {
+		t.Fatalf("%d retained after a discard", n)
+	}
+	newest := offs[len(offs)-1]
+	if _, err := h.discard(&newest, 1); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(h.offsets()); n != retainPortions-1 {
+		t.Fatalf("the newest portion was released: %d retained", n)
+	}
+	// A client that is not subscribed (the CLI) releases everything.
+	if n, err := h.discard(nil, 99); err != nil || n != retainPortions-1 || len(h.offsets()) != 0 {
+		t.Fatalf("discard all: %d %v", n, err)
+	}
+	cancel()
+	if n, _ := h.agents(); n != 0 {
+		t.Fatalf("%d agents after cancel", n)
+	}
+}
+
+func TestMain(m *testing.M) {
+	before := testutil.OpenFDs()
+	code := m.Run()
+	if after := testutil.OpenFDs(); code == 0 && after > before {
+		fmt.Fprintf(os.Stderr, "file descriptors leaked: %d open before the tests, %d after\n", before, after)
+		code = 1
+	}
+	os.Exit(code)
+}
