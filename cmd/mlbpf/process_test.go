@@ -1,0 +1,185 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mlbpf/mlbpf/loader"
+)
+
+// Tests that need the daemon in a process of its own (to kill it, to see
+// its capabilities, to run it as another user) run mlbpf built once, here,
+// without cgo: see loader.DropCapabilities.
+var builtBinary struct {
+	once      sync.Once
+	dir, path string
+	err       error
+}
+
+// mlbpfBinary returns the path of mlbpf built from this package, in a
+// directory every user may read (TestUnprivilegedCommandsRefused runs it
+// as nobody). TestMain removes it.
+func mlbpfBinary(t *testing.T) string {
+	t.Helper()
+	builtBinary.once.Do(func() {
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		dir, err := os.MkdirTemp("", "mlbpf-bin-")
+		if err != nil {
+			builtBinary.err = err
+			return
+		}
+		builtBinary.dir = dir
+		if err := os.Chmod(dir, 0o755); err != nil {
+			builtBinary.err = err
+			return
+		}
+		path := filepath.Join(dir, "mlbpf")
+		cmd := exec.Command(goTool, "build", "-o", path, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			builtBinary.err = fmt.Errorf("building mlbpf: %v\n%s", err, out)
+			return
+		}
+		builtBinary.path = path
+	})
+	if builtBinary.err != nil {
+		t.Fatal(builtBinary.err)
+	}
+	return builtBinary.path
+}
+
+func removeBinary() {
+	if builtBinary.dir != "" {
+		_ = os.RemoveAll(builtBinary.dir)
+	}
+}
+
+// proc is a daemon run by the built binary.
+type proc struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	done chan struct{}
+	err  error // once done
+}
+
+// spawn runs 'mlbpf run' of the session in a process of its own and waits
+// until its synthetic/demo runs.
+func (s *session) spawn(extra ...string) *proc {
+	s.t.Helper()
+	p := &proc{t: s.t, logs: &syncBuffer{}, done: make(chan struct{})}
+	args := append(append([]string{"run", "--log-level", "debug"}, s.flags...), extra...)
+	p.cmd = exec.Command(mlbpfBinary(s.t), args...)
+	p.cmd.Stderr = p.logs
+	if err := p.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	s.logs = p.logs
+	s.t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	})
+	s.waitFor("the daemon process to run synthetic/demo", func() bool {
+		select {
+		case <-p.done:
+			s.t.Fatalf("the daemon exited: %v\n%s", p.err, p.logs)
+		default:
+		}
+		st, err := s.status()
+		return err == nil && len(st) == 1 && st[0].State == "RUNNING" && st[0].Live
+	})
+	return p
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) signal(sig os.Signal) {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// wait waits for the process to end and returns its exit status, or the
+// signal that killed it.
+func (p *proc) wait(d time.Duration) (code int, sig syscall.Signal) {
+	p.t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(d):
+		p.t.Fatalf("the daemon did not exit within %v\n%s", d, p.logs)
+	}
+	return exitStatus(p.t, p.err)
+}
+
+func exitStatus(t *testing.T, err error) (code int, sig syscall.Signal) {
+	t.Helper()
+	if err == nil {
+		return 0, 0
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return -1, ws.Signal()
+	}
+	return ee.ExitCode(), 0
+}
+
+// pinned reads synthetic/demo's pins.
+func (s *session) pinned() loader.PinnedModel {
+	s.t.Helper()
+	pm, err := loader.ReadPinned(s.root, "synthetic", "demo")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return pm
+}
+
+// lightLoad starts a shell making a few hundred system calls a second
+// and returns its pid: little enough that a ring of 1 MiB holds what it
+// makes in several seconds.
+func lightLoad(t *testing.T) int {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", "while :; do sleep 0.02; done")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return cmd.Process.Pid
+}
+
+// flood starts a process making system calls as fast as it can (dd
+// copying one byte at a time, two calls a byte: a million or more a
+// second) and returns its pid.
+func flood(t *testing.T) int {
+	t.Helper()
+	cmd := exec.Command("dd", "if=/dev/zero", "of=/dev/null", "bs=1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return cmd.Process.Pid
+}
