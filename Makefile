@@ -40,8 +40,9 @@ bench: bench-ringbuf bench-tcp
 bench-ringbuf: setup
 	$(GO) run ./cmd/ringbench
 
+## bench-tcp: iperf3 over a veth testbed at 0/2/10 % loss: default, best fixed algorithm, mlbpf after learning
 bench-tcp: setup
-	@echo "bench-tcp: not yet built"
+	$(GO) run ./internal/tcpbench/cmd/tcpbench
 
 ## vmtest: the privileged suite inside a VM on another kernel (KERNEL=6.1|6.12|path/to/bzImage)
 vmtest: setup
