@@ -391,7 +391,9 @@ func TestOperatorSession(t *testing.T) {
 	}
 	s.waitFor("a portion", func() bool {
 		out, err := s.cmd("dataset", "get", "synthetic/demo", "--max-records", "3")
-		return err == nil && json.Unmarshal([]byte(out), &portion) == nil && portion.Size > 0
+		// A slow machine (a VM under TCG) may publish a portion of
+		// fewer records than asked for: wait for one that has them.
+		return err == nil && json.Unmarshal([]byte(out), &portion) == nil && portion.Size >= 3
 	})
 	if len(portion.Records) != 3 {
 		t.Fatalf("dataset get --max-records 3: %+v", portion)
