@@ -57,6 +57,7 @@ interval: 100ms
 models:
   - name: synthetic/demo
     max_mode: recommendation
+    lease: 3s   # generous: a slow VM must not lose it by accident
     synthetic:
       pid: %d
 %s`, root, filepath.Join(dir, "state"), filepath.Join(dir, "run", "agent.sock"), pid, extra)

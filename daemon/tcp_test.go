@@ -39,6 +39,7 @@ interval: 100ms
 models:
   - name: tcp/cc
     max_mode: collaboration
+    lease: 3s
     tcp:
       cgroup: %s
       allowed: [cubic, bbr]

@@ -305,6 +305,7 @@ models:
   - name: synthetic/demo
     mode: learning
     max_mode: collaboration
+    lease: 3s   # generous: a slow VM must not lose it by accident
     synthetic:
       pid: %d
 `

@@ -60,6 +60,7 @@ models:
     max_mode: recommendation
     learner: external
     agent_timeout: 500ms
+    lease: 3s
     synthetic:
       pid: %d
 `, root, filepath.Join(dir, "state"), socket, load.Process.Pid)))
