@@ -5,7 +5,7 @@ PKGS    ?= ./...
 VMTEST_FLAGS ?=
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all setup generate check-generated build test bench bench-ringbuf bench-tcp vmtest lint run
+.PHONY: all setup generate check-generated build test bench bench-ringbuf bench-tcp vmtest fuzz lint run
 
 all: build
 
@@ -31,7 +31,7 @@ test: setup
 
 ## run: the daemon on the embedded default configuration, until Ctrl-C
 run: setup
-	$(GO) run ./cmd/mlbpf run
+	CGO_ENABLED=0 $(GO) run ./cmd/mlbpf run
 
 ## bench: every benchmark
 bench: bench-ringbuf bench-tcp
@@ -47,6 +47,10 @@ bench-tcp: setup
 ## vmtest: the privileged suite inside a VM on another kernel (KERNEL=6.1|6.12|path/to/bzImage)
 vmtest: setup
 	$(GO) run ./vmtest -kernel $(KERNEL) -pkgs $(PKGS) $(VMTEST_FLAGS)
+
+## fuzz: every fuzz target for FUZZTIME each (default 10s)
+fuzz:
+	./scripts/fuzz.sh
 
 lint:
 	@test -z "$$(gofmt -l .)" || (gofmt -l . ; echo "gofmt: files above need formatting" >&2; exit 1)

@@ -8,7 +8,8 @@
 // # The socket
 //
 // The daemon listens on one Unix stream socket (default
-// /run/mlbpf/agent.sock), mode 0600. A connecting process is checked
+// /run/mlbpf/agent.sock), mode 0600, in a directory of mode 0700 when the
+// daemon creates it (with its lock file). A connecting process is checked
 // with SO_PEERCRED: only root and the daemon's own user are served;
 // others get one error line and are disconnected.
 //

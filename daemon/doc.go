@@ -58,9 +58,34 @@
 //     an operator does; a mode above max_mode is capped at max_mode; a
 //     mode that is not one is EMERGENCY.
 //     While it adopts, only its writes that agree with the adopted state
-//     and mode reach the kernel; once done, the block in the kernel is
-//     its baseline again. A change that comes meanwhile is adopted next.
+//     and mode reach the kernel, and never over a block someone else
+//     wrote meanwhile; once done, the block in the kernel is its baseline
+//     again. A change that comes meanwhile is adopted next. The daemon's
+//     next block takes a generation after the operator's
+//     (model.Model.AdoptGeneration): the generations the kernel sees
+//     never go back, however many operators write at once.
 //
 // The daemon also reads the block every period, so a change to a model
 // it is not writing (a stopped one) is seen within a period.
+//
+// # Privileges and crashes
+//
+// Loading, pinning and attaching need root (CAP_BPF, CAP_PERFMON,
+// CAP_NET_ADMIN). Once every model has started, a daemon given
+// Options.DropCapabilities drops every capability, on every thread,
+// bounding set included, and sets no_new_privs (loader.DropCapabilities):
+// from then on renewing leases and writing recommendations are updates
+// of maps it holds open, reading records is reading a mapped ring, and an
+// operator's start re-attaches a program already loaded, none of which
+// needs a capability on Linux 5.19 and later (before it, CAP_BPF is
+// kept: loader.KeepAfterAttach). The pins, the state directory and the
+// socket are root's, in directories of mode 0700, so the daemon still
+// reaches them as their owner. The evidence says what became of the
+// capabilities (Evidence.Capabilities).
+//
+// A subsystem pins what it attaches (tcp/cc's sock_ops link, a synthetic
+// model's live hook) beside its maps: if the daemon dies, however it
+// dies, the program stays attached and the kernel falls back to its
+// default when the lease runs out, with nothing to clean up; the next
+// daemon adopts the pins, and 'mlbpf rollback' removes them.
 package daemon

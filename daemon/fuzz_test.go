@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/mlbpf/mlbpf/agent"
+	"github.com/mlbpf/mlbpf/internal/testutil"
 	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
 	"github.com/mlbpf/mlbpf/synthetic"
@@ -66,6 +67,7 @@ const maxProtocolLines = 32
 // writes a recommendation its subsystem refuses: every value in the
 // recommendation map stays within max_value.
 func FuzzAgentProtocol(f *testing.F) {
+	testutil.RequireBPF(f)
 	const maxValue = 1000
 	c := testConfig(f, syscallLoad(f), fmt.Sprintf("      max_value: %d\n", maxValue))
 	td := start(f, c)

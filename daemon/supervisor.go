@@ -157,6 +157,14 @@ func (g *guard) settle(decidedOn model.Control) (*model.Control, error) {
 	return &kernel, nil
 }
 
+// lastGeneration is the generation of the block the daemon last stored or
+// settled on.
+func (g *guard) lastGeneration() uint32 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.last.Generation
+}
+
 func (g *guard) counters() (renewals, held uint64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -289,6 +297,9 @@ func (s *supervisor) reconcile(ctx context.Context) error {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
 		if again == nil {
+			// The block settled on may be a later operator's, which
+			// agreed with the adoption: continue after its generation.
+			s.m.AdoptGeneration(s.g.lastGeneration())
 			return nil
 		}
 	}

@@ -81,11 +81,32 @@ func (c *ControlMap) StoreControl(mc model.Control) error {
 	if !c.guard.Admit(kernel, mc) {
 		return nil
 	}
+	mc.Generation = generationAfter(kernel, mc)
 	if err := c.write(mc); err != nil {
 		return err
 	}
 	c.guard.Stored(mc)
 	return nil
+}
+
+// generationAfter returns the generation next may be written with over
+// kernel, the block another writer may have stored since next's writer
+// last looked: generations in the kernel never go back, and one
+// generation never names two blocks that differ in more than the lease.
+// Under the pin directory's lock, as every writer is.
+func generationAfter(kernel, next model.Control) uint32 {
+	if int32(next.Generation-kernel.Generation) > 0 {
+		return next.Generation
+	}
+	renewal := next
+	renewal.LeaseExpiresNs, renewal.Generation = kernel.LeaseExpiresNs, kernel.Generation
+	if renewal == kernel {
+		return kernel.Generation // a lease renewal of the block in force
+	}
+	if kernel.Generation+1 == 0 {
+		return 1
+	}
+	return kernel.Generation + 1
 }
 
 func (c *ControlMap) write(mc model.Control) error {

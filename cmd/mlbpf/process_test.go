@@ -16,24 +16,27 @@ import (
 )
 
 // Tests that need the daemon in a process of its own (to kill it, to see
-// its capabilities, to run it as another user) run mlbpf built once, here,
-// without cgo: see loader.DropCapabilities.
+// its capabilities, to run it as another user) run an mlbpf built without
+// cgo (see loader.DropCapabilities): this test binary itself where it was
+// built so (vmtest's guests, which have no Go toolchain, run such test
+// binaries), else one built here once with go build.
 var builtBinary struct {
 	once      sync.Once
 	dir, path string
+	env       []string // what the binary's environment needs
 	err       error
 }
 
-// mlbpfBinary returns the path of mlbpf built from this package, in a
-// directory every user may read (TestUnprivilegedCommandsRefused runs it
-// as nobody). TestMain removes it.
+// asMlbpf in the environment makes the test binary run mlbpf's main
+// instead of the tests (see TestMain).
+const asMlbpf = "MLBPF_TEST_AS_MLBPF"
+
+// mlbpfBinary returns the path of an mlbpf binary built without cgo, in a
+// directory every user may read (TestPrivilegeBoundaries runs it as
+// nobody). TestMain removes it. Run it with mlbpfCommand.
 func mlbpfBinary(t *testing.T) string {
 	t.Helper()
 	builtBinary.once.Do(func() {
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-		}
 		dir, err := os.MkdirTemp("", "mlbpf-bin-")
 		if err != nil {
 			builtBinary.err = err
@@ -45,10 +48,22 @@ func mlbpfBinary(t *testing.T) string {
 			return
 		}
 		path := filepath.Join(dir, "mlbpf")
+		if !testBinaryHasCgo {
+			self, err := os.Executable()
+			if err == nil {
+				err = copyFile(self, path, 0o755)
+			}
+			builtBinary.path, builtBinary.env, builtBinary.err = path, []string{asMlbpf + "=1"}, err
+			return
+		}
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
 		cmd := exec.Command(goTool, "build", "-o", path, ".")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			builtBinary.err = fmt.Errorf("building mlbpf: %v\n%s", err, out)
+			builtBinary.err = fmt.Errorf("building mlbpf without cgo (or run these tests built with CGO_ENABLED=0): %v\n%s", err, out)
 			return
 		}
 		builtBinary.path = path
@@ -57,6 +72,22 @@ func mlbpfBinary(t *testing.T) string {
 		t.Fatal(builtBinary.err)
 	}
 	return builtBinary.path
+}
+
+// mlbpfCommand returns the command running mlbpf with args.
+func mlbpfCommand(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(mlbpfBinary(t), args...)
+	cmd.Env = append(os.Environ(), builtBinary.env...)
+	return cmd
+}
+
+func copyFile(from, to string, mode os.FileMode) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, mode)
 }
 
 func removeBinary() {
@@ -80,7 +111,7 @@ func (s *session) spawn(extra ...string) *proc {
 	s.t.Helper()
 	p := &proc{t: s.t, logs: &syncBuffer{}, done: make(chan struct{})}
 	args := append(append([]string{"run", "--log-level", "debug"}, s.flags...), extra...)
-	p.cmd = exec.Command(mlbpfBinary(s.t), args...)
+	p.cmd = mlbpfCommand(s.t, args...)
 	p.cmd.Stderr = p.logs
 	if err := p.cmd.Start(); err != nil {
 		s.t.Fatal(err)

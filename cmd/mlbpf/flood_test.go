@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mlbpf/mlbpf/agent"
+	"github.com/mlbpf/mlbpf/synthetic"
+)
+
+const floodConfig = `
+interval: 200ms
+models:
+  - name: synthetic/demo
+    max_mode: recommendation
+    lease: 2s
+    synthetic:
+      pid: %d
+      portion_bytes: %d
+`
+
+// procStatus returns fields of /proc/<pid>/status in bytes ("VmRSS",
+// "VmHWM").
+func procStatus(t *testing.T, pid int, fields ...string) map[string]uint64 {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]uint64{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok || !slices.Contains(fields, k) {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		if err != nil {
+			t.Fatalf("%s: %q", k, v)
+		}
+		out[k] = n << 10
+	}
+	return out
+}
+
+// scrape returns the value of a metric without labels from /metrics.
+func scrape(t *testing.T, addr, metric string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for l := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, metric+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s", metric)
+	return 0
+}
+
+// TestFlood points the synthetic hook at a process making system calls as
+// fast as it can (a million or more a second), far beyond what the daemon
+// reads with a small portion cap: the kernel loses records in a full ring
+// and counts them, the daemon counts what it missed and marks the portions
+// partial, 'mlbpf status' says so, the daemon's memory stays bounded, and
+// it answers status and the agent socket promptly throughout.
+func TestFlood(t *testing.T) {
+	const portionBytes = 64 << 10
+	s := newSession(t, fmt.Sprintf(floodConfig, flood(t), portionBytes))
+	metrics := freePort(t)
+	p := s.spawn("--metrics-addr", metrics)
+
+	ctx := context.Background()
+	var worstStatus, worstAgent time.Duration
+	var peakHeap float64
+	var rss0 uint64
+	for i := range 30 {
+		time.Sleep(100 * time.Millisecond)
+		start := time.Now()
+		if _, err := s.status(); err != nil {
+			t.Fatal(err)
+		}
+		worstStatus = max(worstStatus, time.Since(start))
+
+		start = time.Now()
+		c, err := agent.Dial(ctx, s.socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Hello(ctx, "flood test"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Models(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		worstAgent = max(worstAgent, time.Since(start))
+		peakHeap = max(peakHeap, scrape(t, metrics, "go_memstats_heap_inuse_bytes"))
+		if i == 0 {
+			rss0 = procStatus(t, p.pid(), "VmRSS")["VmRSS"]
+		}
+	}
+	mem := procStatus(t, p.pid(), "VmRSS", "VmHWM")
+	pm := s.pinned()
+	st, err := s.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := st[0].Daemon
+	t.Logf("flood for 3s: %d records read, %d lost in the kernel (%d by the daemon's count), %d dropped at the cap, %d partial portions",
+		ev.Records, pm.Lost, ev.Lost, ev.Dropped, ev.PartialPortions)
+	t.Logf("memory: RSS %.1f MiB after 0.1s, %.1f MiB at the end, peak %.1f MiB; Go heap in use at most %.1f MiB (portion cap %d KiB)",
+		float64(rss0)/(1<<20), float64(mem["VmRSS"])/(1<<20), float64(mem["VmHWM"])/(1<<20), peakHeap/(1<<20), portionBytes>>10)
+	t.Logf("responsiveness: status at worst %v, agent hello+models at worst %v", worstStatus.Round(time.Millisecond), worstAgent.Round(time.Millisecond))
+
+	if pm.Lost == 0 || ev.Lost == 0 || ev.PartialPortions == 0 {
+		t.Fatalf("no losses counted under a flood: pins %d, daemon %+v", pm.Lost, ev)
+	}
+	if ev.Records == 0 {
+		t.Fatal("the daemon read nothing")
+	}
+	out := s.must("status")
+	if !strings.Contains(out, "lost in the kernel (ring full)") || !strings.Contains(out, "partial (EXTRACTED_PARTIALLY)") {
+		t.Fatalf("status does not report the losses:\n%s", out)
+	}
+	var portion agent.Portion
+	if err := json.Unmarshal([]byte(s.must("dataset", "get", "synthetic/demo", "--max-records", "1")), &portion); err != nil {
+		t.Fatal(err)
+	}
+	if portion.State != "EXTRACTED_PARTIALLY" || portion.Lost == 0 || int(portion.Size) > portionBytes/synthetic.RecordSize {
+		t.Fatalf("portion under a flood: %s, %d records, %d lost; want EXTRACTED_PARTIALLY with losses, at most %d records",
+			portion.State, portion.Size, portion.Lost, portionBytes/synthetic.RecordSize)
+	}
+	// The bounds: a few portions of 64 KiB in the heap, whatever the
+	// rate, and the whole process far below what unbounded buffering of a
+	// million records a second would take.
+	if peakHeap > 24<<20 {
+		t.Errorf("Go heap in use reached %.1f MiB under the flood", peakHeap/(1<<20))
+	}
+	if mem["VmHWM"] > 64<<20 {
+		t.Errorf("peak RSS %.1f MiB under the flood", float64(mem["VmHWM"])/(1<<20))
+	}
+	if worstStatus > 2*time.Second || worstAgent > 2*time.Second {
+		t.Errorf("the daemon answered slowly under the flood: status %v, agent %v", worstStatus, worstAgent)
+	}
+
+	p.signal(syscall.SIGTERM)
+	if code, sig := p.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit status %d (%v) after SIGTERM under the flood\n%s", code, sig, p.logs)
+	}
+}
