@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,21 +19,7 @@ import (
 	"github.com/mlbpf/mlbpf/model"
 )
 
-// syscallLoad starts a shell that makes a few thousand system calls a
-// second (a sleep loop: it costs little CPU), for the live hook to see,
-// and returns its pid.
-func syscallLoad(t testing.TB) int {
-	t.Helper()
-	cmd := exec.Command("sh", "-c", "while :; do sleep 0.005; done")
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting a system call load: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	return cmd.Process.Pid
-}
+func syscallLoad(t testing.TB) int { return testutil.SyscallLoad(t) }
 
 type testDaemon struct {
 	d    *Daemon

@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,24 +25,7 @@ import (
 	"github.com/mlbpf/mlbpf/model"
 )
 
-// syncBuffer is a bytes.Buffer safe for the daemon's goroutines to write
-// while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testutil.SyncBuffer
 
 // mlbpf runs the command line in-process.
 func mlbpf(t *testing.T, args ...string) (string, string, error) {
@@ -164,20 +146,7 @@ func TestVersionAndCompletion(t *testing.T) {
 	}
 }
 
-// syscallLoad starts a shell making a few thousand system calls a second
-// (cheaply: a sleep loop) for the synthetic hook, and returns its pid.
-func syscallLoad(t *testing.T) int {
-	t.Helper()
-	cmd := exec.Command("sh", "-c", "while :; do sleep 0.005; done")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	return cmd.Process.Pid
-}
+func syscallLoad(t *testing.T) int { return testutil.SyscallLoad(t) }
 
 // freePort returns a loopback port nobody listens on (now).
 func freePort(t *testing.T) string {

@@ -4,9 +4,12 @@
 package testutil
 
 import (
+	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -125,4 +128,39 @@ func LinksUsingMap(tb testing.TB, id ebpf.MapID) int {
 		tb.Fatalf("listing links: %v", err)
 	}
 	return n
+}
+
+// SyscallLoad starts a process that makes system calls steadily and
+// cheaply (a shell sleeping 5 ms in a loop), for a live hook filtered on
+// its pid to see; it is killed when the test ends. It returns the pid.
+func SyscallLoad(tb testing.TB) int {
+	tb.Helper()
+	cmd := exec.Command("sh", "-c", "while :; do sleep 0.005; done")
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("starting a system call load: %v", err)
+	}
+	tb.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return cmd.Process.Pid
+}
+
+// SyncBuffer is a bytes.Buffer that goroutines (a daemon's logger) may
+// write while a test reads it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
