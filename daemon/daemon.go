@@ -432,9 +432,6 @@ func (d *Daemon) Fetch(name string, offset *uint64, records, raw bool) (*agent.P
 	if err != nil {
 		return nil, err
 	}
-	if !s.sub.Datasets {
-		return nil, fmt.Errorf("%s: the daemon does not publish this model's datasets yet: its learner reads them in-process", name)
-	}
 	return s.hub.fetch(offset, records, raw)
 }
 

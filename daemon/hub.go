@@ -3,11 +3,13 @@ package daemon
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/mlbpf/mlbpf/agent"
 	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/ringbuf"
 )
 
 // retainPortions is how many published portions a model keeps for agents
@@ -83,6 +85,28 @@ func (h *hub) sinksLocked() []func(agent.Event) {
 		out = append(out, s)
 	}
 	return out
+}
+
+// publishModel publishes ds through m, for its notification, then keeps
+// it for fetching (publish).
+func (h *hub) publishModel(m *model.Model, ds *model.Dataset, log *slog.Logger) agent.Portion {
+	n, err := m.PublishData(ds)
+	if err != nil {
+		log.Warn("publishing dataset", "model", h.name, "err", err)
+	}
+	return h.publish(ds, n)
+}
+
+// recycle hands the datasets nobody needs any more back to b, for reuse.
+func (h *hub) recycle(b *ringbuf.DatasetBuilder) {
+	for {
+		select {
+		case ds := <-h.free:
+			_ = b.Discard(ds)
+		default:
+			return
+		}
+	}
 }
 
 // releaseLocked drops retained portion i and hands its dataset back.

@@ -56,8 +56,8 @@ type Subsystem struct {
 	// Records describes the records of its ring buffers.
 	Records RecordFormat
 	// Datasets: the daemon publishes its models' dataset portions to
-	// agents (subscribe, fetch); otherwise the subsystem's loop consumes
-	// them in-process.
+	// agents (subscribe, fetch), whether or not the subsystem's own loop
+	// also consumes them in-process.
 	Datasets bool
 	// RecommendUsage shows a recommendation's key and value, as in
 	// "mlbpf recommend tcp/cc 10.0.0.0/8 bbr".

@@ -285,15 +285,7 @@ func (r *syntheticRunner) step(ctx context.Context) error {
 	if err := r.m.RenewLease(loader.MonotonicNs()); err != nil {
 		return err
 	}
-	for {
-		select {
-		case ds := <-r.hub.free:
-			_ = r.builder.Discard(ds)
-			continue
-		default:
-		}
-		break
-	}
+	r.hub.recycle(r.builder)
 	ds, err := r.read()
 	if err != nil {
 		return err
@@ -360,11 +352,7 @@ func (r *syntheticRunner) consume(ctx context.Context, ds *model.Dataset) {
 	} else {
 		r.feedback(ds)
 	}
-	n, err := r.m.PublishData(ds)
-	if err != nil {
-		r.log.Warn("publishing dataset", "model", r.name, "err", err)
-	}
-	p := r.hub.publish(ds, n)
+	p := r.hub.publishModel(r.m, ds, r.log)
 	if r.learner == nil || ds.State == model.DatasetCorrupted {
 		return
 	}

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -11,6 +12,7 @@ import (
 	"github.com/mlbpf/mlbpf/config"
 	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/ringbuf"
 	"github.com/mlbpf/mlbpf/tcp"
 )
 
@@ -55,6 +57,7 @@ func tcpSubsystem() *Subsystem {
 			Type: reflect.TypeFor[tcp.Record](),
 			JSON: tcpJSON,
 		},
+		Datasets:       true,
 		RecommendUsage: "tcp/cc PREFIX ALGORITHM (e.g. 10.0.0.0/8 bbr)",
 		check: func(c *config.Config, m *config.Model) error {
 			o, err := decodeTCP(c, m)
@@ -179,9 +182,16 @@ func recommendTCPPinned(c *config.Config, m *config.Model, pinRoot string, rec m
 	return rec, nil
 }
 
-// tcpRunner runs tcp/cc with the subsystem's own loop.
+// tcpRunner runs tcp/cc with the subsystem's own loop. The records the
+// loop drains are copied into portions of their own, published to the
+// agents every period as a synthetic model's are; the subsystem's learner
+// consumes them in-process all the same.
 type tcpRunner struct {
-	sub *tcp.Subsystem
+	sub     *tcp.Subsystem
+	name    string
+	log     *slog.Logger
+	hub     *hub
+	builder *ringbuf.DatasetBuilder // only used by Run's goroutine
 }
 
 func openTCP(e *env, m *config.Model, opts model.Options) (runner, error) {
@@ -194,14 +204,46 @@ func openTCP(e *env, m *config.Model, opts model.Options) (runner, error) {
 			return nil, e.cfg.SectionError(m, "cgroup", "%v", err)
 		}
 	}
-	tc.StateDir = e.stateDir
-	tc.Options = opts
-	tc.Logger = e.log
-	sub, err := tcp.Open(tc)
+	b, err := ringbuf.NewDatasetBuilder(ringbuf.DatasetConfig{
+		Kind: loader.RecordTCPConn, RecordSize: tcp.RecordSize, MaxBytes: defaultPortionBytes,
+	})
 	if err != nil {
 		return nil, err
 	}
-	return &tcpRunner{sub: sub}, nil
+	r := &tcpRunner{name: m.Name, log: e.log, hub: e.hub, builder: b}
+	tc.StateDir = e.stateDir
+	tc.Options = opts
+	tc.Logger = e.log
+	tc.Drained = r.drained
+	if r.sub, err = tcp.Open(tc); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// drained copies a portion the subsystem drained into the one being
+// built.
+func (r *tcpRunner) drained(ds *model.Dataset) {
+	for _, rec := range ds.All() {
+		_ = r.builder.Add(rec)
+	}
+	r.builder.AddLost(ds.Lost)
+}
+
+// publish publishes the portion built since the last period, if
+// anything was read or missed.
+func (r *tcpRunner) publish() {
+	r.hub.recycle(r.builder)
+	ds, err := r.builder.Take()
+	if err != nil {
+		r.log.Warn("taking dataset portion", "model", r.name, "err", err)
+		return
+	}
+	if ds.State == model.DatasetClean {
+		_ = r.builder.Discard(ds)
+		return
+	}
+	r.hub.publishModel(r.sub.Model(), ds, r.log)
 }
 
 func (r *tcpRunner) Model() *model.Model { return r.sub.Model() }
@@ -213,7 +255,9 @@ func (r *tcpRunner) Control() *loader.ControlMap {
 	return cm
 }
 
-func (r *tcpRunner) Run(ctx context.Context) error { return r.sub.Run(ctx, nil) }
+func (r *tcpRunner) Run(ctx context.Context) error {
+	return r.sub.Run(ctx, func(tcp.Status) { r.publish() })
+}
 
 func (r *tcpRunner) Recommend(rec model.Recommendation, operator bool) (model.Recommendation, error) {
 	if !operator {

@@ -2,17 +2,22 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mlbpf/mlbpf/agent"
 	"github.com/mlbpf/mlbpf/config"
 	"github.com/mlbpf/mlbpf/internal/testutil"
 	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/tcp"
+	"github.com/mlbpf/mlbpf/testbed"
 )
 
 // TestTCP runs tcp/cc, attached to an empty cgroup of its own, through
@@ -79,8 +84,8 @@ models:
 	if _, err := td.d.Recommend(ctx, agent.Recommendation{Model: "tcp/cc", Key: "10.0.0.0/8", Value: "vegas", Operator: true}, "test"); err == nil {
 		t.Fatal("an algorithm the kernel lacks was accepted")
 	}
-	if _, err := td.d.Fetch("tcp/cc", nil, true, false); err == nil {
-		t.Fatal("fetched a tcp/cc portion: the daemon does not publish them")
+	if _, err := td.d.Fetch("tcp/cc", nil, true, false); err == nil || !strings.Contains(err.Error(), "no dataset portion published yet") {
+		t.Fatalf("fetched a tcp/cc portion from an empty cgroup: %v", err)
 	}
 	td.shutdown(t)
 	if k := control(); k.State != model.StateStopped {
@@ -105,4 +110,112 @@ models:
 	if _, err := os.Stat(pinDir); !os.IsNotExist(err) {
 		t.Fatalf("pins left after rollback: %v", err)
 	}
+}
+
+// TestTCPDatasets makes connections in tcp/cc's cgroup (a testbed's) and
+// fetches their records through the daemon, as an agent or 'mlbpf dataset
+// get' does.
+func TestTCPDatasets(t *testing.T) {
+	testutil.RequireBPF(t)
+	avail, err := tcp.Available()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(avail, "cubic") {
+		if os.Getenv("MLBPF_CI") != "" {
+			t.Fatal("kernel lacks the cubic congestion control")
+		}
+		t.Skip("kernel lacks the cubic congestion control")
+	}
+	tb, err := testbed.New(t.Context(), testbed.Config{Cgroup: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := tb.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	sink, err := tb.NewSink(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sink.Close() })
+
+	root, dir := testutil.PinRoot(t), t.TempDir()
+	c, err := config.Parse("tcp.yaml", []byte(fmt.Sprintf(`
+pin_root: %s
+state_dir: %s
+socket: %s
+interval: 100ms
+models:
+  - name: tcp/cc
+    lease: 5s
+    tcp:
+      cgroup: %s
+      default: cubic
+`, root, filepath.Join(dir, "state"), filepath.Join(dir, "run", "agent.sock"), tb.Cgroup())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	td := start(t, c)
+	s, _ := td.d.find("tcp/cc")
+	waitFor(t, "RUNNING", func() bool { return s.m.State() == model.StateRunning })
+
+	const conns = 5
+	for range conns {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		_, err := tb.Send(ctx, sink.Addr(), testbed.Load{Bytes: 64 << 10}, "")
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	type conn struct {
+		Arm        string `json:"arm"`
+		Peer       string `json:"peer"`
+		Passive    bool   `json:"passive"`
+		BytesAcked uint64 `json:"bytes_acked"`
+	}
+	var active []conn
+	records := 0
+	waitFor(t, "the connections' records published", func() bool {
+		active, records = nil, 0
+		for _, off := range s.hub.offsets() {
+			p, err := td.d.Fetch("tcp/cc", &off, true, false)
+			if err != nil {
+				continue // evicted meanwhile
+			}
+			if p.RecordKind != loader.RecordTCPConn || p.RecordSize != tcp.RecordSize {
+				t.Fatalf("portion of kind %d, %d-byte records", p.RecordKind, p.RecordSize)
+			}
+			records += len(p.Records)
+			for _, raw := range p.Records {
+				var c conn
+				if err := json.Unmarshal(raw, &c); err != nil {
+					t.Fatalf("record %s: %v", raw, err)
+				}
+				if !c.Passive {
+					active = append(active, c)
+				}
+			}
+		}
+		return len(active) >= conns
+	})
+	if records == 0 {
+		t.Fatal("no tcp/cc record fetched")
+	}
+	for _, c := range active {
+		if c.Peer != testbed.ServerAddr.String() {
+			t.Errorf("connection to %s: want the sink, %s", c.Peer, testbed.ServerAddr)
+		}
+		if c.BytesAcked < 64<<10 {
+			t.Errorf("connection acked %d bytes: want at least %d", c.BytesAcked, 64<<10)
+		}
+		if _, err := model.ParseArm(c.Arm); err != nil {
+			t.Errorf("arm %q: %v", c.Arm, err)
+		}
+	}
+	td.shutdown(t)
 }

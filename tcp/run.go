@@ -219,6 +219,9 @@ func (s *Subsystem) drain() error {
 			return err
 		}
 		full := ds.Full()
+		if s.cfg.Drained != nil {
+			s.cfg.Drained(ds)
+		}
 		if err := m.PreprocessData(ds); err != nil {
 			// A corrupted portion trips the controller (EMERGENCY).
 			s.cfg.Logger.Warn("dataset rejected", "model", ModelPath, "err", err)

@@ -61,6 +61,10 @@ type Config struct {
 	Options model.Options
 	// NewSource opens the ring buffer reader (default NewRingbufSource).
 	NewSource func(*ebpf.Map) (RecordSource, error)
+	// Drained, if not nil, sees every dataset portion Run drains from the
+	// ring buffer, before the learner consumes it. The portion is the
+	// model's and reused afterwards: copy what you keep.
+	Drained func(ds *model.Dataset)
 	// Logger receives the subsystem's logs (default: discarded).
 	Logger *slog.Logger
 	// Seed seeds the learner's Thompson sampling (default: the time).
