@@ -126,6 +126,11 @@ func DropCapabilities(keep ...uintptr) error {
 		}
 		return nil
 	}
+	// no_new_privs first: it needs no privilege, and whoever sees the
+	// capabilities gone then sees it set too.
+	if err := allThreads("setting no_new_privs", unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); err != nil {
+		return err
+	}
 	// The bounding set needs CAP_SETPCAP in the effective set: drop from
 	// it while we still have it.
 	for c := uintptr(0); c <= last; c++ {
@@ -148,7 +153,7 @@ func DropCapabilities(keep ...uintptr) error {
 		uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); err != nil {
 		return err
 	}
-	return allThreads("setting no_new_privs", unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0)
+	return nil
 }
 
 // KeepAfterAttach is what a daemon needs to keep once its programs are
