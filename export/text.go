@@ -28,6 +28,20 @@ func (t *textBuffer) flush() error {
 	return err
 }
 
+// writeRows appends one row per record of d with appendRow, flushing
+// whenever textFlushSize bytes are buffered.
+func (t *textBuffer) writeRows(d *model.Dataset, appendRow func(b, rec []byte, offset uint64) []byte) error {
+	for i := range d.Len() {
+		t.buf = appendRow(t.buf, d.Record(i), d.PortionOffset+uint64(i))
+		if len(t.buf) >= textFlushSize {
+			if err := t.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // jsonlEncoder writes one JSON object per line, keys in column order.
 // Integers are JSON numbers written exactly, uint64 ones included.
 type jsonlEncoder struct {
@@ -50,15 +64,7 @@ func newJSONLEncoder(w io.Writer, s *Schema) *jsonlEncoder {
 }
 
 func (e *jsonlEncoder) writeRecords(d *model.Dataset) error {
-	for i := range d.Len() {
-		e.buf = e.appendRow(e.buf, d.Record(i), d.PortionOffset+uint64(i))
-		if len(e.buf) >= textFlushSize {
-			if err := e.flush(); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return e.writeRows(d, e.appendRow)
 }
 
 func (e *jsonlEncoder) appendRow(b, rec []byte, offset uint64) []byte {
@@ -145,15 +151,7 @@ func newCSVEncoder(w io.Writer, s *Schema) *csvEncoder {
 }
 
 func (e *csvEncoder) writeRecords(d *model.Dataset) error {
-	for i := range d.Len() {
-		e.buf = e.appendRow(e.buf, d.Record(i), d.PortionOffset+uint64(i))
-		if len(e.buf) >= textFlushSize {
-			if err := e.flush(); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return e.writeRows(d, e.appendRow)
 }
 
 func (e *csvEncoder) appendRow(b, rec []byte, offset uint64) []byte {
