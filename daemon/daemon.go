@@ -363,6 +363,7 @@ func (d *Daemon) open(cm *config.Model) (*supervisor, error) {
 		maxMode: m.Options().MaxMode, period: m.Options().SleepTimeout,
 		operatorStopped: pers.OperatorStopped, lastMode: m.Mode(), lastState: m.State(),
 	}
+	s.restoreController()
 	log.Info("model opened", "model", cm.Name, "pins", r.Dir(), "mode", m.Mode(), "max_mode", s.maxMode,
 		"interval", s.period, "lease", m.Options().Lease, "learner", cm.Learner, "generation", m.Control().Generation)
 	if s.maxMode == model.ModeLearning {

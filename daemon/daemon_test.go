@@ -302,3 +302,62 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("%d modes at 1, want exactly one", mode)
 	}
 }
+
+// TestRestartContinuesEvidence stops a daemon that has gathered evidence
+// in LEARNING and checks the next daemon's controller starts from that
+// evidence, and that evidence from another mode is not carried over.
+func TestRestartContinuesEvidence(t *testing.T) {
+	testutil.RequireBPF(t)
+	c := testConfig(t, syscallLoad(t), "")
+	c.Models[0].MaxMode = config.Mode(model.ModeLearning) // stays in LEARNING
+	td := start(t, c)
+	s, _ := td.d.find("synthetic/demo")
+	waitFor(t, "shadow outcomes", func() bool { return s.m.Controller().Evidence().Shadow.N >= 40 })
+	td.shutdown(t)
+	dir := ModelStateDir(c.StateDir, "synthetic/demo")
+	saved, err := loadController(dir)
+	if err != nil || saved == nil {
+		t.Fatalf("controller.json after shutdown: %v %v", saved, err)
+	}
+	if saved.Evidence.Mode != model.ModeLearning || saved.Evidence.Diff.N < 40 {
+		t.Fatalf("saved evidence: mode %v, %d paired outcomes; want LEARNING and at least 40", saved.Evidence.Mode, saved.Evidence.Diff.N)
+	}
+
+	// open is what a restarted daemon does first; nothing runs yet, so the
+	// evidence must be exactly what was saved.
+	reopen := func() model.Evidence {
+		t.Helper()
+		d, err := New(Options{Config: c, Log: testLog(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s2, err := d.open(&c.Models[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			s2.lock.dir.Close()
+			s2.r.Close()
+		}()
+		return s2.m.Controller().Evidence()
+	}
+	ev := reopen()
+	if ev.Shadow.N != saved.Evidence.Diff.N || ev.Arms[model.ArmShadow].N != saved.Evidence.Arms[model.ArmShadow].N ||
+		ev.Shadow.Effect != saved.Evidence.Diff.Mean {
+		t.Fatalf("restarted controller: %d paired, %d shadow outcomes, effect %v; saved %d, %d, %v",
+			ev.Shadow.N, ev.Arms[model.ArmShadow].N, ev.Shadow.Effect,
+			saved.Evidence.Diff.N, saved.Evidence.Arms[model.ArmShadow].N, saved.Evidence.Diff.Mean)
+	}
+
+	// An operator's EMERGENCY while the daemon was down: the daemon resumes
+	// EMERGENCY, and the LEARNING evidence is not carried over.
+	if _, _, err := loader.UpdateControl(loader.PinDir(c.PinRoot, "synthetic", "demo"), func(c *model.Control) error {
+		c.Mode = model.ModeEmergency
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := reopen(); ev.Shadow.N != 0 || ev.Arms[model.ArmShadow].N != 0 {
+		t.Fatalf("evidence gathered in LEARNING carried into EMERGENCY: %+v", ev.Arms)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mlbpf/mlbpf/agent"
+	"github.com/mlbpf/mlbpf/model"
 )
 
 // The state directory holds, per model, under <state-dir>/<subsystem>/<model>/:
@@ -17,6 +18,9 @@ import (
 //	              operator's stop), written atomically and synced
 //	status.json   the evidence the daemon publishes for 'mlbpf status'
 //	              (Evidence), rewritten every few seconds
+//	controller.json  the mode controller's evidence in its current mode
+//	              (model.ControllerSnapshot), rewritten with status.json,
+//	              so that a restart in the same mode continues its tests
 //	...           the subsystem's learned state (tcp-cc.json for tcp/cc)
 
 // ModelStateDir returns a model's directory under the state directory.
@@ -57,6 +61,49 @@ func savePersisted(dir string, p persisted) error {
 		return err
 	}
 	return writeFileAtomic(filepath.Join(dir, "daemon.json"), append(b, '\n'), true)
+}
+
+// savedController is the mode controller's evidence as saved in
+// controller.json.
+type savedController struct {
+	Version int       `json:"version"`
+	SavedAt time.Time `json:"saved_at"`
+	// Generation is the control block's generation when it was saved.
+	Generation uint32                   `json:"generation"`
+	Evidence   model.ControllerSnapshot `json:"evidence"`
+}
+
+const savedControllerVersion = 1
+
+// loadController reads controller.json: nil and no error when there is
+// none, an error when it cannot be read or decoded.
+func loadController(dir string) (*savedController, error) {
+	path := filepath.Join(dir, "controller.json")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var s savedController
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if s.Version != savedControllerVersion {
+		return nil, fmt.Errorf("%s: version %d, want %d", path, s.Version, savedControllerVersion)
+	}
+	return &s, nil
+}
+
+func saveController(dir string, generation uint32, ev model.ControllerSnapshot) error {
+	b, err := json.MarshalIndent(savedController{
+		Version: savedControllerVersion, SavedAt: time.Now().UTC(), Generation: generation, Evidence: ev,
+	}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, "controller.json"), append(b, '\n'), false)
 }
 
 // Evidence is what the daemon publishes about a model in its state

@@ -453,6 +453,23 @@ func (s *supervisor) periodic(final bool) {
 		if err := writeEvidence(s.dir, &e); err != nil {
 			s.log.Warn("publishing the evidence", "model", s.name, "err", err)
 		}
+		s.saveController(ctl.Generation)
+	}
+}
+
+// saveController saves the mode controller's evidence for a restart, when
+// there is evidence anything is decided on.
+func (s *supervisor) saveController(generation uint32) {
+	c := s.m.Controller()
+	if c == nil {
+		return
+	}
+	snap := c.Snapshot()
+	if !snap.Mode.Valid() || snap.Mode == model.ModeEmergency {
+		return
+	}
+	if err := saveController(s.dir, generation, snap); err != nil {
+		s.log.Warn("saving the mode controller's evidence", "model", s.name, "err", err)
 	}
 }
 
@@ -491,4 +508,40 @@ func (s *supervisor) snapshot() (Evidence, runnerStats) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.evidence, s.stats
+}
+
+// restoreController continues the mode controller's evidence saved by the
+// previous daemon, when it was gathered in the mode the model resumes and
+// under the same test parameters; otherwise the controller starts afresh
+// and the log says why.
+func (s *supervisor) restoreController() {
+	c := s.m.Controller()
+	if c == nil {
+		return
+	}
+	saved, err := loadController(s.dir)
+	switch {
+	case err != nil:
+		s.log.Warn("the saved mode controller evidence is unreadable: starting afresh", "model", s.name, "err", err)
+		return
+	case saved == nil:
+		return
+	}
+	mode := s.m.Mode()
+	if err := c.Restore(saved.Evidence, mode); err != nil {
+		lvl := slog.LevelWarn
+		if errors.Is(err, model.ErrSnapshotMismatch) {
+			lvl = slog.LevelInfo
+		}
+		s.log.Log(context.Background(), lvl, "not continuing the saved mode controller evidence: starting afresh",
+			"model", s.name, "reason", err, "saved_at", saved.SavedAt)
+		return
+	}
+	ev := c.Evidence()
+	n := 0
+	for _, a := range ev.Arms {
+		n += a.N
+	}
+	s.log.Info("continuing the mode controller's evidence from before the restart", "model", s.name, "mode", mode,
+		"outcomes", n, "next_test", ev.NextTest, "saved_at", saved.SavedAt, "generation", saved.Generation)
 }

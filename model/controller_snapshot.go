@@ -1,0 +1,132 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"math"
+)
+
+// ControllerSnapshot is the evidence a Controller has gathered in its
+// current mode, in a form that can be saved (it marshals to JSON) and
+// restored into a controller after a restart, so that a daemon that
+// restarts in the same mode continues its tests where it left them
+// instead of starting to count afresh.
+type ControllerSnapshot struct {
+	// Mode is the mode the evidence was gathered in.
+	Mode Mode `json:"mode"`
+	// MinSamples, Confidence and MinEffect are the test parameters the
+	// evidence was gathered under: the significance spent on the tests
+	// already made depends on them, so evidence is only restored into a
+	// controller with the same ones.
+	MinSamples int     `json:"min_samples"`
+	Confidence float64 `json:"confidence"`
+	MinEffect  float64 `json:"min_effect"`
+	// Arms holds, per arm (indexed by Arm), the rewards' running sums.
+	Arms [ArmCount]RunningStats `json:"arms"`
+	// Diff, ShadowReward and ShadowPred are LEARNING's paired comparison:
+	// predicted − observed, observed and predicted rewards.
+	Diff         RunningStats `json:"diff"`
+	ShadowReward RunningStats `json:"shadow_reward"`
+	ShadowPred   RunningStats `json:"shadow_pred"`
+	Dropped      int          `json:"dropped"`
+	// Tests is the number of tests already made in this mode.
+	Tests int `json:"tests"`
+}
+
+// RunningStats is the state of a running mean and variance (Welford's
+// algorithm): the count, the mean and the sum of squared deviations.
+type RunningStats struct {
+	N    int     `json:"n"`
+	Mean float64 `json:"mean"`
+	M2   float64 `json:"m2"`
+}
+
+func (w welford) snapshot() RunningStats { return RunningStats{N: w.n, Mean: w.mean, M2: w.m2} }
+
+func (r RunningStats) check(what string) error {
+	if r.N < 0 || !finite(r.Mean) || !finite(r.M2) || r.M2 < 0 || (r.N == 0 && (r.Mean != 0 || r.M2 != 0)) {
+		return fmt.Errorf("%s: n=%d mean=%v m2=%v is not a running mean and variance", what, r.N, r.Mean, r.M2)
+	}
+	return nil
+}
+
+// ErrSnapshotMismatch is returned by Restore for a snapshot gathered in
+// another mode or under other test parameters: valid, but not evidence for
+// this controller.
+var ErrSnapshotMismatch = errors.New("controller snapshot does not apply")
+
+// Snapshot returns the evidence gathered in the current mode. A tripped
+// controller's trip is not part of it: a trip is acted on at once.
+func (c *Controller) Snapshot() ControllerSnapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := ControllerSnapshot{
+		Mode:       c.mode,
+		MinSamples: c.cfg.MinSamples, Confidence: c.cfg.Confidence, MinEffect: c.cfg.MinEffect,
+		Diff: c.diff.snapshot(), ShadowReward: c.shadowReward.snapshot(), ShadowPred: c.shadowPred.snapshot(),
+		Dropped: c.dropped, Tests: c.nextLook,
+	}
+	for i := range c.arms {
+		s.Arms[i] = c.arms[i].snapshot()
+	}
+	return s
+}
+
+// Restore replaces the controller's evidence with s, gathered in mode.
+// It refuses, changing nothing, a snapshot that is malformed (an error
+// naming the field), or one gathered in another mode or under other test
+// parameters (ErrSnapshotMismatch). Evidence gathered in EMERGENCY or an
+// unknown mode is never restored: nothing is decided on it.
+func (c *Controller) Restore(s ControllerSnapshot, mode Mode) error {
+	if err := s.validate(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case s.Mode != mode:
+		return fmt.Errorf("%w: gathered in %v, the model is in %v", ErrSnapshotMismatch, s.Mode, mode)
+	case mode == ModeEmergency || !mode.Valid():
+		return fmt.Errorf("%w: nothing is decided on evidence in %v", ErrSnapshotMismatch, mode)
+	case s.MinSamples != c.cfg.MinSamples || s.Confidence != c.cfg.Confidence || s.MinEffect != c.cfg.MinEffect:
+		return fmt.Errorf("%w: gathered with min_samples %d, confidence %v, min_effect %v; configured now: %d, %v, %v",
+			ErrSnapshotMismatch, s.MinSamples, s.Confidence, s.MinEffect, c.cfg.MinSamples, c.cfg.Confidence, c.cfg.MinEffect)
+	}
+	for i := range c.arms {
+		c.arms[i] = welford{n: s.Arms[i].N, mean: s.Arms[i].Mean, m2: s.Arms[i].M2}
+	}
+	from := func(r RunningStats) welford { return welford{n: r.N, mean: r.Mean, m2: r.M2} }
+	c.diff, c.shadowReward, c.shadowPred = from(s.Diff), from(s.ShadowReward), from(s.ShadowPred)
+	c.dropped, c.nextLook, c.mode = s.Dropped, s.Tests, mode
+	return nil
+}
+
+func (s ControllerSnapshot) validate() error {
+	for i, a := range s.Arms {
+		if err := a.check(fmt.Sprintf("arms[%v]", Arm(i))); err != nil {
+			return err
+		}
+	}
+	for _, f := range []struct {
+		name string
+		r    RunningStats
+	}{{"diff", s.Diff}, {"shadow_reward", s.ShadowReward}, {"shadow_pred", s.ShadowPred}} {
+		if err := f.r.check(f.name); err != nil {
+			return err
+		}
+	}
+	if s.Diff.N != s.ShadowReward.N || s.Diff.N != s.ShadowPred.N {
+		return fmt.Errorf("diff, shadow_reward and shadow_pred count %d, %d and %d outcomes, want the same", s.Diff.N, s.ShadowReward.N, s.ShadowPred.N)
+	}
+	if s.Diff.N > s.Arms[ArmShadow].N {
+		return fmt.Errorf("%d paired shadow outcomes but %d shadow outcomes", s.Diff.N, s.Arms[ArmShadow].N)
+	}
+	// 40 tests need 2^39 times min_samples outcomes: more is not a count.
+	if s.Dropped < 0 || s.Tests < 0 || s.Tests > 40 {
+		return fmt.Errorf("dropped %d, tests %d: want counts (tests at most 40)", s.Dropped, s.Tests)
+	}
+	if math.IsNaN(s.Confidence) || math.IsNaN(s.MinEffect) {
+		return fmt.Errorf("confidence %v, min_effect %v: not numbers", s.Confidence, s.MinEffect)
+	}
+	return nil
+}
