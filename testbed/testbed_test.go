@@ -2,6 +2,8 @@ package testbed
 
 import (
 	"context"
+	"io"
+	"net"
 	"os"
 	"testing"
 	"time"
@@ -110,5 +112,34 @@ func TestTestbedClosedByContext(t *testing.T) {
 			t.Fatalf("%s still there 5s after the context was cancelled", path)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSendLoadLateStart: a duration load whose window has passed before
+// the first write (the sender was descheduled, as on a slow VM) still
+// sends one chunk, and a byte load sends exactly its bytes.
+func TestSendLoadLateStart(t *testing.T) {
+	for _, tc := range []struct {
+		load Load
+		want int64
+	}{
+		{Load{Duration: time.Nanosecond}, int64(len(chunk))},
+		{Load{Bytes: 1000}, 1000},
+		{Load{Bytes: 300 << 10, Duration: time.Nanosecond}, int64(len(chunk))},
+	} {
+		a, b := net.Pipe()
+		got := make(chan int64, 1)
+		go func() {
+			n, _ := io.Copy(io.Discard, b)
+			got <- n
+		}()
+		sent, err := sendLoad(a, tc.load)
+		a.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := <-got; sent != tc.want || n != tc.want {
+			t.Errorf("%+v: sent %d, received %d, want %d", tc.load, sent, n, tc.want)
+		}
 	}
 }

@@ -80,7 +80,9 @@ func (tr Transfer) Goodput() float64 {
 }
 
 // Load is how much one Send sends: Bytes, or for Duration, whichever
-// ends first (zero means no limit of that kind; one must be set).
+// ends first (zero means no limit of that kind; one must be set). A
+// Duration load sends at least one 256 KiB chunk, however late the sender
+// starts.
 type Load struct {
 	Bytes    int64
 	Duration time.Duration
@@ -157,7 +159,10 @@ func sendLoad(c net.Conn, load Load) (int64, error) {
 		end = time.Now().Add(load.Duration)
 	}
 	for load.Bytes <= 0 || sent < load.Bytes {
-		if !end.IsZero() && !time.Now().Before(end) {
+		// The deadline is checked after the first write, so a sender
+		// descheduled for longer than Duration (a slow VM) still sends
+		// a chunk: a transfer of nothing measures nothing.
+		if sent > 0 && !end.IsZero() && !time.Now().Before(end) {
 			break
 		}
 		b := chunk
