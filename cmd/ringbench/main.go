@@ -62,6 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&opts.Repeats, "repeats", opts.Repeats, "drains of a full ring per consumer and size (the median is reported)")
 	ring := fs.Uint("ring", uint(opts.RingBytes), "ring buffer size of the drains, in bytes (a power of two)")
 	liveRing := fs.Uint("live-ring", uint(opts.LiveRingBytes), "ring buffer size of the live runs, in bytes (a power of two)")
+	costRing := fs.Uint("cost-ring", uint(opts.CostRingBytes), "ring buffer size of the BPF cost measurement, in bytes (a power of two; default: the collectors')")
 	fs.DurationVar(&opts.Live, "live", opts.Live, "duration of each live run (0: none)")
 	liveBatch := fs.Uint("live-batch", uint(opts.LiveBatch), "records per getppid(2) call in live runs and in the batched BPF cost")
 	fs.IntVar(&opts.CostEvents, "cost-events", opts.CostEvents, "producer invocations the BPF cost is measured over (0: none)")
@@ -88,6 +89,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	opts.RingBytes = uint32(*ring)
 	opts.LiveRingBytes = uint32(*liveRing)
+	opts.CostRingBytes = uint32(*costRing)
 	opts.LiveBatch = uint32(*liveBatch)
 	if opts.Repeats < 1 || opts.LiveBatch < 1 {
 		return fmt.Errorf("-repeats and -live-batch must be at least 1")
