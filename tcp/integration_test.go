@@ -101,6 +101,19 @@ func (h *harness) start() {
 	h.stop, h.done = cancel, make(chan error, 1)
 	go func() { h.done <- h.sub.Run(ctx, nil) }()
 	h.t.Cleanup(h.shutdown)
+	// Connections made before the first lease renewal run the kernel's
+	// default, as they must: wait for it, so that tests measure the mode.
+	for deadline := time.Now().Add(10 * time.Second); h.sub.Model().State() != model.StateRunning; time.Sleep(5 * time.Millisecond) {
+		select {
+		case err := <-h.done:
+			h.stop = nil
+			h.t.Fatalf("Run ended before the model ran: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("the model is %v 10s after Run started, want RUNNING", h.sub.Model().State())
+		}
+	}
 }
 
 // shutdown stops Run and closes the subsystem, leaving the pins.
