@@ -389,10 +389,15 @@ func TestControllerNegativeRewards(t *testing.T) {
 func TestControllerTestSchedule(t *testing.T) {
 	c := NewController(ControllerConfig{MinSamples: 10, Confidence: 0.99})
 	c.Decide(ModeCollaboration)
+	// Both arms get the same rewards: the effect is exactly 0, so no test
+	// changes the mode (which would reset the schedule).
+	i := 0
 	feed := func(n int) {
 		for range n {
-			c.Observe(Outcome{Arm: ArmModel, Reward: 1 + rand.Float64()})
-			c.Observe(Outcome{Arm: ArmControl, Reward: 1 + rand.Float64()})
+			r := 1 + float64(i%7)/7
+			i++
+			c.Observe(Outcome{Arm: ArmModel, Reward: r})
+			c.Observe(Outcome{Arm: ArmControl, Reward: r})
 		}
 	}
 	for _, step := range []struct{ feed, next int }{{5, 10}, {5, 20}, {5, 20}, {5, 40}, {50, 80}, {0, 80}} {
