@@ -162,27 +162,22 @@ models:
 	s, _ := td.d.find("tcp/cc")
 	waitFor(t, "RUNNING", func() bool { return s.m.State() == model.StateRunning })
 
-	const conns = 5
-	for range conns {
-		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-		_, err := tb.Send(ctx, sink.Addr(), testbed.Load{Bytes: 64 << 10}, "")
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-
 	type conn struct {
 		Arm        string `json:"arm"`
 		Peer       string `json:"peer"`
 		Passive    bool   `json:"passive"`
 		BytesAcked uint64 `json:"bytes_acked"`
 	}
+	// The hub retains the last few portions only: fetch each connection's
+	// record before the next one is made, remembering the portions seen.
 	var active []conn
 	records := 0
-	waitFor(t, "the connections' records published", func() bool {
-		active, records = nil, 0
+	seen := map[uint64]bool{}
+	collect := func() {
 		for _, off := range s.hub.offsets() {
+			if seen[off] {
+				continue
+			}
 			p, err := td.d.Fetch("tcp/cc", &off, true, false)
 			if err != nil {
 				continue // evicted meanwhile
@@ -190,6 +185,7 @@ models:
 			if p.RecordKind != loader.RecordTCPConn || p.RecordSize != tcp.RecordSize {
 				t.Fatalf("portion of kind %d, %d-byte records", p.RecordKind, p.RecordSize)
 			}
+			seen[off] = true
 			records += len(p.Records)
 			for _, raw := range p.Records {
 				var c conn
@@ -201,8 +197,20 @@ models:
 				}
 			}
 		}
-		return len(active) >= conns
-	})
+	}
+	const conns = 5
+	for i := range conns {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		_, err := tb.Send(ctx, sink.Addr(), testbed.Load{Bytes: 64 << 10}, "")
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, fmt.Sprintf("connection %d's record published", i+1), func() bool {
+			collect()
+			return len(active) >= i+1
+		})
+	}
 	if records == 0 {
 		t.Fatal("no tcp/cc record fetched")
 	}
