@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -334,7 +335,11 @@ func (d *Daemon) open(cm *config.Model) (*supervisor, error) {
 		}
 	}
 	h := newHub(cm.Name, sub.Records)
-	r, err := sub.open(&env{cfg: cfg, log: d.log, stateDir: dir, hub: h}, cm, opts)
+	next, err := h.restore(filepath.Join(dir, "portions"), d.log)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cm.Name, err)
+	}
+	r, err := sub.open(&env{cfg: cfg, log: d.log, stateDir: dir, hub: h, firstOffset: next}, cm, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -170,11 +171,8 @@ func TestBadModelNeverPromoted(t *testing.T) {
 // and 'start' do, while the daemon runs, and checks the daemon adopts
 // each change instead of undoing it.
 func TestOperatorHandshake(t *testing.T) {
-	testutil.RequireBPF(t)
-	c := testConfig(t, syscallLoad(t), "")
-	c.Models[0].MaxMode = config.Mode(model.ModeCollaboration)
-	td := start(t, c)
-	s, _ := td.d.find("synthetic/demo")
+	td, s := startCapped(t, model.ModeCollaboration)
+	c := td.cfg
 	dir := loader.PinDir(c.PinRoot, "synthetic", "demo")
 	write := func(fn func(*model.Control)) model.Control {
 		t.Helper()
@@ -314,11 +312,8 @@ func TestMetrics(t *testing.T) {
 // in LEARNING and checks the next daemon's controller starts from that
 // evidence, and that evidence from another mode is not carried over.
 func TestRestartContinuesEvidence(t *testing.T) {
-	testutil.RequireBPF(t)
-	c := testConfig(t, syscallLoad(t), "")
-	c.Models[0].MaxMode = config.Mode(model.ModeLearning) // stays in LEARNING
-	td := start(t, c)
-	s, _ := td.d.find("synthetic/demo")
+	td, s := startCapped(t, model.ModeLearning)
+	c := td.cfg
 	waitFor(t, "shadow outcomes", func() bool { return s.m.Controller().Evidence().Shadow.N >= 40 })
 	td.shutdown(t)
 	dir := ModelStateDir(c.StateDir, "synthetic/demo")
@@ -334,18 +329,8 @@ func TestRestartContinuesEvidence(t *testing.T) {
 	// evidence must be exactly what was saved.
 	reopen := func() model.Evidence {
 		t.Helper()
-		d, err := New(Options{Config: c, Log: testLog(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s2, err := d.open(&c.Models[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() {
-			s2.lock.dir.Close()
-			s2.r.Close()
-		}()
+		s2, closeOpened := openOnly(t, c)
+		defer closeOpened()
 		return s2.m.Controller().Evidence()
 	}
 	ev := reopen()
@@ -367,4 +352,113 @@ func TestRestartContinuesEvidence(t *testing.T) {
 	if ev := reopen(); ev.Shadow.N != 0 || ev.Arms[model.ArmShadow].N != 0 {
 		t.Fatalf("evidence gathered in LEARNING carried into EMERGENCY: %+v", ev.Arms)
 	}
+}
+
+// TestPortionsOutliveTheDaemon: the portions a daemon retains are offered
+// again, byte for byte, by the next daemon, which continues the stream's
+// offsets after them; a discarded portion stays discarded, and a damaged
+// spool file is set aside without stopping the daemon.
+func TestPortionsOutliveTheDaemon(t *testing.T) {
+	td, s := startCapped(t, model.ModeLearning)
+	c := td.cfg
+	waitFor(t, "three portions", func() bool { return len(s.hub.offsets()) >= 3 })
+	td.shutdown(t)
+	dir := filepath.Join(ModelStateDir(c.StateDir, "synthetic/demo"), "portions")
+	files, _ := filepath.Glob(filepath.Join(dir, "*.portion"))
+	if len(files) < 3 || len(files) > retainPortions {
+		t.Fatalf("%d portion files after shutdown, want 3 to %d", len(files), retainPortions)
+	}
+	want := map[uint64][]byte{}
+	var next uint64
+	for _, f := range files {
+		p, err := readSpooled(f, s.hub.format, "synthetic/demo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[p.meta.Offset] = p.ds.Data
+		next = max(next, p.ds.NextOffset())
+	}
+	// A damaged file beside them.
+	bad := filepath.Join(dir, fmt.Sprintf("%020d.portion", next+1000))
+	if err := os.WriteFile(bad, []byte("{\"version\":1}\nxx"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// What a restarted daemon opens, before anything runs: exactly the
+	// spooled portions.
+	s2, closeOpened := openOnly(t, c)
+	offs := s2.hub.offsets()
+	if len(offs) != len(want) {
+		t.Fatalf("offsets %v offered after the restart, want the %d spooled", offs, len(want))
+	}
+	for _, off := range offs {
+		p, err := s2.hub.fetch(&off, false, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w, ok := want[off]; !ok || !bytes.Equal(p.Data, w) {
+			t.Fatalf("portion %d after the restart: %d bytes, want the %d spooled", off, len(p.Data), len(w))
+		}
+	}
+	if _, err := os.Stat(bad + ".bad"); err != nil {
+		t.Fatalf("the damaged spool file was not set aside: %v", err)
+	}
+	// A discarded portion is gone for good.
+	if _, err := s2.hub.discard(&offs[0], 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("%020d.portion", offs[0]))); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("discarded portion %d still spooled: %v", offs[0], err)
+	}
+	closeOpened()
+	if left, _ := filepath.Glob(filepath.Join(dir, "*.portion")); len(left) != len(want)-1 {
+		t.Fatalf("%d portion files after a discard and a close, want %d", len(left), len(want)-1)
+	}
+
+	// A running daemon continues the stream after the kept portions.
+	td2 := start(t, c)
+	s3, _ := td2.d.find("synthetic/demo")
+	waitFor(t, "a new portion", func() bool {
+		o := s3.hub.offsets()
+		return len(o) > 0 && o[len(o)-1] >= next
+	})
+	for _, off := range s3.hub.offsets() {
+		if _, old := want[off]; !old && off < next {
+			t.Fatalf("new portion at offset %d, inside the stream kept from before (up to %d)", off, next)
+		}
+	}
+}
+
+// openOnly opens c's first model as a restarted daemon does first, without
+// running it; the function returned closes it.
+func openOnly(t *testing.T, c *config.Config) (*supervisor, func()) {
+	t.Helper()
+	d, err := New(Options{Config: c, Log: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := d.open(&c.Models[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, func() {
+		s.hub.close()
+		s.lock.dir.Close()
+		s.r.Close()
+	}
+}
+
+// startCapped starts a daemon running the synthetic model on a live load,
+// its mode capped at maxMode.
+func startCapped(t *testing.T, maxMode model.Mode) (*testDaemon, *supervisor) {
+	t.Helper()
+	testutil.RequireBPF(t)
+	c := testConfig(t, syscallLoad(t), "")
+	c.Models[0].MaxMode = config.Mode(maxMode)
+	td := start(t, c)
+	s, err := td.d.find("synthetic/demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return td, s
 }

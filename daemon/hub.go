@@ -32,6 +32,10 @@ type hub struct {
 	// to reuse (ringbuf.DatasetBuilder.Discard is not safe for
 	// concurrent use, so the runner does it).
 	free chan *model.Dataset
+	// spool, if not nil, keeps the retained portions on disk across
+	// restarts.
+	spool *spool
+	log   *slog.Logger
 }
 
 type portion struct {
@@ -42,7 +46,28 @@ type portion struct {
 
 func newHub(name string, format RecordFormat) *hub {
 	return &hub{name: name, format: format, subs: map[uint64]func(agent.Event){},
-		lastAgent: time.Now(), free: make(chan *model.Dataset, retainPortions+1)}
+		lastAgent: time.Now(), free: make(chan *model.Dataset, retainPortions+1), log: slog.New(slog.DiscardHandler)}
+}
+
+// restore makes the hub keep its portions in dir, and retain again those a
+// previous daemon left there. It returns the stream index after the last
+// one, where the model's next portion starts (0 when there is none).
+func (h *hub) restore(dir string, log *slog.Logger) (uint64, error) {
+	sp := &spool{dir: dir}
+	ps, err := sp.load(h.format, retainPortions, log, h.name)
+	if err != nil {
+		return 0, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.spool, h.log, h.retained = sp, log, ps
+	if len(ps) == 0 {
+		return 0, nil
+	}
+	last := ps[len(ps)-1]
+	log.Info("dataset portions kept from before the restart", "model", h.name, "portions", len(ps),
+		"first_offset", ps[0].meta.Offset, "next_offset", last.ds.NextOffset())
+	return last.ds.NextOffset(), nil
 }
 
 // meta describes ds as published under n.
@@ -61,6 +86,11 @@ func meta(name string, ds *model.Dataset, n model.Notification, kind uint16) age
 // on and hands it back on free.
 func (h *hub) publish(ds *model.Dataset, n model.Notification) agent.Portion {
 	m := meta(h.name, ds, n, h.format.Kind)
+	if h.spool != nil && (ds.Len() > 0 || ds.Lost > 0 || ds.Corrupted > 0) {
+		if err := h.spool.save(m, ds); err != nil {
+			h.log.Warn("spooling a dataset portion: it will not outlive the daemon", "model", h.name, "offset", m.Offset, "err", err)
+		}
+	}
 	h.mu.Lock()
 	p := &portion{ds: ds, meta: m, pending: map[uint64]bool{}}
 	for id := range h.subs {
@@ -68,7 +98,7 @@ func (h *hub) publish(ds *model.Dataset, n model.Notification) agent.Portion {
 	}
 	h.retained = append(h.retained, p)
 	for len(h.retained) > retainPortions {
-		h.releaseLocked(0)
+		h.releaseLocked(0, true)
 	}
 	sinks := h.sinksLocked()
 	h.mu.Unlock()
@@ -109,10 +139,16 @@ func (h *hub) recycle(b *ringbuf.DatasetBuilder) {
 	}
 }
 
-// releaseLocked drops retained portion i and hands its dataset back.
-func (h *hub) releaseLocked(i int) {
+// releaseLocked drops retained portion i and hands its dataset back; with
+// forget (evicted or discarded, not a shutdown) the spool forgets it too.
+func (h *hub) releaseLocked(i int, forget bool) {
 	p := h.retained[i]
 	h.retained = append(h.retained[:i], h.retained[i+1:]...)
+	if forget && h.spool != nil {
+		if err := h.spool.remove(p.meta.Offset); err != nil {
+			h.log.Warn("removing a spooled dataset portion", "model", h.name, "offset", p.meta.Offset, "err", err)
+		}
+	}
 	select {
 	case h.free <- p.ds:
 	default: // the runner has enough spares: let the GC have it
@@ -236,7 +272,7 @@ func (h *hub) discard(offset *uint64, client uint64) (int, error) {
 		}
 		n := len(h.retained)
 		for len(h.retained) > 0 {
-			h.releaseLocked(0)
+			h.releaseLocked(0, true)
 		}
 		return n, nil
 	}
@@ -245,7 +281,7 @@ func (h *hub) discard(offset *uint64, client uint64) (int, error) {
 		return 0, err
 	}
 	if !subscribed {
-		h.releaseLocked(i)
+		h.releaseLocked(i, true)
 		return 1, nil
 	}
 	delete(h.retained[i].pending, client)
@@ -258,7 +294,7 @@ func (h *hub) sweepLocked() int {
 	n := 0
 	for i := 0; i < len(h.retained)-1; {
 		if len(h.retained[i].pending) == 0 {
-			h.releaseLocked(i)
+			h.releaseLocked(i, true)
 			n++
 			continue
 		}
@@ -267,12 +303,13 @@ func (h *hub) sweepLocked() int {
 	return n
 }
 
-// close releases everything.
+// close releases everything; the spool keeps the portions for the next
+// daemon.
 func (h *hub) close() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for len(h.retained) > 0 {
-		h.releaseLocked(0)
+		h.releaseLocked(0, false)
 	}
 	h.subs = map[uint64]func(agent.Event){}
 }

@@ -146,6 +146,9 @@ type env struct {
 	log      *slog.Logger
 	stateDir string // the model's own directory under the state dir
 	hub      *hub   // the model's publication point for agents
+	// firstOffset is where the model's record stream continues: after the
+	// portions kept from the previous daemon.
+	firstOffset uint64
 }
 
 // runner runs one model for the daemon: the subsystem's side of it.

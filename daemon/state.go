@@ -21,6 +21,8 @@ import (
 //	controller.json  the mode controller's evidence in its current mode
 //	              (model.ControllerSnapshot), rewritten with status.json,
 //	              so that a restart in the same mode continues its tests
+//	portions/     the dataset portions retained for agents, one file
+//	              each (see spool.go), so they outlive the daemon
 //	...           the subsystem's learned state (tcp-cc.json for tcp/cc)
 
 // ModelStateDir returns a model's directory under the state directory.

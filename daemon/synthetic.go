@@ -194,7 +194,7 @@ func openSynthetic(e *env, m *config.Model, mopts model.Options) (runner, error)
 		pb = defaultPortionBytes
 	}
 	if r.builder, err = ringbuf.NewDatasetBuilder(ringbuf.DatasetConfig{
-		Kind: loader.RecordSynthetic, RecordSize: synthetic.RecordSize, MaxBytes: pb,
+		Kind: loader.RecordSynthetic, RecordSize: synthetic.RecordSize, MaxBytes: pb, FirstOffset: e.firstOffset,
 	}); err != nil {
 		return fail(err)
 	}

@@ -205,7 +205,7 @@ func openTCP(e *env, m *config.Model, opts model.Options) (runner, error) {
 		}
 	}
 	b, err := ringbuf.NewDatasetBuilder(ringbuf.DatasetConfig{
-		Kind: loader.RecordTCPConn, RecordSize: tcp.RecordSize, MaxBytes: defaultPortionBytes,
+		Kind: loader.RecordTCPConn, RecordSize: tcp.RecordSize, MaxBytes: defaultPortionBytes, FirstOffset: e.firstOffset,
 	})
 	if err != nil {
 		return nil, err

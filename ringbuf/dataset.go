@@ -30,6 +30,9 @@ type DatasetConfig struct {
 	// and the portion is only partially extracted. 0 means
 	// DefaultDatasetBytes. Rounded down to whole records.
 	MaxBytes int
+	// FirstOffset is the stream index of the first portion: 0 for a new
+	// stream, or where the portions kept from an earlier run ended.
+	FirstOffset uint64
 }
 
 // DatasetStats are a DatasetBuilder's counters since it was created.
@@ -95,7 +98,7 @@ func NewDatasetBuilder(cfg DatasetConfig) (*DatasetBuilder, error) {
 	if limit == 0 {
 		limit = DefaultDatasetBytes
 	}
-	b := &DatasetBuilder{cfg: cfg, capacity: limit / cfg.RecordSize}
+	b := &DatasetBuilder{cfg: cfg, capacity: limit / cfg.RecordSize, next: cfg.FirstOffset}
 	if b.capacity < 1 {
 		return nil, fmt.Errorf("creating dataset builder: memory cap of %d bytes holds no record of %d bytes: %w",
 			cfg.MaxBytes, cfg.RecordSize, model.ErrInvalidDataset)
