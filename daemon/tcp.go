@@ -34,6 +34,9 @@ type tcpOptions struct {
 	// (default true).
 	RateProbe *bool    `cfg:"rate_probe"`
 	Learn     tcpLearn `cfg:"learn"`
+	// PortionBytes caps a dataset portion (default 128 KiB), as for
+	// synthetic models.
+	PortionBytes int `cfg:"portion_bytes"`
 }
 
 type tcpLearn struct {
@@ -73,6 +76,9 @@ func tcpSubsystem() *Subsystem {
 				if loader.ValidName(a) != nil {
 					return c.SectionError(m, "allowed", "%q is not a congestion control name", a)
 				}
+			}
+			if o.PortionBytes != 0 && o.PortionBytes < tcp.RecordSize {
+				return c.SectionError(m, "portion_bytes", "%d: want at least one record, %d bytes", o.PortionBytes, tcp.RecordSize)
 			}
 			l := o.Learn
 			switch {
@@ -204,8 +210,16 @@ func openTCP(e *env, m *config.Model, opts model.Options) (runner, error) {
 			return nil, e.cfg.SectionError(m, "cgroup", "%v", err)
 		}
 	}
+	o, err := decodeTCP(e.cfg, m)
+	if err != nil {
+		return nil, err
+	}
+	pb := o.PortionBytes
+	if pb == 0 {
+		pb = defaultPortionBytes
+	}
 	b, err := ringbuf.NewDatasetBuilder(ringbuf.DatasetConfig{
-		Kind: loader.RecordTCPConn, RecordSize: tcp.RecordSize, MaxBytes: defaultPortionBytes, FirstOffset: e.firstOffset,
+		Kind: loader.RecordTCPConn, RecordSize: tcp.RecordSize, MaxBytes: pb, FirstOffset: e.firstOffset,
 	})
 	if err != nil {
 		return nil, err
