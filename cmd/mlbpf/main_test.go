@@ -313,13 +313,38 @@ func TestOperatorSession(t *testing.T) {
 		t.Fatalf("mode above max_mode: %v", err)
 	}
 	out = s.must("mode", "synthetic/demo", "emergency")
-	if !strings.Contains(out, "-> RUNNING EMERGENCY") || !strings.Contains(out, "adopted it") {
+	// The command waits a few periods for the daemon to adopt the change;
+	// on a slow machine (a VM under TCG) it may give up first and say the
+	// daemon adopts it at its next period. Either way the daemon must then
+	// adopt it: the kernel keeps EMERGENCY, the daemon says EMERGENCY and
+	// renews the lease again.
+	if !strings.Contains(out, "-> RUNNING EMERGENCY") ||
+		(!strings.Contains(out, "adopted it") && !strings.Contains(out, "adopts it at its next period")) {
 		t.Fatalf("mode emergency:\n%s", out)
 	}
-	time.Sleep(500 * time.Millisecond) // five periods
-	if c := s.control(); c.Mode != model.ModeEmergency || c.State != model.StateRunning {
-		t.Fatalf("after five periods the kernel has %v: the operator's EMERGENCY did not stick", c)
-	}
+	written := s.control()
+	var adopted model.Control
+	s.waitFor("the daemon to adopt EMERGENCY", func() bool {
+		c := s.control()
+		if c.Mode != model.ModeEmergency || c.State != model.StateRunning {
+			t.Fatalf("while the daemon adopts the operator's EMERGENCY the kernel has %v", c)
+		}
+		st, err := s.status()
+		if err == nil && st[0].Live && st[0].Daemon.Mode == "EMERGENCY" && c.LeaseExpiresNs > written.LeaseExpiresNs {
+			adopted = c
+			return true
+		}
+		return false
+	})
+	// Five periods later, by the daemon's own clock (its lease renewals),
+	// the operator's EMERGENCY still holds.
+	s.waitFor("five more periods", func() bool {
+		c := s.control()
+		if c.Mode != model.ModeEmergency || c.State != model.StateRunning {
+			t.Fatalf("after the daemon adopted it the kernel has %v: the operator's EMERGENCY did not stick", c)
+		}
+		return c.LeaseExpiresNs >= adopted.LeaseExpiresNs+uint64(5*100*time.Millisecond)
+	})
 	var ch controlChange
 	if err := json.Unmarshal([]byte(s.must("mode", "synthetic/demo", "learning", "-o", "json")), &ch); err != nil || ch.After.Mode != "LEARNING" || ch.DaemonPID != os.Getpid() {
 		t.Fatalf("mode learning -o json: %+v %v", ch, err)
@@ -330,12 +355,13 @@ func TestOperatorSession(t *testing.T) {
 	if !strings.Contains(out, "-> STOPPED") {
 		t.Fatalf("stop:\n%s", out)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// The daemon adopts the stop (its status says so), and then neither
+	// restarts the model nor renews its lease.
+	s.waitFor("the status to say the operator stopped it", func() bool {
+		return strings.Contains(s.must("status"), "stopped by an operator")
+	})
 	if c := s.control(); c.State != model.StateStopped || c.LeaseExpiresNs != 0 {
 		t.Fatalf("after stop the kernel has %v", c)
-	}
-	if out := s.must("status"); !strings.Contains(out, "stopped by an operator") {
-		t.Fatalf("status after stop:\n%s", out)
 	}
 	s.must("start", "synthetic/demo")
 	s.waitFor("RUNNING again", func() bool { return s.control().State == model.StateRunning })
@@ -479,12 +505,31 @@ func TestWithoutDaemon(t *testing.T) {
 		t.Fatalf("csv export has %d lines, want a header at least", n)
 	}
 
-	// The next daemon keeps the operator's EMERGENCY and stop.
+	// The next daemon keeps the operator's EMERGENCY and stop: checked on
+	// every poll until it has published its evidence twice (evidence is
+	// rewritten every couple of seconds: many periods apart, however slow
+	// the machine). With the model stopped no applier is attached, so
+	// there are no decisions to wait for.
+	restarted := time.Now()
 	s.start2()
-	time.Sleep(300 * time.Millisecond)
-	if c := s.control(); c.Mode != model.ModeEmergency || c.State == model.StateRunning {
-		t.Fatalf("after a restart the kernel has %v: EMERGENCY and the operator's stop must stay", c)
-	}
+	var first time.Time
+	s.waitFor("the restarted daemon's evidence, twice", func() bool {
+		if c := s.control(); c.Mode != model.ModeEmergency || c.State == model.StateRunning {
+			t.Fatalf("after a restart the kernel has %v: EMERGENCY and the operator's stop must stay", c)
+		}
+		st, err := s.status()
+		if err != nil || st[0].Daemon == nil || !st[0].Daemon.Updated.After(restarted) {
+			return false // not yet published by the restarted daemon
+		}
+		if ev := st[0].Daemon; !ev.OperatorStopped || ev.Running || ev.Mode != "EMERGENCY" {
+			t.Fatalf("the restarted daemon says %s %s, running %v, operator stopped %v: EMERGENCY and the operator's stop must stay",
+				ev.State, ev.Mode, ev.Running, ev.OperatorStopped)
+		}
+		if first.IsZero() {
+			first = st[0].Daemon.Updated
+		}
+		return st[0].Daemon.Updated.After(first)
+	})
 	s.must("start", "synthetic/demo")
 	s.waitFor("RUNNING", func() bool { return s.control().State == model.StateRunning })
 	if c := s.control(); c.Mode != model.ModeEmergency {

@@ -59,6 +59,7 @@ models:
     max_mode: recommendation
     controller:
       min_samples: 20
+    lease: 3s   # generous: a slow VM must not lose it by accident
     synthetic:
       pid: %d
 `, syscallLoad(t)))
@@ -228,6 +229,7 @@ interval: 100ms
 models:
   - name: synthetic/demo
     max_mode: learning
+    lease: 3s   # generous: a slow VM must not lose it by accident
     synthetic:
       pid: %d
 `, syscallLoad(t)))

@@ -131,8 +131,11 @@ func (s *session) spawn(extra ...string) *proc {
 			s.t.Fatalf("the daemon exited: %v\n%s", p.err, p.logs)
 		default:
 		}
+		// Its own evidence: between taking the lock and writing its pid
+		// in the lock file a daemon counts as running with an unknown
+		// pid, and a killed daemon's evidence would then pass for live.
 		st, err := s.status()
-		return err == nil && len(st) == 1 && st[0].State == "RUNNING" && st[0].Live
+		return err == nil && len(st) == 1 && st[0].State == "RUNNING" && st[0].Live && st[0].Daemon.PID == p.pid()
 	})
 	return p
 }

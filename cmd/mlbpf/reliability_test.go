@@ -28,7 +28,7 @@ models:
   - name: synthetic/demo
     mode: collaboration
     max_mode: collaboration
-    lease: 750ms
+    lease: 2s   # 8 periods: a slow VM must not lose it (and trip) before the kill
     synthetic:
       pid: %d
       portion_bytes: 1048576
@@ -44,7 +44,7 @@ models:
 func TestDaemonKilled(t *testing.T) {
 	load := lightLoad(t)
 	s := newSession(t, fmt.Sprintf(killConfig, load))
-	const lease = 750 * time.Millisecond
+	const lease = 2 * time.Second
 	p := s.spawn()
 	dir := filepath.Join(s.root, "synthetic", "demo")
 	controlID := testutil.PinnedMapID(t, filepath.Join(dir, "control"))
@@ -59,6 +59,18 @@ func TestDaemonKilled(t *testing.T) {
 	saved, err := os.ReadFile(exported)
 	if err != nil || len(saved) == 0 {
 		t.Fatalf("export before the crash: %d bytes, %v", len(saved), err)
+	}
+
+	// A portion the daemon has extracted, as an agent sees it.
+	ctx := context.Background()
+	c, err := agent.Dial(ctx, s.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	extracted, err := c.Fetch(ctx, "synthetic/demo", agent.FetchOptions{Raw: true})
+	c.Close()
+	if err != nil || extracted.Size == 0 {
+		t.Fatalf("the newest portion before the crash: %+v %v", extracted, err)
 	}
 
 	killed := loader.MonotonicNs()
@@ -92,16 +104,22 @@ func TestDaemonKilled(t *testing.T) {
 	}
 	t.Logf("SIGKILL -> kernel default: lease deadline %v after the kill, first fallback seen after %v (lease %v)",
 		time.Duration(int64(deadline)-int64(killed)).Round(time.Millisecond), fellBack.Round(time.Millisecond), lease)
+	// From then on the kernel decides, on its default only: poll until
+	// it has decided again, checking every time that it took no other arm.
 	a := s.pinned()
-	time.Sleep(300 * time.Millisecond)
-	b := s.pinned()
-	for arm := range loader.ArmCount {
-		d := b.Arms[arm] - a.Arms[arm]
-		if model.Arm(arm) == model.ArmFallback && d == 0 {
-			t.Fatal("no decision at all after the lease: is the applier still attached?")
+	var b loader.PinnedModel
+	for until := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b = s.pinned()
+		for arm := range loader.ArmCount {
+			if d := b.Arms[arm] - a.Arms[arm]; model.Arm(arm) != model.ArmFallback && d != 0 {
+				t.Fatalf("%d %v decisions after the lease expired: the kernel must be on its default", d, model.Arm(arm))
+			}
 		}
-		if model.Arm(arm) != model.ArmFallback && d != 0 {
-			t.Fatalf("%d %v decisions after the lease expired: the kernel must be on its default", d, model.Arm(arm))
+		if b.Arms[model.ArmFallback] > a.Arms[model.ArmFallback] {
+			break
+		}
+		if time.Now().After(until) {
+			t.Fatal("no decision at all in 10s after the lease: is the applier still attached?")
 		}
 	}
 	if b.Control != at.Control {
@@ -118,14 +136,37 @@ func TestDaemonKilled(t *testing.T) {
 	// A restarted daemon adopts the pins and continues. (Its period is
 	// longer, so that it keeps its first portion, with the records of the
 	// crash, for a few seconds.)
-	if err := os.WriteFile(s.config, []byte(strings.NewReplacer("interval: 250ms", "interval: 1s", "lease: 750ms", "lease: 3s").
+	if err := os.WriteFile(s.config, []byte(strings.NewReplacer("interval: 250ms", "interval: 1s", "lease: 2s", "lease: 3s").
 		Replace(fmt.Sprintf(killConfig, load))), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	p = s.spawn()
-	after := s.pinned()
-	if int32(after.Control.Generation-at.Control.Generation) <= 0 {
-		t.Fatalf("generation %d after the restart, %d before: it must continue", after.Control.Generation, at.Control.Generation)
+	// The portion extracted before the crash is offered again, intact.
+	c, err = agent.Dial(ctx, s.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	again, err := c.Fetch(ctx, "synthetic/demo", agent.FetchOptions{Offset: &extracted.Offset, Raw: true})
+	if err != nil {
+		t.Fatalf("portion %d extracted before the crash, after the restart: %v", extracted.Offset, err)
+	}
+	if again.Size != extracted.Size || !bytes.Equal(again.Data, extracted.Data) {
+		t.Fatalf("portion %d extracted before the crash comes back with %d records, %d bytes; it had %d, %d",
+			extracted.Offset, again.Size, len(again.Data), extracted.Size, len(extracted.Data))
+	}
+	// spawn waits for the daemon's evidence, published at its first
+	// period; its runner writes its first block on a goroutine of its own:
+	// wait for that block, which must continue the generation.
+	var after loader.PinnedModel
+	for until := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		after = s.pinned()
+		if int32(after.Control.Generation-at.Control.Generation) > 0 {
+			break
+		}
+		if time.Now().After(until) {
+			t.Fatalf("generation %d after the restart, %d before: it must continue\nlogs:\n%s", after.Control.Generation, at.Control.Generation, s.logs)
+		}
 	}
 	if after.Control.Mode != at.Control.Mode {
 		t.Fatalf("restarted in %v, the pins say %v", model.Mode(after.Control.Mode), model.Mode(at.Control.Mode))
@@ -137,38 +178,55 @@ func TestDaemonKilled(t *testing.T) {
 	}
 	// No gap: the records the kernel made while no daemon ran reached the
 	// new one (its first portion), and they show the kernel never applied
-	// the model past the lease.
-	ctx := context.Background()
-	c, err := agent.Dial(ctx, s.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	zero := uint64(0)
-	first, err := c.Fetch(ctx, "synthetic/demo", agent.FetchOptions{Offset: &zero, Raw: true})
-	if err != nil {
-		t.Fatalf("the restarted daemon's first portion: %v", err)
-	}
-	var dead, afterLease int
-	for i := range int(first.Size) {
-		var r synthetic.Record
-		if err := synthetic.DecodeRecord(first.Record(i), &r); err != nil {
+	// the model past the lease. The restarted daemon also offers the
+	// portions the killed one spooled (records from before the kill), and
+	// publishes its first one at its first period: look through every
+	// portion it offers until the records made after the lease show up.
+	var dead, afterLease, portions int
+	checked := map[uint64]bool{}
+	for until := time.Now().Add(15 * time.Second); afterLease == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(until) {
+			t.Fatalf("none of the %d portions the restarted daemon offers holds a decision made after the lease ran out (%d after the kill)\nlogs:\n%s",
+				portions, dead, s.logs)
+		}
+		models, err := c.Models(ctx)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Hdr.Generation != at.Control.Generation || r.Hdr.TsNs < killed {
-			continue
-		}
-		dead++
-		if r.Hdr.TsNs > deadline {
-			afterLease++
-			if model.Arm(r.Hdr.Arm) != model.ArmFallback || r.Applied != r.DefaultValue {
-				t.Fatalf("a decision after the lease took %v and answered %d (default %d)", model.Arm(r.Hdr.Arm), r.Applied, r.DefaultValue)
+		for _, m := range models {
+			if m.Model != "synthetic/demo" {
+				continue
+			}
+			for _, off := range m.Portions {
+				if checked[off] {
+					continue
+				}
+				portion, err := c.Fetch(ctx, "synthetic/demo", agent.FetchOptions{Offset: &off, Raw: true})
+				if err != nil {
+					continue // evicted meanwhile
+				}
+				checked[off] = true
+				portions++
+				for i := range int(portion.Size) {
+					var r synthetic.Record
+					if err := synthetic.DecodeRecord(portion.Record(i), &r); err != nil {
+						t.Fatal(err)
+					}
+					if r.Hdr.Generation != at.Control.Generation || r.Hdr.TsNs < killed {
+						continue
+					}
+					dead++
+					if r.Hdr.TsNs > deadline {
+						afterLease++
+						if model.Arm(r.Hdr.Arm) != model.ArmFallback || r.Applied != r.DefaultValue {
+							t.Fatalf("a decision after the lease took %v and answered %d (default %d)", model.Arm(r.Hdr.Arm), r.Applied, r.DefaultValue)
+						}
+					}
+				}
 			}
 		}
 	}
-	if afterLease == 0 {
-		t.Fatalf("the restarted daemon's first portion (%d records) holds none of the decisions made after the lease ran out (%d after the kill)", first.Size, dead)
-	}
+	t.Logf("the restarted daemon's portions: %d looked through, %d decisions made after the kill, %d of them after the lease", portions, dead, afterLease)
 	if after.Lost != at.Lost {
 		t.Fatalf("%d records lost while no daemon ran", after.Lost-at.Lost)
 	}
@@ -197,6 +255,7 @@ interval: 100ms
 models:
   - name: synthetic/demo
     max_mode: recommendation
+    lease: 3s   # generous: a slow VM must not lose it by accident
     synthetic:
       pid: %d
 `

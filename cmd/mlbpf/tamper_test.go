@@ -168,15 +168,28 @@ func TestTamperedControlMode(t *testing.T) {
 	if !strings.Contains(s.logs.String(), "holds a mode that is not one") {
 		t.Fatalf("the logs do not say why:\n%s", s.logs)
 	}
-	a := s.pinned().Arms
-	time.Sleep(500 * time.Millisecond) // five periods: the controller may not leave EMERGENCY
-	b := s.pinned()
-	if model.Mode(b.Control.Mode) != model.ModeEmergency || b.Arms[model.ArmFallback] == a[model.ArmFallback] {
-		t.Fatalf("after five periods: %v, arms %v -> %v", model.Mode(b.Control.Mode), a, b.Arms)
-	}
-	for arm := range loader.ArmCount {
-		if model.Arm(arm) != model.ArmFallback && b.Arms[arm] != a[arm] {
-			t.Fatalf("%v decisions in EMERGENCY", model.Arm(arm))
+	// The controller may not leave EMERGENCY: checked on every poll until
+	// the kernel has decided again (on its default) and five periods have
+	// passed by the daemon's own clock (its lease renewals).
+	start := s.pinned()
+	a := start.Arms
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b := s.pinned()
+		if model.Mode(b.Control.Mode) != model.ModeEmergency {
+			t.Fatalf("the daemon left EMERGENCY on its own: %v, arms %v -> %v", pinnedControl(b.Control), a, b.Arms)
+		}
+		for arm := range loader.ArmCount {
+			if model.Arm(arm) != model.ArmFallback && b.Arms[arm] != a[arm] {
+				t.Fatalf("%d %v decisions in EMERGENCY", b.Arms[arm]-a[arm], model.Arm(arm))
+			}
+		}
+		if b.Arms[model.ArmFallback] > a[model.ArmFallback] &&
+			b.Control.LeaseExpiresNs >= start.Control.LeaseExpiresNs+uint64(5*100*time.Millisecond) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s: %v, arms %v -> %v: want EMERGENCY renewed five periods on and the kernel's default deciding",
+				pinnedControl(b.Control), a, b.Arms)
 		}
 	}
 	s.must("mode", "synthetic/demo", "learning")
@@ -198,6 +211,7 @@ models:
   - name: synthetic/demo
     mode: recommendation
     max_mode: recommendation
+    lease: 3s   # generous: a slow VM must not lose it by accident
     synthetic:
       pid: %d
       max_value: %d
