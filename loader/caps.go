@@ -47,7 +47,7 @@ func ThreadCapabilities(pid int) (map[int]Capabilities, error) {
 			continue
 		}
 		b, err := os.ReadFile(dir + "/" + t.Name() + "/status")
-		if errors.Is(err, os.ErrNotExist) {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
 			continue // the thread exited meanwhile
 		}
 		if err != nil {
