@@ -335,10 +335,7 @@ func (d *Daemon) open(cm *config.Model) (*supervisor, error) {
 		}
 	}
 	h := newHub(cm.Name, sub.Records)
-	next, err := h.restore(filepath.Join(dir, "portions"), d.log)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", cm.Name, err)
-	}
+	next := h.restore(filepath.Join(dir, "portions"), d.log)
 	r, err := sub.open(&env{cfg: cfg, log: d.log, stateDir: dir, hub: h, firstOffset: next}, cm, opts)
 	if err != nil {
 		return nil, err

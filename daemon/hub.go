@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mlbpf/mlbpf/agent"
@@ -34,8 +35,9 @@ type hub struct {
 	free chan *model.Dataset
 	// spool, if not nil, keeps the retained portions on disk across
 	// restarts.
-	spool *spool
-	log   *slog.Logger
+	spool        *spool
+	spoolFailing atomic.Bool
+	log          *slog.Logger
 }
 
 type portion struct {
@@ -51,23 +53,26 @@ func newHub(name string, format RecordFormat) *hub {
 
 // restore makes the hub keep its portions in dir, and retain again those a
 // previous daemon left there. It returns the stream index after the last
-// one, where the model's next portion starts (0 when there is none).
-func (h *hub) restore(dir string, log *slog.Logger) (uint64, error) {
+// one, where the model's next portion starts (0 when there is none). An
+// unreadable spool is reported and the hub starts without it.
+func (h *hub) restore(dir string, log *slog.Logger) uint64 {
 	sp := &spool{dir: dir}
 	ps, err := sp.load(h.format, retainPortions, log, h.name)
 	if err != nil {
-		return 0, err
+		// The model runs all the same: losing old portions is better than
+		// not running. Saving will say whether the spool works.
+		log.Warn("the spooled dataset portions are unreadable: starting without them", "model", h.name, "err", err)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.spool, h.log, h.retained = sp, log, ps
 	if len(ps) == 0 {
-		return 0, nil
+		return 0
 	}
 	last := ps[len(ps)-1]
 	log.Info("dataset portions kept from before the restart", "model", h.name, "portions", len(ps),
 		"first_offset", ps[0].meta.Offset, "next_offset", last.ds.NextOffset())
-	return last.ds.NextOffset(), nil
+	return last.ds.NextOffset()
 }
 
 // meta describes ds as published under n.
@@ -87,9 +92,16 @@ func meta(name string, ds *model.Dataset, n model.Notification, kind uint16) age
 func (h *hub) publish(ds *model.Dataset, n model.Notification) agent.Portion {
 	m := meta(h.name, ds, n, h.format.Kind)
 	if h.spool != nil && (ds.Len() > 0 || ds.Lost > 0 || ds.Corrupted > 0) {
-		if err := h.spool.save(m, ds); err != nil {
-			h.log.Warn("spooling a dataset portion: it will not outlive the daemon", "model", h.name, "offset", m.Offset, "err", err)
+		// Said once while it keeps failing (a full or read-only disk),
+		// and once when it works again.
+		err := h.spool.save(m, ds)
+		switch {
+		case err != nil && !h.spoolFailing.Load():
+			h.log.Warn("spooling dataset portions failed: they will not outlive the daemon until it works again", "model", h.name, "offset", m.Offset, "err", err)
+		case err == nil && h.spoolFailing.Load():
+			h.log.Info("spooling dataset portions works again", "model", h.name, "offset", m.Offset)
 		}
+		h.spoolFailing.Store(err != nil)
 	}
 	h.mu.Lock()
 	p := &portion{ds: ds, meta: m, pending: map[uint64]bool{}}

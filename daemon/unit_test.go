@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -153,6 +154,40 @@ func TestHub(t *testing.T) {
 	cancel()
 	if n, _ := h.agents(); n != 0 {
 		t.Fatalf("%d agents after cancel", n)
+	}
+}
+
+// TestHubSpoolFailing: a spool that cannot be read or written (its
+// directory is a file) does not stop the hub: it starts empty, keeps
+// publishing, and says so once while it fails and once when it works again.
+func TestHubSpoolFailing(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "portions")
+	if err := os.WriteFile(dir, []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs testutil.SyncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	h := newHub("synthetic/demo", RecordFormat{Kind: 1, Size: 24})
+	if next := h.restore(dir, log); next != 0 || len(h.offsets()) != 0 {
+		t.Fatalf("restore from a broken spool: next %d, offsets %v", next, h.offsets())
+	}
+	for i := range 3 {
+		h.publish(dataset(t, uint64(10*i), 2), model.Notification{Mode: model.ModeLearning})
+	}
+	if n := len(h.offsets()); n != 3 {
+		t.Fatalf("%d portions retained, want 3: publishing must go on", n)
+	}
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	h.publish(dataset(t, 30, 2), model.Notification{Mode: model.ModeLearning})
+	out := logs.String()
+	if strings.Count(out, "unreadable") != 1 || strings.Count(out, "spooling dataset portions failed") != 1 ||
+		strings.Count(out, "spooling dataset portions works again") != 1 {
+		t.Fatalf("logs:\n%s", out)
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "*.portion")); len(files) != 1 {
+		t.Fatalf("%d files spooled once the spool works, want 1", len(files))
 	}
 }
 
