@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -126,7 +125,7 @@ func readSpooled(path string, format RecordFormat, name string) (*portion, error
 		return nil, errors.New("no header line")
 	}
 	var h spoolHeader
-	dec := json.NewDecoder(bufio.NewReader(bytes.NewReader(line)))
+	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&h); err != nil {
 		return nil, fmt.Errorf("header: %w", err)
