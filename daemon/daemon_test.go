@@ -33,20 +33,27 @@ type testDaemon struct {
 // root, state directory and socket; extra is YAML added to the model.
 func testConfig(t testing.TB, pid int, extra string) *config.Config {
 	t.Helper()
-	root := testutil.PinRoot(t)
+	return daemonConfig(t, fmt.Sprintf(`
+  - name: synthetic/demo
+    max_mode: recommendation
+    lease: 3s   # generous: a slow VM must not lose it by accident
+    synthetic:
+      pid: %d
+%s`, pid, extra))
+}
+
+// daemonConfig returns a configuration of the models in YAML (the items
+// of the models list) on a fresh pin root, state directory and socket,
+// with a 100 ms period.
+func daemonConfig(t testing.TB, models string) *config.Config {
+	t.Helper()
 	dir := t.TempDir()
 	y := fmt.Sprintf(`
 pin_root: %s
 state_dir: %s
 socket: %s
 interval: 100ms
-models:
-  - name: synthetic/demo
-    max_mode: recommendation
-    lease: 3s   # generous: a slow VM must not lose it by accident
-    synthetic:
-      pid: %d
-%s`, root, filepath.Join(dir, "state"), filepath.Join(dir, "run", "agent.sock"), pid, extra)
+models:%s`, testutil.PinRoot(t), filepath.Join(dir, "state"), filepath.Join(dir, "run", "agent.sock"), models)
 	c, err := config.Parse("test.yaml", []byte(y))
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/mlbpf/mlbpf/agent"
-	"github.com/mlbpf/mlbpf/config"
 	"github.com/mlbpf/mlbpf/internal/testutil"
 	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
@@ -28,30 +27,22 @@ func TestTCP(t *testing.T) {
 	testutil.RequireBPF(t)
 	cgroot, err := loader.Cgroup2Root()
 	if err != nil {
-		t.Skip(err)
+		testutil.Missing(t, err.Error())
 	}
 	cg, err := os.MkdirTemp(cgroot, "mlbpf-daemon-test-")
 	if err != nil {
 		t.Fatalf("creating a cgroup: %v", err)
 	}
 	t.Cleanup(func() { _ = os.Remove(cg) })
-	root, dir := testutil.PinRoot(t), t.TempDir()
-	c, err := config.Parse("tcp.yaml", []byte(fmt.Sprintf(`
-pin_root: %s
-state_dir: %s
-socket: %s
-interval: 100ms
-models:
+	c := daemonConfig(t, fmt.Sprintf(`
   - name: tcp/cc
     max_mode: collaboration
     lease: 3s
     tcp:
       cgroup: %s
       allowed: [cubic, bbr]
-`, root, filepath.Join(dir, "state"), filepath.Join(dir, "run", "agent.sock"), cg)))
-	if err != nil {
-		t.Fatal(err)
-	}
+`, cg))
+	root := c.PinRoot
 	td := start(t, c)
 	control := func() model.Control {
 		pm, err := loader.ReadPinned(root, "tcp", "cc")
@@ -122,10 +113,7 @@ func TestTCPDatasets(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !slices.Contains(avail, "cubic") {
-		if os.Getenv("MLBPF_CI") != "" {
-			t.Fatal("kernel lacks the cubic congestion control")
-		}
-		t.Skip("kernel lacks the cubic congestion control")
+		testutil.Missing(t, "kernel lacks the cubic congestion control (modprobe tcp_cubic)")
 	}
 	tb, err := testbed.New(t.Context(), testbed.Config{Cgroup: true})
 	if err != nil {
@@ -142,22 +130,13 @@ func TestTCPDatasets(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = sink.Close() })
 
-	root, dir := testutil.PinRoot(t), t.TempDir()
-	c, err := config.Parse("tcp.yaml", []byte(fmt.Sprintf(`
-pin_root: %s
-state_dir: %s
-socket: %s
-interval: 100ms
-models:
+	c := daemonConfig(t, fmt.Sprintf(`
   - name: tcp/cc
     lease: 5s
     tcp:
       cgroup: %s
       default: cubic
-`, root, filepath.Join(dir, "state"), filepath.Join(dir, "run", "agent.sock"), tb.Cgroup())))
-	if err != nil {
-		t.Fatal(err)
-	}
+`, tb.Cgroup()))
 	td := start(t, c)
 	s, _ := td.d.find("tcp/cc")
 	waitFor(t, "RUNNING", func() bool { return s.m.State() == model.StateRunning })

@@ -37,7 +37,7 @@ func TestLine(t *testing.T) {
 func TestRunSmoke(t *testing.T) {
 	testutil.RequireBPF(t)
 	if _, err := exec.LookPath("iperf3"); err != nil {
-		t.Skip("needs iperf3 (apt-get install iperf3; make setup installs it)")
+		testutil.Missing(t, "needs iperf3 (apt-get install iperf3; make setup installs it)")
 	}
 	var out strings.Builder
 	res, cost, err := Run(t.Context(), &out, Config{

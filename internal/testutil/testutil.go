@@ -23,22 +23,28 @@ import (
 // failure, not a skip: CI runs as root on a kernel with the features.
 func RequireBPF(tb testing.TB) {
 	tb.Helper()
-	fail := tb.Skipf
-	if os.Getenv("MLBPF_CI") != "" {
-		fail = tb.Fatalf
-	}
 	if os.Geteuid() != 0 {
-		fail("needs root to load BPF programs (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN); run the tests with sudo")
+		Missing(tb, "needs root to load BPF programs (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN); run the tests with sudo")
 		return
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs("/sys/fs/bpf", &st); err != nil || st.Type != unix.BPF_FS_MAGIC {
-		fail("needs bpffs at /sys/fs/bpf: mount -t bpf bpf /sys/fs/bpf")
+		Missing(tb, "needs bpffs at /sys/fs/bpf: mount -t bpf bpf /sys/fs/bpf")
 		return
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		tb.Fatalf("raising RLIMIT_MEMLOCK: %v", err)
 	}
+}
+
+// Missing skips t because something it needs is missing, saying what and
+// how to get it; on CI (MLBPF_CI=1), which has everything, it fails t.
+func Missing(tb testing.TB, why string) {
+	tb.Helper()
+	if os.Getenv("MLBPF_CI") != "" {
+		tb.Fatal(why)
+	}
+	tb.Skip(why)
 }
 
 // SkipIfNotSupported skips t if err says the kernel lacks a feature, naming

@@ -14,6 +14,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/mlbpf/mlbpf/internal/testutil"
 )
 
 // fakeModule returns a minimal ELF object with a .modinfo section.
@@ -262,7 +264,7 @@ func TestCachedDebianKernel(t *testing.T) {
 func buildDeb(t *testing.T) string {
 	t.Helper()
 	if _, err := exec.LookPath("dpkg-deb"); err != nil {
-		t.Skip("dpkg-deb not installed")
+		testutil.Missing(t, "dpkg-deb not installed (apt-get install dpkg; make setup installs it)")
 	}
 	dir := t.TempDir()
 	root := filepath.Join(dir, "pkg")
