@@ -240,6 +240,25 @@ func (s *session) stop() error {
 	}
 }
 
+// rollback runs 'mlbpf rollback' against the session's daemon and waits
+// for the daemon to end cleanly, as rollback makes it.
+func (s *session) rollback() {
+	s.t.Helper()
+	out := s.must("rollback")
+	if !strings.Contains(out, "EMERGENCY, STOPPED") || !strings.Contains(out, "pins removed") {
+		s.t.Fatalf("rollback:\n%s", out)
+	}
+	select {
+	case err := <-s.done:
+		s.cancel = nil
+		if err != nil {
+			s.t.Fatalf("the daemon after rollback: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		s.t.Fatal("the daemon still runs after rollback")
+	}
+}
+
 func (s *session) status() ([]modelStatus, error) {
 	out, err := s.cmd("status", "-o", "json")
 	if err != nil {
@@ -429,19 +448,7 @@ func TestOperatorSession(t *testing.T) {
 	if c := s.control(); c.Mode == model.ModeEmergency {
 		t.Fatal("the dry run changed the mode")
 	}
-	out = s.must("rollback")
-	if !strings.Contains(out, "EMERGENCY, STOPPED") || !strings.Contains(out, "pins removed") {
-		t.Fatalf("rollback:\n%s", out)
-	}
-	select {
-	case err := <-s.done:
-		s.cancel = nil
-		if err != nil {
-			t.Fatalf("daemon after rollback: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the daemon still runs after rollback")
-	}
+	s.rollback()
 	if _, err := os.Stat(filepath.Join(s.root, "synthetic")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("pins left after rollback: %v", err)
 	}

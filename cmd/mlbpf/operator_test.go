@@ -245,19 +245,7 @@ models:
 	if n := testutil.LinksUsingMap(t, controlID); n != 1 {
 		t.Fatalf("the applier is attached %d times", n)
 	}
-	out := s.must("rollback")
-	if !strings.Contains(out, "EMERGENCY, STOPPED") || !strings.Contains(out, "pins removed") {
-		t.Fatalf("rollback:\n%s", out)
-	}
-	select {
-	case err := <-s.done:
-		s.cancel = nil
-		if err != nil {
-			t.Fatalf("the daemon after rollback: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the daemon still runs after rollback")
-	}
+	s.rollback()
 	if n := testutil.LinksUsingMap(t, controlID); n != 0 {
 		t.Fatalf("the applier is attached %d times after rollback", n)
 	}

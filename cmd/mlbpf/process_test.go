@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mlbpf/mlbpf/internal/testutil"
 	"github.com/mlbpf/mlbpf/loader"
 )
 
@@ -191,15 +192,7 @@ func (s *session) pinned() loader.PinnedModel {
 // makes in several seconds.
 func lightLoad(t *testing.T) int {
 	t.Helper()
-	cmd := exec.Command("sh", "-c", "while :; do sleep 0.02; done")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	return cmd.Process.Pid
+	return testutil.Process(t, "sh", "-c", "while :; do sleep 0.02; done")
 }
 
 // flood starts a process making system calls as fast as it can (dd
@@ -207,13 +200,5 @@ func lightLoad(t *testing.T) int {
 // second) and returns its pid.
 func flood(t *testing.T) int {
 	t.Helper()
-	cmd := exec.Command("dd", "if=/dev/zero", "of=/dev/null", "bs=1")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	return cmd.Process.Pid
+	return testutil.Process(t, "dd", "if=/dev/zero", "of=/dev/null", "bs=1")
 }

@@ -141,9 +141,16 @@ func LinksUsingMap(tb testing.TB, id ebpf.MapID) int {
 // its pid to see; it is killed when the test ends. It returns the pid.
 func SyscallLoad(tb testing.TB) int {
 	tb.Helper()
-	cmd := exec.Command("sh", "-c", "while :; do sleep 0.005; done")
+	return Process(tb, "sh", "-c", "while :; do sleep 0.005; done")
+}
+
+// Process starts name with args, kills it when the test ends, and returns
+// its pid.
+func Process(tb testing.TB, name string, args ...string) int {
+	tb.Helper()
+	cmd := exec.Command(name, args...)
 	if err := cmd.Start(); err != nil {
-		tb.Fatalf("starting a system call load: %v", err)
+		tb.Fatalf("starting %s: %v", name, err)
 	}
 	tb.Cleanup(func() {
 		_ = cmd.Process.Kill()
