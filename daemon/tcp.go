@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sync"
 
 	"github.com/cilium/ebpf"
 
@@ -37,6 +38,9 @@ type tcpOptions struct {
 	// PortionBytes caps a dataset portion (default 128 KiB), as for
 	// synthetic models.
 	PortionBytes int `cfg:"portion_bytes"`
+	// RingBytes sizes the ring buffer the kernel writes records into
+	// (default 1 MiB): a power of two, a multiple of the page size.
+	RingBytes uint32 `cfg:"ring_bytes"`
 }
 
 type tcpLearn struct {
@@ -120,6 +124,7 @@ func tcpConfig(c *config.Config, m *config.Model, pinRoot string) (tcp.Config, e
 	}
 	return tcp.Config{
 		PinRoot: pinRoot, Cgroup: o.Cgroup, Allowed: o.Allowed, Default: o.Default,
+		RingBytes: o.RingBytes,
 		NoPassive: o.Passive != nil && !*o.Passive, NoRateProbe: o.RateProbe != nil && !*o.RateProbe,
 		Learn: tcp.LearnConfig{PrefixBits4: o.Learn.PrefixBits4, PrefixBits6: o.Learn.PrefixBits6, MinBytes: o.Learn.MinBytes,
 			MinGain: o.Learn.MinGain, MinDefault: o.Learn.MinDefault, Confidence: o.Learn.Confidence},
@@ -198,6 +203,10 @@ type tcpRunner struct {
 	log     *slog.Logger
 	hub     *hub
 	builder *ringbuf.DatasetBuilder // only used by Run's goroutine
+
+	mu      sync.Mutex
+	bstats  ringbuf.DatasetStats // the builder's, as of the last portion
+	partial uint64
 }
 
 func openTCP(e *env, m *config.Model, opts model.Options) (runner, error) {
@@ -257,6 +266,12 @@ func (r *tcpRunner) publish() {
 		_ = r.builder.Discard(ds)
 		return
 	}
+	r.mu.Lock()
+	r.bstats = r.builder.Stats()
+	if ds.State == model.DatasetExtractedPartially {
+		r.partial++
+	}
+	r.mu.Unlock()
 	r.hub.publishModel(r.sub.Model(), ds, r.log)
 }
 
@@ -295,5 +310,8 @@ func (r *tcpRunner) Recommend(rec model.Recommendation, operator bool) (model.Re
 
 func (r *tcpRunner) Stats() runnerStats {
 	st := r.sub.Status()
-	return runnerStats{Records: st.Records, Corrupted: st.Corrupted, Decision: st.Decision}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return runnerStats{Records: st.Records, Corrupted: st.Corrupted, Decision: st.Decision,
+		Lost: r.bstats.Lost, Dropped: r.bstats.Dropped, Partial: r.partial}
 }

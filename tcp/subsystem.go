@@ -54,6 +54,9 @@ type Config struct {
 	// default algorithm; the counterfactual model then cannot predict a
 	// rate-based algorithm's gain, and nothing is promoted.
 	NoRateProbe bool
+	// RingBytes sizes the records' ring buffer (0: the BPF object's, 1
+	// MiB): a power of two, a multiple of the page size.
+	RingBytes uint32
 	// Learn tunes the learner.
 	Learn LearnConfig
 	// Options are the model's options. Zero fields take the tcp/cc
@@ -134,7 +137,9 @@ type Subsystem struct {
 	// feedbackAlg is the algorithm of the connection whose feedback is
 	// being propagated (set by the run loop, which is the only caller).
 	feedbackAlg string
-	closed      bool
+	// lostSeen is the kernel's lost counter as of the last portion.
+	lostSeen uint64
+	closed   bool
 }
 
 // Open loads the tcp/cc objects, pinning their maps under
@@ -200,6 +205,9 @@ func open(cfg Config) (*Subsystem, error) {
 			return nil, fmt.Errorf("%s: setting %s: %w", verb, name, err)
 		}
 	}
+	if cfg.RingBytes != 0 {
+		spec.Maps["events"].MaxEntries = cfg.RingBytes
+	}
 	dir := loader.PinDir(cfg.PinRoot, Name, ModelName)
 	coll, err := loader.LoadPinned(spec, dir)
 	if err != nil {
@@ -211,6 +219,11 @@ func open(cfg Config) (*Subsystem, error) {
 		return nil, fmt.Errorf("%s: %w", verb, err)
 	}
 	if s.control, err = loader.NewControlMap(s.objs.Control); err != nil {
+		s.close()
+		return nil, fmt.Errorf("%s: %w", verb, err)
+	}
+	// Records lost before this run are not this run's portions'.
+	if s.lostSeen, err = s.LostRecords(); err != nil {
 		s.close()
 		return nil, fmt.Errorf("%s: %w", verb, err)
 	}
@@ -565,8 +578,11 @@ func (d datasetOps) Extract(m *model.Model, ds *model.Dataset) error {
 			return err
 		}
 	}
+	// The kernel's counter is cumulative: the portion misses what it
+	// lost since the last portion.
 	if lost, err := d.s.LostRecords(); err == nil {
-		ds.Lost = lost
+		ds.Lost = lost - d.s.lostSeen
+		d.s.lostSeen = lost
 	}
 	return ds.Extracted(false)
 }
