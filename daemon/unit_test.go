@@ -46,7 +46,7 @@ func TestCheck(t *testing.T) {
 		{"models:\n  - name: disk/io\n", `x.yaml:2: models[0].name: unknown subsystem "disk" (want tcp, synthetic)`},
 		{"models:\n  - name: tcp/rto\n", `x.yaml:2: models[0].name: tcp has only the model cc`},
 		{"models:\n  - name: tcp/cc\n    tcp:\n      allowed: [BBR]\n", `x.yaml:4: models[0].tcp.allowed: "BBR" is not a congestion control name`},
-		{"models:\n  - name: tcp/cc\n    tcp:\n      cgroups: /x\n", `x.yaml:4: models[0].tcp.cgroups: unknown field (want cgroup, allowed, default, passive, rate_probe, learn, portion_bytes)`},
+		{"models:\n  - name: tcp/cc\n    tcp:\n      cgroups: /x\n", `x.yaml:4: models[0].tcp.cgroups: unknown field (want cgroup, allowed, default, passive, rate_probe, learn, portion_bytes, ring_bytes)`},
 		{"models:\n  - name: tcp/cc\n    tcp:\n      portion_bytes: 100\n", `x.yaml:4: models[0].tcp.portion_bytes: 100: want at least one record, 128 bytes`},
 		{"models:\n  - name: synthetic/a\n    synthetic:\n      portion_bytes: 3\n", `x.yaml:4: models[0].synthetic.portion_bytes: 3: want at least one record, 40 bytes`},
 	} {
