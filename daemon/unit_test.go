@@ -13,6 +13,8 @@ import (
 	"github.com/mlbpf/mlbpf/config"
 	"github.com/mlbpf/mlbpf/internal/testutil"
 	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/pipeline"
+	"github.com/mlbpf/mlbpf/subsystems"
 )
 
 func TestLock(t *testing.T) {
@@ -106,7 +108,7 @@ func dataset(t *testing.T, offset uint64, n int) *model.Dataset {
 }
 
 func TestHub(t *testing.T) {
-	h := newHub("synthetic/demo", RecordFormat{Kind: 1, Size: 24, JSON: func(b []byte) (any, error) { return len(b), nil }})
+	h := newHub("synthetic/demo", pipeline.RecordFormat{Kind: 1, Size: 24, JSON: func(b []byte) (any, error) { return len(b), nil }})
 	if _, err := h.fetch(nil, true, false); err == nil {
 		t.Fatal("fetched from an empty hub")
 	}
@@ -167,7 +169,7 @@ func TestHubSpoolFailing(t *testing.T) {
 	}
 	var logs testutil.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	h := newHub("synthetic/demo", RecordFormat{Kind: 1, Size: 24})
+	h := newHub("synthetic/demo", pipeline.RecordFormat{Kind: 1, Size: 24})
 	if next := h.restore(dir, log); next != 0 || len(h.offsets()) != 0 {
 		t.Fatalf("restore from a broken spool: next %d, offsets %v", next, h.offsets())
 	}
@@ -192,6 +194,7 @@ func TestHubSpoolFailing(t *testing.T) {
 }
 
 func TestMain(m *testing.M) {
+	Register(subsystems.All()...)
 	before := testutil.OpenFDs()
 	code := m.Run()
 	if after := testutil.OpenFDs(); code == 0 && after > before {
