@@ -56,7 +56,7 @@ func (k NotificationKind) String() string {
 }
 
 // Notification tells the user-space agent about new data or feedback (the
-// seed's ml_lib_user_space_notification). The Model fills in what it
+// RFC's ml_lib_user_space_notification). The Model fills in what it
 // knows; the operation may add to it and deliver it.
 type Notification struct {
 	Kind       NotificationKind
@@ -107,7 +107,7 @@ func (f Feedback) Outcome() Outcome {
 }
 
 // Efficiency is the estimated effect of the model in its current mode (the
-// seed's estimate_ml_model_efficiency).
+// RFC's estimate_ml_model_efficiency).
 type Efficiency struct {
 	Mode Mode
 	// Samples counts the outcomes observed per arm in this mode.
