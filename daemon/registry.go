@@ -50,6 +50,9 @@ func Lookup(name string) (*pipeline.Subsystem, error) {
 		}
 		names = append(names, s.Name)
 	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("unknown subsystem %q: no subsystem is registered (call daemon.Register(subsystems.All()...) before anything else)", sub)
+	}
 	return nil, fmt.Errorf("unknown subsystem %q (want %s)", sub, strings.Join(names, ", "))
 }
 
