@@ -172,8 +172,8 @@ func (g *guard) counters() (renewals, held uint64) {
 	return g.renewals, g.held
 }
 
-// supervisor runs one model for the daemon: it runs the subsystem's loop
-// (runner.Run), adopts operators' changes to the control block, publishes
+// supervisor runs one model for the daemon: it runs the model's period
+// loop (pipeline.Loop.Run), adopts operators' changes to the control block, publishes
 // the evidence, and tells the agents.
 type supervisor struct {
 	d       *Daemon
@@ -205,7 +205,7 @@ type supervisor struct {
 // evidenceEvery bounds how often status.json is rewritten.
 const evidenceEvery = 2 * time.Second
 
-// start starts the runner's loop.
+// start starts the model's loop.
 func (s *supervisor) start(ctx context.Context) {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -215,7 +215,7 @@ func (s *supervisor) start(ctx context.Context) {
 	go func() { done <- s.r.Run(rctx) }()
 }
 
-// stopRunner stops the runner's loop and waits for it: the model is then
+// stopRunner stops the model's loop and waits for it: the model is then
 // STOPPED.
 func (s *supervisor) stopRunner() error {
 	s.mu.Lock()
@@ -236,7 +236,7 @@ func (s *supervisor) isRunning() bool {
 }
 
 // run supervises until ctx is done, then stops the model. An error of
-// the subsystem's loop ends it.
+// the model's loop ends it.
 func (s *supervisor) run(ctx context.Context) error {
 	if !s.operatorStopped {
 		s.start(ctx)
@@ -261,7 +261,7 @@ func (s *supervisor) run(ctx context.Context) error {
 			s.mu.Unlock()
 			s.periodic(true)
 			if ctx.Err() != nil {
-				// Shutting down: the runner's context is a child of
+				// Shutting down: the loop's context is a child of
 				// ctx, and it saw the cancellation first.
 				return err
 			}
