@@ -18,14 +18,17 @@ var (
 
 // Register adds subsystems to those the daemon and the CLI know. The
 // binary registers every subsystem, in one place (package subsystems),
-// before anything else runs; registering a name twice panics.
+// before anything else runs. Two packages may serve one subsystem name
+// with different models (tcp/cc and tcp/rto); registering a model twice
+// panics.
 func Register(subs ...*pipeline.Subsystem) {
 	registryMu.Lock()
 	defer registryMu.Unlock()
 	for _, s := range subs {
 		for _, r := range registry {
-			if r.Name == s.Name {
-				panic("daemon: subsystem " + s.Name + " registered twice")
+			if r.Name == s.Name && (len(r.Models) == 0 || len(s.Models) == 0 ||
+				slices.ContainsFunc(s.Models, func(m string) bool { return slices.Contains(r.Models, m) })) {
+				panic("daemon: subsystem " + s.Name + " registered twice for the same models")
 			}
 		}
 		registry = append(registry, s)
@@ -39,21 +42,49 @@ func Subsystems() []*pipeline.Subsystem {
 	return slices.Clone(registry)
 }
 
-// Lookup returns the subsystem of a model name ("tcp/cc" or "tcp"), or an
-// error listing the known ones.
+// Lookup returns the subsystem of a model name: the one providing the
+// model of "tcp/cc", or the first of the name for "tcp" (or for a model
+// none provides, which SplitName and Check then refuse); an error lists
+// the known subsystems.
 func Lookup(name string) (*pipeline.Subsystem, error) {
-	sub, _, _ := strings.Cut(name, "/")
+	sub, modelName, _ := strings.Cut(name, "/")
 	var names []string
+	var first *pipeline.Subsystem
 	for _, s := range Subsystems() {
-		if s.Name == sub {
+		if s.Name != sub {
+			if !slices.Contains(names, s.Name) {
+				names = append(names, s.Name)
+			}
+			continue
+		}
+		if modelName != "" && (len(s.Models) == 0 || slices.Contains(s.Models, modelName)) {
 			return s, nil
 		}
-		names = append(names, s.Name)
+		if first == nil {
+			first = s
+		}
 	}
-	if len(names) == 0 {
+	switch {
+	case first != nil:
+		return first, nil
+	case len(names) == 0:
 		return nil, fmt.Errorf("unknown subsystem %q: no subsystem is registered (call daemon.Register(subsystems.All()...) before anything else)", sub)
 	}
 	return nil, fmt.Errorf("unknown subsystem %q (want %s)", sub, strings.Join(names, ", "))
+}
+
+// models lists the models the subsystems of name provide (none: any).
+func models(name string) []string {
+	var out []string
+	for _, s := range Subsystems() {
+		if s.Name == name {
+			if len(s.Models) == 0 {
+				return nil
+			}
+			out = append(out, s.Models...)
+		}
+	}
+	return out
 }
 
 // SplitName splits "subsystem/model" and checks both names and that the
@@ -63,12 +94,12 @@ func SplitName(name string) (*pipeline.Subsystem, string, error) {
 	if !ok || loader.ValidName(subName) != nil || loader.ValidName(modelName) != nil {
 		return nil, "", fmt.Errorf("model %q: want subsystem/model, e.g. tcp/cc or synthetic/demo", name)
 	}
-	s, err := Lookup(subName)
+	s, err := Lookup(name)
 	if err != nil {
 		return nil, "", err
 	}
-	if len(s.Models) > 0 && !slices.Contains(s.Models, modelName) {
-		return nil, "", fmt.Errorf("model %q: %s has only %s", name, s.Name, strings.Join(s.Models, ", "))
+	if ms := models(s.Name); len(ms) > 0 && !slices.Contains(ms, modelName) {
+		return nil, "", fmt.Errorf("model %q: %s has only %s", name, s.Name, strings.Join(ms, ", "))
 	}
 	return s, modelName, nil
 }
@@ -93,8 +124,8 @@ func section(c *config.Config, m *config.Model) (config.Section, error) {
 	if err != nil {
 		return nil, c.ModelError(m, "name", "%v", err)
 	}
-	if len(s.Models) > 0 && !slices.Contains(s.Models, m.ModelName()) {
-		return nil, c.ModelError(m, "name", "%s has only the model%s %s", s.Name, plural(len(s.Models)), strings.Join(s.Models, ", "))
+	if ms := models(s.Name); len(ms) > 0 && !slices.Contains(ms, m.ModelName()) {
+		return nil, c.ModelError(m, "name", "%s has only the model%s %s", s.Name, plural(len(ms)), strings.Join(ms, ", "))
 	}
 	sec := s.Config()
 	if err := c.CheckSection(m, sec); err != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -73,6 +74,34 @@ func TestCheck(t *testing.T) {
 			t.Errorf("%s: %v", f, err)
 		}
 	}
+}
+
+// TestRegisterSharedName registers a second package for the tcp
+// subsystem, with its own model: each model finds its own package.
+func TestRegisterSharedName(t *testing.T) {
+	saved := Subsystems()
+	t.Cleanup(func() {
+		registryMu.Lock()
+		registry = saved
+		registryMu.Unlock()
+	})
+	rto := &pipeline.Subsystem{Name: "tcp", Models: []string{"rto"}}
+	Register(rto)
+	for name, want := range map[string][]string{"tcp/rto": {"rto"}, "tcp/cc": {"cc"}} {
+		s, m, err := SplitName(name)
+		if err != nil || !slices.Equal(s.Models, want) || m != want[0] {
+			t.Errorf("%s: %v %q %v", name, s, m, err)
+		}
+	}
+	if _, _, err := SplitName("tcp/x"); err == nil || !strings.Contains(err.Error(), "tcp has only cc, rto") {
+		t.Errorf("tcp/x: %v", err)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("registering tcp/rto twice did not panic")
+		}
+	}()
+	Register(&pipeline.Subsystem{Name: "tcp", Models: []string{"rto"}})
 }
 
 func TestSplitName(t *testing.T) {
