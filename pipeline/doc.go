@@ -26,8 +26,8 @@
 //	correct_system_state        applied
 //
 // get_dataset to error_backpropagation repeat, a portion at a time, while
-// portions come full, up to what the ring holds; the rest waits for the
-// next period. The generic operations (model.GenericModelOps) do the
+// portions come full, up to what the ring holds (or the subsystem's
+// Parts.PortionsPerPeriod); the rest waits for the next period. The generic operations (model.GenericModelOps) do the
 // common work; a subsystem's Objects override only what is its own.
 //
 // # Adding a subsystem

@@ -30,8 +30,8 @@ type Loop struct {
 	lost     *ringbuf.LostCounter
 	builder  *ringbuf.DatasetBuilder
 	capacity int // records per portion
-	// portions bounds the portions one period takes: as many as the ring
-	// holds, and one more.
+	// portions bounds the portions one period takes
+	// (Parts.PortionsPerPeriod).
 	portions int
 	res      Result
 
@@ -135,6 +135,9 @@ func New[R any](env Env, p Parts[R]) (*Loop, error) {
 	}
 	l.capacity = pb / p.Records.Size
 	l.portions = l.rd.Size()/(l.capacity*p.Records.Size) + 1
+	if p.PortionsPerPeriod > 0 {
+		l.portions = p.PortionsPerPeriod
+	}
 	l.core = &typed[R]{decodeRecord: p.Decode, learner: p.Learner, recs: make([]R, 0, l.capacity)}
 	return l, nil
 }
@@ -242,8 +245,8 @@ func (l *Loop) Period() error {
 }
 
 // drain takes the records available now through the pipeline, a portion
-// at a time, up to as many portions as the ring holds; the rest waits in
-// the ring for the next period. A model no longer active (stopped) only
+// at a time, up to Parts.PortionsPerPeriod portions; the rest waits in the
+// ring for the next period. A model no longer active (stopped) only
 // learns: its recommendations would not be applied.
 func (l *Loop) drain(active bool) {
 	for range l.portions {
