@@ -18,7 +18,8 @@
 //	                            and says what to recommend and what the outcomes were
 //	preprocess_recommendation   each recommendation validated by the subsystem,
 //	apply_recommendation        then written where the BPF applier reads it
-//	                            (execute_operation is the applier's, in the kernel)
+//	execute_operation           the applier's, at its hook in the kernel (the
+//	                            generic operation adds nothing)
 //	error_backpropagation       each outcome to the model: the learner's calibration
 //	                            and the mode controller's evidence
 //	estimate_efficiency         the controller's estimate, from the arms' outcomes

@@ -346,10 +346,15 @@ func (l *Loop) recommend() {
 		if op {
 			continue
 		}
-		// preprocess_recommendation and apply_recommendation.
+		// preprocess_recommendation and apply_recommendation, then
+		// execute_operation (the BPF applier's at its hook; the
+		// subsystem's objects may add to it).
 		if err := l.m.ApplyRecommendation(rec); err != nil {
 			l.log.Warn("recommendation refused", "model", l.name, "key", rec.Key, "value", rec.Value, "err", err)
 			continue
+		}
+		if err := l.m.ExecuteOperation(rec, model.Request{Key: rec.Key}); err != nil {
+			l.log.Warn("executing the recommendation", "model", l.name, "key", rec.Key, "err", err)
 		}
 		l.log.Debug("recommendation made", "model", l.name, "key", rec.Key, "value", rec.Value)
 	}
