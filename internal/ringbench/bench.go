@@ -543,7 +543,8 @@ func drainOurs(rd *ringbuf.Reader, n uint64, api string) (tally, error) {
 
 	start := time.Now()
 	switch api {
-	case Ours:
+	case Ours, OursChecksum:
+		whole := api == OursChecksum
 		for t.records < n {
 			if err := rd.NextBatch(&b); err != nil {
 				return t, err
@@ -551,18 +552,9 @@ func drainOurs(rd *ringbuf.Reader, n uint64, api string) (tally, error) {
 			for rec := b.Next(); rec != nil; rec = b.Next() {
 				t.records++
 				t.sum += binary.NativeEndian.Uint64(rec)
-			}
-		}
-		b.Release()
-	case OursChecksum:
-		for t.records < n {
-			if err := rd.NextBatch(&b); err != nil {
-				return t, err
-			}
-			for rec := b.Next(); rec != nil; rec = b.Next() {
-				t.records++
-				t.sum += binary.NativeEndian.Uint64(rec)
-				t.check += checksum(rec)
+				if whole {
+					t.check += checksum(rec)
+				}
 			}
 		}
 		b.Release()
