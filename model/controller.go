@@ -446,11 +446,11 @@ func (c *Controller) decideLearning(ev *Evidence, maxMode Mode) Decision {
 	alpha := c.promotionAlpha()
 	if p := ev.Shadow.PImprove; p < alpha {
 		return Decision{To: ModeCollaboration, Changed: true, Reason: fmt.Sprintf(
-			"%s, p=%s < α=%s: predicted better than the default by more than %s with %s confidence",
-			sum, fmtP(p), fmtP(alpha), fmtPercent(c.cfg.MinEffect), fmtPercent(c.cfg.Confidence))}
+			"%s, p=%s < α=%s%s: predicted better than the default by more than %s with %s confidence",
+			sum, fmtP(p), fmtP(alpha), c.lifeTest(), fmtPercent(c.cfg.MinEffect), fmtPercent(c.cfg.Confidence))}
 	}
-	return Decision{Reason: fmt.Sprintf("%s, p=%s ≥ α=%s: no significant improvement; %s",
-		sum, fmtP(ev.Shadow.PImprove), fmtP(alpha), c.waiting())}
+	return Decision{Reason: fmt.Sprintf("%s, p=%s ≥ α=%s%s: no significant improvement; %s",
+		sum, fmtP(ev.Shadow.PImprove), fmtP(alpha), c.lifeTest(), c.waiting())}
 }
 
 func (c *Controller) decideSplit(ev *Evidence, current, maxMode Mode) Decision {
@@ -475,11 +475,17 @@ func (c *Controller) decideSplit(ev *Evidence, current, maxMode Mode) Decision {
 	alpha = c.promotionAlpha()
 	if p := ev.Split.PImprove; p < alpha {
 		return Decision{To: current + 1, Changed: true, Reason: fmt.Sprintf(
-			"%s, p=%s < α=%s: model better than control by more than %s with %s confidence",
-			sum, fmtP(p), fmtP(alpha), fmtPercent(c.cfg.MinEffect), fmtPercent(c.cfg.Confidence))}
+			"%s, p=%s < α=%s%s: model better than control by more than %s with %s confidence",
+			sum, fmtP(p), fmtP(alpha), c.lifeTest(), fmtPercent(c.cfg.MinEffect), fmtPercent(c.cfg.Confidence))}
 	}
-	return Decision{Reason: fmt.Sprintf("%s, p=%s ≥ α=%s: no significant improvement; %s per arm",
-		sum, fmtP(ev.Split.PImprove), fmtP(alpha), c.waiting())}
+	return Decision{Reason: fmt.Sprintf("%s, p=%s ≥ α=%s%s: no significant improvement; %s per arm",
+		sum, fmtP(ev.Split.PImprove), fmtP(alpha), c.lifeTest(), c.waiting())}
+}
+
+// lifeTest: " (promotion test 3 of the model's life)", after a promotion
+// test's α, which shrinks with each.
+func (c *Controller) lifeTest() string {
+	return fmt.Sprintf(" (promotion test %d of the model's life)", c.promotionTests)
 }
 
 // splitSummary: "model 52.1±1.30 vs control 40.2±1.10 over 64/61
