@@ -251,8 +251,9 @@ func (c *Controller) Observe(o Outcome) {
 	}
 }
 
-// Reset forgets all evidence and clears a trip; the next Decide adopts
-// its mode without discarding what was observed meanwhile.
+// Reset forgets all evidence and clears a trip, but keeps the promotion
+// tests made (the model's promotion budget); the next Decide adopts its
+// mode without discarding what was observed meanwhile.
 func (c *Controller) Reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
