@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mlbpf/mlbpf/internal/testutil"
 )
 
 // fakeBackend serves one model, "synthetic/demo", whose records are 4-byte
@@ -337,7 +339,7 @@ func asUser(t *testing.T, uid int, fn func()) {
 // out, and with the mode opened up, SO_PEERCRED does.
 func TestPeerCredentials(t *testing.T) {
 	if os.Getuid() != 0 {
-		t.Skip("needs root to connect as another user")
+		testutil.Missing(t, "needs root to connect as another user: run the tests with sudo")
 	}
 	_, _, path := listen(t)
 	for d := filepath.Dir(path); d != "/"; d = filepath.Dir(d) {

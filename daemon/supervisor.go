@@ -458,17 +458,15 @@ func (s *supervisor) periodic(final bool) {
 	}
 }
 
-// saveController saves the mode controller's evidence for a restart, when
-// there is evidence anything is decided on.
+// saveController saves the mode controller's evidence and promotion
+// budget for a restart, in every mode: the budget must outlive EMERGENCY
+// and mode changes.
 func (s *supervisor) saveController(generation uint32) {
 	c := s.m.Controller()
 	if c == nil {
 		return
 	}
 	snap := c.Snapshot()
-	if !snap.Mode.Valid() || snap.Mode == model.ModeEmergency {
-		return
-	}
 	if err := saveController(s.dir, generation, snap); err != nil {
 		s.log.Warn("saving the mode controller's evidence", "model", s.name, "err", err)
 	}

@@ -9,7 +9,7 @@ if [[ $(id -u) -ne 0 ]]; then
 	exit 1
 fi
 
-packages=(clang-19 llvm-19 bpftool libbpf-dev iperf3 iproute2 qemu-system-x86 busybox-static dpkg xz-utils)
+packages=(clang-19 llvm-19 bpftool libbpf-dev iperf3 iproute2 qemu-system-x86 busybox-static dpkg xz-utils python3-pandas)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
