@@ -97,6 +97,13 @@ func (b *fakeBackend) Recommend(_ context.Context, rec Recommendation, who strin
 	return rec, nil
 }
 
+func (b *fakeBackend) Control(_ context.Context, req ControlRequest, who string) (ControlResult, error) {
+	if req.Action != ActionMode {
+		return ControlResult{}, fmt.Errorf("%s is stopped: 'mlbpf start' first", req.Model)
+	}
+	return ControlResult{Model: req.Model, Changed: true, Kernel: ControlBlock{State: "RUNNING", Mode: strings.ToUpper(req.Mode), Generation: 8}}, nil
+}
+
 func (b *fakeBackend) Shutdown(reason string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -206,6 +213,13 @@ func TestProtocol(t *testing.T) {
 	}
 	if _, err := c.Recommend(ctx, Recommendation{Model: "synthetic/demo", Key: "5", Value: "bad"}); !errors.As(err, &re) {
 		t.Fatalf("a refused recommendation: %v", err)
+	}
+	if res, err := c.Control(ctx, ControlRequest{Model: "synthetic/demo", Action: ActionMode, Mode: "emergency"}); err != nil ||
+		res.Kernel.Mode != "EMERGENCY" || res.Kernel.Generation != 8 {
+		t.Fatalf("control: %+v %v", res, err)
+	}
+	if _, err := c.Control(ctx, ControlRequest{Model: "synthetic/demo", Action: ActionStart}); !errors.As(err, &re) || !strings.Contains(re.Msg, "'mlbpf start' first") {
+		t.Fatalf("a refused control: %v", err)
 	}
 	if err := c.Discard(ctx, "synthetic/demo", &off); err != nil {
 		t.Fatal(err)

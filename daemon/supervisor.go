@@ -55,6 +55,7 @@ type guard struct {
 	nudge    chan struct{}
 	renewals uint64
 	held     uint64
+	watchers []*watcher // operators' commands waiting for the kernel
 }
 
 func newGuard(ctl *loader.ControlMap, lock sync.Locker) (*guard, error) {
@@ -105,6 +106,7 @@ func (g *guard) Stored(c model.Control) {
 		g.renewals++
 	}
 	g.last = c
+	g.notify(c)
 }
 
 // check returns the foreign block found in the kernel, if any: one a
@@ -200,6 +202,11 @@ type supervisor struct {
 	evidence        Evidence
 	stats           pipeline.Stats
 	published       time.Time
+
+	// Operators' commands (see operator.go).
+	opsOnce sync.Once
+	ops     chan *operatorOp
+	exited  chan struct{} // closed when run returns
 }
 
 // evidenceEvery bounds how often status.json is rewritten.
@@ -238,6 +245,8 @@ func (s *supervisor) isRunning() bool {
 // run supervises until ctx is done, then stops the model. An error of
 // the model's loop ends it.
 func (s *supervisor) run(ctx context.Context) error {
+	ops, exited := s.operatorChans()
+	defer close(exited)
 	if !s.operatorStopped {
 		s.start(ctx)
 	} else {
@@ -270,6 +279,11 @@ func (s *supervisor) run(ctx context.Context) error {
 			}
 			return fmt.Errorf("%s: %w", s.name, err)
 		case <-s.g.nudge:
+		case op := <-ops:
+			if err := s.serveOperator(ctx, op); err != nil {
+				_ = s.stopRunner()
+				return err
+			}
 		case <-tick.C:
 			s.periodic(false)
 		}
