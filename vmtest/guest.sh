@@ -12,11 +12,14 @@
 exec 2>&1
 plan=$1 deadline=$2 modules=$3
 shift 3
-# The guest's root is read-only but for vng's overlays (/tmp among them).
-HOME=$(mktemp -d)
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME TMPDIR=/tmp VMTEST_GUEST=1
+# The guest's root is read-only but for vng's overlays on the host's
+# directories (/tmp among them), slow under TCG: the tests' temporary
+# files go to a tmpfs of their own.
+scratch=/run/vmtest
+mkdir -p $scratch && mount -t tmpfs -o mode=1777 tmpfs $scratch && mkdir $scratch/home
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=$scratch/home TMPDIR=$scratch VMTEST_GUEST=1
 
-echo "vmtest: guest kernel $(uname -r), $(nproc) CPUs"
+echo "vmtest: guest kernel $(uname -r), $(nproc) CPUs, up $(cut -d' ' -f1 /proc/uptime)s"
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
 mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug

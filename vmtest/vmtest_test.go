@@ -60,7 +60,7 @@ func TestVngArgs(t *testing.T) {
 	o := &options{cpus: 2, memory: 2048}
 	pkgs := []testPackage{{ModuleDir: "/src/m"}, {ModuleDir: "/src/m"}, {}}
 	tcg := vngArgs("/k/vmlinuz", "/w", pkgs, o, false, "'/w/guest.sh'")
-	want := "--run /k/vmlinuz --user root --cpus 2 --memory 2048M --force-9p --disable-microvm --verbose --rwdir /w --overlay-rwdir /src/m --exec '/w/guest.sh' --disable-kvm --qemu-opts=-accel tcg,thread=single -cpu max"
+	want := "--run /k/vmlinuz --user root --cpus 2 --memory 2048M --force-9p --disable-microvm --verbose --append loglevel=4 --rwdir /w --overlay-rwdir /src/m --exec '/w/guest.sh' --disable-kvm --qemu-opts=-accel tcg,thread=single -cpu max"
 	if got := strings.Join(tcg, " "); got != want {
 		t.Errorf("TCG:\n got %s\nwant %s", got, want)
 	}

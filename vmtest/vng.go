@@ -30,8 +30,9 @@ func vngArgs(image, work string, pkgs []testPackage, o *options, kvm bool, scrip
 		// Debian's kernels have virtiofs and 9p as modules, which vng
 		// puts in its initramfs; microvm lacks the PCI bus they sit on.
 		"--force-9p", "--disable-microvm",
-		// The kernel's console on vng's standard error.
-		"--verbose",
+		// The kernel's console on vng's standard error, warnings and
+		// worse only: printing on the emulated serial port is slow.
+		"--verbose", "--append", "loglevel=4",
 		"--rwdir", work,
 	}
 	var mods []string
