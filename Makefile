@@ -44,7 +44,7 @@ bench-ringbuf: setup
 bench-tcp: setup
 	$(GO) run ./internal/tcpbench/cmd/tcpbench
 
-## vmtest: the privileged suite inside a VM on another kernel (KERNEL=6.1|6.12|path/to/bzImage)
+## vmtest: the privileged suite in a virtme-ng (vng) VM on another kernel (KERNEL=6.1|6.12|path/to/bzImage|….deb)
 vmtest: setup
 	$(GO) run ./vmtest -kernel $(KERNEL) -pkgs $(PKGS) $(VMTEST_FLAGS)
 
