@@ -44,8 +44,9 @@ bench-ringbuf: setup
 bench-tcp: setup
 	$(GO) run ./internal/tcpbench/cmd/tcpbench
 
-## vmtest: the privileged suite inside a VM on another kernel (KERNEL=6.1|6.12|path/to/bzImage)
-vmtest: setup
+## vmtest: the privileged suite in a virtme-ng (vng) VM on another kernel (KERNEL=6.1|6.12|path/to/bzImage|….deb)
+##   as root it runs setup first; a user in the kvm group needs no root: vng runs the tests as the guest's root
+vmtest: $(if $(filter 0,$(shell id -u)),setup)
 	$(GO) run ./vmtest -kernel $(KERNEL) -pkgs $(PKGS) $(VMTEST_FLAGS)
 
 ## fuzz: every fuzz target for FUZZTIME each (default 10s)
