@@ -201,10 +201,10 @@ static __always_inline bool chosen_elsewhere(struct bpf_sock *sk)
 	       BPF_CORE_READ_BITFIELD(&tp->inet_conn, icsk_ca_dst_locked);
 }
 
-static __always_inline bool lease_live(const struct mlbpf_control *c)
+static __always_inline bool lease_live(const struct mlbpf_snapshot *s)
 {
-	return c && c->state == MLBPF_MODEL_RUNNING &&
-	       bpf_ktime_get_ns() <= c->lease_expires_ns;
+	return s->state == MLBPF_MODEL_RUNNING &&
+	       bpf_ktime_get_ns() <= s->lease_expires_ns;
 }
 
 /* Does a connection on this arm run the default algorithm? Only those are
@@ -241,7 +241,7 @@ static __always_inline void decide(struct bpf_sock_ops *ops, bool passive)
 	char cc[TCP_CC_NAME_MAX] = {};
 	struct tcp_cc_value *rec;
 	struct tcp_cc_key key = {};
-	struct mlbpf_control *c;
+	struct mlbpf_snapshot snap;
 	struct tcp_cc_sk st = {};
 	bool have_rec = false;
 	__u64 cookie;
@@ -252,8 +252,9 @@ static __always_inline void decide(struct bpf_sock_ops *ops, bool passive)
 	if (!sk || !peer_key(ops, &key))
 		return;
 
-	c = bpf_map_lookup_elem(&control, &zero);
-	if (!lease_live(c)) {
+	/* One version of the block for the decision and its record. */
+	mlbpf_snapshot_take(bpf_map_lookup_elem(&control, &zero), &snap);
+	if (!lease_live(&snap)) {
 		/* No daemon: the kernel's default, nothing remembered, no
 		 * record, almost no cost. */
 		mlbpf_count(&stats, MLBPF_ARM_FALLBACK);
@@ -271,7 +272,7 @@ static __always_inline void decide(struct bpf_sock_ops *ops, bool passive)
 	if (chosen_elsewhere(sk))
 		arm = MLBPF_ARM_SKIPPED;
 	else
-		arm = mlbpf_decide(c, have_rec);
+		arm = mlbpf_decide(&snap, have_rec);
 
 	if (arm == MLBPF_ARM_MODEL &&
 	    bpf_setsockopt(ops, SOL_TCP, TCP_CONGESTION, cc, sizeof(cc))) {
@@ -282,9 +283,9 @@ static __always_inline void decide(struct bpf_sock_ops *ops, bool passive)
 
 	st.start_ns = bpf_ktime_get_ns();
 	st.max_rate_bps = 0;
-	st.generation = c->generation;
+	st.generation = snap.generation;
 	st.arm = arm;
-	st.mode = c->mode;
+	st.mode = snap.mode;
 	st.flags = flags;
 	__builtin_memcpy(st.recommended, cc, sizeof(cc));
 	cookie = bpf_get_socket_cookie(ops);
