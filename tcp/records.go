@@ -50,6 +50,9 @@ type Conn struct {
 	CC, Recommended string
 	// SetFailed: the kernel refused the recommendation (arm REJECTED).
 	SetFailed bool
+	// Reverted: on the model's algorithm (arm MODEL) until the model fell
+	// back mid-connection, then on the default: evidence for neither.
+	Reverted bool
 }
 
 // Goodput returns the bytes sent and acknowledged per second.
@@ -112,6 +115,7 @@ func DecodeConn(b []byte, c *Conn) error {
 		CC:            cString(r.Cc[:]),
 		Recommended:   cString(r.Recommended[:]),
 		SetFailed:     r.Flags&uint8(tcpccTcpConnFlagsTCP_CONN_SET_FAILED) != 0,
+		Reverted:      r.Flags&uint8(tcpccTcpConnFlagsTCP_CONN_REVERTED) != 0,
 	}
 	return nil
 }

@@ -71,6 +71,7 @@ const (
 	tcpccTcpConnFlagsTCP_CONN_PASSIVE    tcpccTcpConnFlags = 1
 	tcpccTcpConnFlagsTCP_CONN_RATE       tcpccTcpConnFlags = 2
 	tcpccTcpConnFlagsTCP_CONN_SET_FAILED tcpccTcpConnFlags = 4
+	tcpccTcpConnFlagsTCP_CONN_REVERTED   tcpccTcpConnFlags = 8
 )
 
 type tcpccTcpConnRecord struct {
