@@ -42,7 +42,7 @@ func NewControlMap(m *ebpf.Map) (*ControlMap, error) {
 	}
 	if m.Type() != ebpf.Array || m.KeySize() != 4 || m.ValueSize() != uint32(controlSize) || m.MaxEntries() != 1 ||
 		m.Flags()&unix.BPF_F_MMAPABLE == 0 {
-		return nil, fmt.Errorf("control map: want an mmapable array of 1 x %d bytes, found %s of %d x %d bytes, flags %#x (a stale or foreign pin? remove it with 'mlbpf rollback')",
+		return nil, fmt.Errorf("control map: want an array of 1 x %d bytes, mmapable, found %s of %d x %d bytes, flags %#x (a stale or foreign pin? remove it with 'mlbpf rollback')",
 			controlSize, m.Type(), m.MaxEntries(), m.ValueSize(), m.Flags())
 	}
 	c := &ControlMap{m: m}
