@@ -57,7 +57,7 @@ func TestLine(t *testing.T) {
 		BestCC:    "bbr",
 		MLBPF:     e(680e6),
 		VsDefault: e(4.86), VsBest: Estimate{0.97, 0.95, 0.99},
-		Modes:     map[model.Mode]int{model.ModeRecommendation: 97, model.ModeCollaboration: 3}, LearnedAfter: 64}
+		Modes: map[model.Mode]int{model.ModeRecommendation: 97, model.ModeCollaboration: 3}, LearnedAfter: 64}
 	want := "tcp loss=10% default_detached=140 [126..154] default_attached=45 [40..50] best=bbr best_detached=700 [630..770] best_attached=690 [621..759] mlbpf=680 [612..748] " +
 		"vs_default=4.86 [4.37..5.35] vs_best=0.97 [0.95..0.99] (±2.1%, goal ±5%: met) rounds=12 mode=RECOMMENDATION:97%,COLLABORATION:3% learned_after=64"
 	if got := r.Line(); got != want {
