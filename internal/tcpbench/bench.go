@@ -15,12 +15,17 @@
 //
 // "Detached" arms run outside the testbed's cgroup (testbed.Outside),
 // against a second iperf3 server started there, so no program of mlbpf's
-// sees either end: that is the host without mlbpf. "Attached" arms run in
-// the cgroup while mlbpf runs, with the algorithm set by the application
-// (iperf3 -C), which mlbpf leaves alone (arm SKIPPED): the difference is
-// what being attached costs a connection mlbpf does not change. The
-// learning phase makes one connection at a time, so that connections on
-// different arms never compete for the CPUs or the link.
+// sees either end: that is the host without mlbpf, and the baseline of
+// vs_default and vs_best. "Attached" arms run in the cgroup while mlbpf
+// runs, with the algorithm set by the application (iperf3 -C). iperf3
+// sets it after connect(), so mlbpf has already decided at
+// TCP_CONNECT_CB (and set the model's algorithm, in RECOMMENDATION) when
+// the application overrides it: attached/detached is what an application
+// that chooses its algorithm after connecting pays for mlbpf being there.
+// An application that chooses before connecting is skipped (arm
+// SKIPPED) and is not measured here. The learning phase makes one
+// connection at a time, so that connections on different arms never
+// compete for the CPUs or the link.
 package tcpbench
 
 import (
@@ -145,8 +150,9 @@ type Result struct {
 	Rounds int
 	// Detached and Attached are each fixed algorithm's goodput with
 	// mlbpf's program detached from the connections and attached to
-	// them (skipping them). Detached[defaultCC] ran without -C: the
-	// namespaces' default, as a host without mlbpf has it.
+	// them (iperf3 -C overriding, after connect, what mlbpf chose at
+	// connect). Detached[defaultCC] ran without -C: the namespaces'
+	// default, as a host without mlbpf has it.
 	Detached, Attached map[string]Estimate
 	// Cost is Attached/Detached per algorithm, paired by round: 1 when
 	// being attached costs a skipped connection nothing.
