@@ -3,6 +3,7 @@ GO      ?= go
 KERNEL  ?= 6.1
 PKGS    ?= ./...
 VMTEST_FLAGS ?=
+TCPBENCH_FLAGS ?=
 export PATH := $(PATH):/usr/local/go/bin
 
 .PHONY: all setup generate check-generated build test bench bench-ringbuf bench-tcp vmtest fuzz lint run
@@ -40,9 +41,9 @@ bench: bench-ringbuf bench-tcp
 bench-ringbuf: setup
 	$(GO) run ./cmd/ringbench
 
-## bench-tcp: iperf3 over a veth testbed at 0/2/10 % loss: default, best fixed algorithm, mlbpf after learning
+## bench-tcp: iperf3 over a veth testbed at 0/2/10 % loss, through the daemon: each algorithm with mlbpf detached and attached, mlbpf after learning, 95 % intervals (~13 min; TCPBENCH_FLAGS=-h lists the knobs)
 bench-tcp: setup
-	$(GO) run ./internal/tcpbench/cmd/tcpbench
+	$(GO) run ./internal/tcpbench/cmd/tcpbench $(TCPBENCH_FLAGS)
 
 ## vmtest: the privileged suite in a virtme-ng (vng) VM on another kernel (KERNEL=6.1|6.12|path/to/bzImage|….deb)
 ##   as root it runs setup first; a user in the kvm group needs no root: vng runs the tests as the guest's root
