@@ -6,13 +6,17 @@ VMTEST_FLAGS ?=
 TCPBENCH_FLAGS ?=
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all setup generate check-generated build test bench bench-ringbuf bench-tcp vmtest fuzz lint run
+.PHONY: all setup setup-run generate check-generated build test bench bench-ringbuf bench-tcp vmtest fuzz lint run
 
 all: build
 
-## setup: install missing packages (clang-19, bpftool, ...) and mount bpffs, tracefs, cgroup2
+## setup: install what building, testing and benchmarking need (clang-19, bpftool, iperf3, qemu, virtme-ng, ...); mount bpffs, tracefs, cgroup2
 setup:
-	./scripts/setup.sh
+	./scripts/setup.sh test
+
+## setup-run: only what running the daemon needs: mount bpffs, tracefs, cgroup2 where absent
+setup-run:
+	./scripts/setup.sh run
 
 ## generate: rebuild the BPF objects and their Go bindings (bpf2go, clang-19)
 generate:
@@ -31,7 +35,7 @@ test: setup
 	$(GO) test -count=1 -timeout 30m ./...
 
 ## run: the daemon on the embedded default configuration, until Ctrl-C
-run: setup
+run: setup-run
 	CGO_ENABLED=0 $(GO) run ./cmd/mlbpf run
 
 ## bench: every benchmark
