@@ -456,6 +456,22 @@ func arms(algs []string) []arm {
 		arm{cc: defaultCC, preset: true, attached: true, label: "preset"})
 }
 
+// sinks starts two sinks in the server namespace: one in the testbed's
+// cgroup, one outside it, whose accepted connections mlbpf does not see.
+func sinks(tb *testbed.Testbed) (inside, outside *testbed.Sink, err error) {
+	if inside, err = tb.NewSink(false); err != nil {
+		return nil, nil, err
+	}
+	if err := tb.Outside(func() (err error) {
+		outside, err = tb.NewSink(false)
+		return err
+	}); err != nil {
+		_ = inside.Close()
+		return nil, nil, err
+	}
+	return inside, outside, nil
+}
+
 // presetSend runs parallel connections of the testbed's sender for d to
 // addr, each with cc set before connect, and returns their total
 // goodput in bits/s.
@@ -490,18 +506,11 @@ func measureLoss(ctx context.Context, tb *testbed.Testbed, cfg Config, algs []st
 
 	// Learning, from short connections, one at a time: the arms the
 	// model compares never compete with each other.
-	sink, err := tb.NewSink(false)
+	sink, outSink, err := sinks(tb)
 	if err != nil {
 		return r, err
 	}
 	defer sink.Close()
-	var outSink *testbed.Sink
-	if err := tb.Outside(func() (err error) {
-		outSink, err = tb.NewSink(false)
-		return err
-	}); err != nil {
-		return r, err
-	}
 	defer outSink.Close()
 	made := 0
 	for ctx.Err() == nil && m.mode() != model.ModeRecommendation && made < cfg.MaxLearn {
@@ -627,18 +636,11 @@ func measureCost(ctx context.Context, tb *testbed.Testbed, cfg Config) (Cost, er
 		return c, err
 	}
 	defer func() { _ = m.close() }()
-	inside, err := tb.NewSink(false)
+	inside, outside, err := sinks(tb)
 	if err != nil {
 		return c, err
 	}
 	defer inside.Close()
-	var outside *testbed.Sink
-	if err := tb.Outside(func() (err error) {
-		outside, err = tb.NewSink(false)
-		return err
-	}); err != nil {
-		return c, err
-	}
 	defer outside.Close()
 
 	var with, without []float64
