@@ -45,7 +45,7 @@ func (p operatorPromise) broken(c loader.Control, full bool) string {
 	acting := state == model.StateRunning && c.LeaseExpiresNs > loader.MonotonicNs()
 	switch p.args[0] {
 	case "mode":
-		want, _ := model.ParseMode(p.args[1])
+		want, _ := model.ParseMode(p.args[2])
 		switch {
 		case mode != want:
 			return fmt.Sprintf("the kernel has mode %v", mode)
@@ -115,7 +115,9 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 		last   *operatorPromise // the last command that exited 0
 		phases = map[string]int{}
 		ok     = map[string]int{}
-		logs   = func() string { return s.logs.String() }
+		// refusals counts the refusals by command and message.
+		refusals = map[string]int{}
+		logs     = func() string { return s.logs.String() }
 	)
 	// fail reports a broken promise; the first few, then the logs.
 	failures := 0
@@ -141,16 +143,18 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 	}
 	// phase names the point of the daemon's life a command is issued at.
 	phase := func(p *proc) string {
-		if _, err := os.Stat(control); err != nil {
-			return "no pins"
-		}
-		if p == nil {
-			return "pins, no daemon"
-		}
-		if _, running := daemon.Holder(daemon.LockPath(s.socket)); !running {
-			return "daemon not locked yet"
-		}
-		if _, err := os.Stat(s.socket); err != nil {
+		_, err := os.Stat(control)
+		pinned := err == nil
+		_, locked := daemon.Holder(daemon.LockPath(s.socket))
+		_, err = os.Stat(s.socket)
+		switch {
+		case p == nil && !pinned:
+			return "no daemon, no pins"
+		case p == nil:
+			return "no daemon, pins"
+		case !locked:
+			return "daemon starting, not locked yet"
+		case err != nil:
 			return "daemon locked, opening the model"
 		}
 		return "daemon serving"
@@ -161,6 +165,8 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 		args := commands[r.IntN(len(commands))]
 		ph := phase(p)
 		phases[ph]++
+		_, serr := os.Stat(control)
+		pinned := serr == nil
 		var stdout, stderr strings.Builder
 		err := run(context.Background(), append(append([]string(nil), args...), s.flags...), &stdout, &stderr)
 		if err != nil {
@@ -168,11 +174,14 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 			if msg == "" {
 				t.Fatalf("'mlbpf %s' (%s) failed without saying why", strings.Join(args, " "), ph)
 			}
-			pinned := ph != "no pins"
 			if pinned && (args[0] == "stop" || args[0] == "mode" && args[2] == "emergency") {
 				// Falling back to the kernel's default is always possible.
 				fail("'mlbpf %s' (%s) refused: %v", strings.Join(args, " "), ph, err)
 			}
+			if !strings.Contains(msg, "'mlbpf ") && !strings.Contains(msg, "max_mode") {
+				fail("'mlbpf %s' (%s) refused without saying what to do: %v", strings.Join(args, " "), ph, err)
+			}
+			refusals[args[0]+": "+msg]++
 			return ph
 		}
 		ok[args[0]+" "+args[len(args)-1]]++
@@ -180,6 +189,7 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 			c, _ := read()
 			fail("'mlbpf %s' (%s) exited 0 above max_mode LEARNING: %s; the kernel has %v",
 				strings.Join(args, " "), ph, strings.TrimSpace(stdout.String()), pinnedControl(c))
+			last = nil
 			return ph
 		}
 		last = &operatorPromise{args: args, epoch: epoch}
@@ -191,16 +201,16 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 		return ph
 	}
 
-	for round := range 5 {
+	for round := range 8 {
 		// With no daemon: before the first one, no pins at all.
 		for range 2 {
 			issue(nil)
 		}
 		epoch++
 		p := s.launch()
-		// From the first instant of its start-up until it has served a
-		// dozen commands.
-		for served := 0; served < 12; {
+		// From the first instant of its start-up until it has served
+		// sixteen commands.
+		for served := 0; served < 16; {
 			select {
 			case <-p.done:
 				t.Fatalf("round %d: the daemon exited: %v\n%s", round, p.err, p.logs)
@@ -221,7 +231,10 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 		t.Logf("the last daemon's logs:\n%s", logs())
 	}
 	t.Logf("commands issued by phase: %v; exited 0: %v", phases, ok)
-	for _, ph := range []string{"no pins", "pins, no daemon", "daemon serving"} {
+	for msg, n := range refusals {
+		t.Logf("refused %d times: %s", n, msg)
+	}
+	for _, ph := range []string{"no daemon, no pins", "no daemon, pins", "daemon serving"} {
 		if phases[ph] == 0 {
 			t.Errorf("no command was issued with %s", ph)
 		}
