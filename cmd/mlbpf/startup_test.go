@@ -6,10 +6,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/mlbpf/mlbpf/daemon"
 	"github.com/mlbpf/mlbpf/loader"
@@ -38,9 +41,10 @@ type operatorPromise struct {
 	epoch int
 }
 
-// broken says how c breaks the promise, "" if it keeps it. full checks
-// what lasts only during the life of the daemon that took the command.
-func (p operatorPromise) broken(c loader.Control, full bool) string {
+// broken says how c, and the recommendation map (rec), break the
+// promise, "" if they keep it. full checks what lasts only during the
+// life of the daemon that took the command.
+func (p operatorPromise) broken(c loader.Control, rec func(key uint32) (uint32, bool), full bool) string {
 	state, mode := model.State(c.State), model.Mode(c.Mode)
 	acting := state == model.StateRunning && c.LeaseExpiresNs > loader.MonotonicNs()
 	switch p.args[0] {
@@ -60,6 +64,14 @@ func (p operatorPromise) broken(c loader.Control, full bool) string {
 		if state == model.StateStarted || state == model.StateRunning {
 			return fmt.Sprintf("the model is %v", state)
 		}
+	case "recommend":
+		// The map keeps it across restarts: no learner overwrites an
+		// operator's recommendation.
+		key, _ := strconv.ParseUint(p.args[2], 10, 32)
+		want, _ := strconv.ParseUint(p.args[3], 10, 32)
+		if v, ok := rec(uint32(key)); !ok || v != uint32(want) {
+			return fmt.Sprintf("the recommendation map holds %d (present %v) for key %d", v, ok, key)
+		}
 	}
 	return ""
 }
@@ -71,23 +83,26 @@ func leaseLeft(c loader.Control) string {
 	return "expired"
 }
 
-// TestOperatorCommandsThroughStartup issues 'mlbpf mode', 'start' and
-// 'stop' at every point of a daemon's life: before its pins exist, with
-// pins and no daemon, while a daemon (the real binary, in a process of
-// its own) starts (its lock taken, the model not open yet, opening), and
-// while it runs; and again across restarts. A command that exits 0 must
-// leave the kernel where it asked, and keep it there until the next
-// command (a mode, an operator's EMERGENCY and a stop across restarts
-// too): the mode set, acting in it (RUNNING, a live lease) unless it is
-// EMERGENCY; the model running; the model stopped. One that does not
-// must say why. max_mode is LEARNING (the embedded default's), so
-// COLLABORATION and RECOMMENDATION must be refused whenever they are
-// asked.
+// TestOperatorCommandsThroughStartup issues 'mlbpf mode', 'start', 'stop'
+// and 'recommend' at every point of a daemon's life: before its pins
+// exist, with pins and no daemon, while a daemon (the real binary, in a
+// process of its own) starts (its lock not yet taken; taken, the model
+// opening), and while it serves; and again across restarts. A command
+// that exits 0 must leave the kernel where it asked, and keep it there
+// until the next command (a mode, an operator's EMERGENCY, a stop and a
+// recommendation across restarts too): the mode set, acting in it
+// (RUNNING, a live lease) unless it is EMERGENCY; the model running; the
+// model stopped; the recommendation in the model's map. One that does
+// not must say why and what to do. max_mode is LEARNING (the embedded
+// default's), so COLLABORATION and RECOMMENDATION must be refused
+// whenever they are asked; falling back to the kernel's default (stop,
+// EMERGENCY) never is, once the model is pinned.
 //
-// (This test found 'mlbpf mode synthetic/demo recommendation' reporting
-// success when the daemon had not yet published its max_mode, and a
-// block written before the model was open, which the daemon then
-// overwrote.)
+// (On the code before it, this test found 'mlbpf mode synthetic/demo
+// recommendation' exiting 0 while the daemon had not yet published its
+// max_mode, or with no daemon; blocks written before the model was
+// open, which the daemon then overwrote; 'mode learning' on a stopped
+// model and 'start' with no daemon reported done.)
 func TestOperatorCommandsThroughStartup(t *testing.T) {
 	s := newSession(t, fmt.Sprintf(learningConfig, syscallLoad(t)))
 	commands := [][]string{
@@ -97,6 +112,7 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 		{"mode", "synthetic/demo", "emergency"},
 		{"start", "synthetic/demo"},
 		{"stop", "synthetic/demo"},
+		{"recommend", "synthetic/demo", "5", "value"},
 	}
 	r := rand.New(rand.NewPCG(11, 1))
 	control := filepath.Join(s.root, "synthetic", "demo", "control")
@@ -109,6 +125,26 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 			t.Fatal(err)
 		}
 		return pm.Control, true
+	}
+	var recs *ebpf.Map // once pinned
+	t.Cleanup(func() {
+		if recs != nil {
+			recs.Close()
+		}
+	})
+	rec := func(key uint32) (uint32, bool) {
+		var v struct{ Value, Generation uint32 }
+		if recs == nil {
+			m, err := ebpf.LoadPinnedMap(filepath.Join(s.root, "synthetic", "demo", "recommend"), nil)
+			if err != nil {
+				return 0, false
+			}
+			recs = m
+		}
+		if err := recs.Lookup(key, &v); err != nil {
+			return 0, false
+		}
+		return v.Value, true
 	}
 	var (
 		epoch  int
@@ -135,7 +171,7 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 		if last == nil || !pinned {
 			return
 		}
-		if why := last.broken(c, last.epoch == epoch); why != "" {
+		if why := last.broken(c, rec, last.epoch == epoch); why != "" {
 			fail("'mlbpf %s' exited 0; %s %s (block %v)",
 				strings.Join(last.args, " "), when, why, pinnedControl(c))
 			last = nil
@@ -163,6 +199,9 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 		t.Helper()
 		check("before the next command:")
 		args := commands[r.IntN(len(commands))]
+		if args[0] == "recommend" {
+			args = append(args[:3:3], strconv.Itoa(1+r.IntN(1000)))
+		}
 		ph := phase(p)
 		phases[ph]++
 		_, serr := os.Stat(control)
@@ -184,7 +223,11 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 			refusals[args[0]+": "+msg]++
 			return ph
 		}
-		ok[args[0]+" "+args[len(args)-1]]++
+		if args[0] == "recommend" {
+			ok["recommend"]++
+		} else {
+			ok[args[0]+" "+args[len(args)-1]]++
+		}
 		if args[0] == "mode" && (args[2] == "collaboration" || args[2] == "recommendation") {
 			c, _ := read()
 			fail("'mlbpf %s' (%s) exited 0 above max_mode LEARNING: %s; the kernel has %v",
@@ -239,7 +282,7 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 			t.Errorf("no command was issued with %s", ph)
 		}
 	}
-	if ok["mode learning"] == 0 || ok["mode emergency"] == 0 || ok["start synthetic/demo"] == 0 || ok["stop synthetic/demo"] == 0 {
+	if ok["mode learning"] == 0 || ok["mode emergency"] == 0 || ok["start synthetic/demo"] == 0 || ok["stop synthetic/demo"] == 0 || ok["recommend"] == 0 {
 		t.Errorf("some command never succeeded: %v", ok)
 	}
 }
