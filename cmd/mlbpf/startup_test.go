@@ -116,20 +116,29 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(11, 1))
 	control := filepath.Join(s.root, "synthetic", "demo", "control")
+	// read reads the control block the kernel reads, once it is pinned
+	// (the daemon pins its maps one after the other).
+	var ctl *ebpf.Map
 	read := func() (loader.Control, bool) {
-		pm, err := loader.ReadPinned(s.root, "synthetic", "demo")
-		if err != nil {
-			if _, serr := os.Stat(control); os.IsNotExist(serr) {
-				return loader.Control{}, false
+		var c loader.Control
+		if ctl == nil {
+			m, err := ebpf.LoadPinnedMap(control, nil)
+			if err != nil {
+				return c, false
 			}
-			t.Fatal(err)
+			ctl = m
 		}
-		return pm.Control, true
+		if err := ctl.Lookup(uint32(0), &c); err != nil {
+			t.Fatalf("reading the control block: %v", err)
+		}
+		return c, true
 	}
 	var recs *ebpf.Map // once pinned
 	t.Cleanup(func() {
-		if recs != nil {
-			recs.Close()
+		for _, m := range []*ebpf.Map{ctl, recs} {
+			if m != nil {
+				m.Close()
+			}
 		}
 	})
 	rec := func(key uint32) (uint32, bool) {
