@@ -302,7 +302,7 @@ func (o *operatorFlags) report(stdout io.Writer, req agent.ControlRequest, res a
 	k := res.Kernel
 	kernel := fmt.Sprintf("%s %s (generation %d", k.State, k.Mode, k.Generation)
 	if k.LeaseLeftMs > 0 {
-		kernel += fmt.Sprintf(", lease %v left", time.Duration(k.LeaseLeftMs)*time.Millisecond)
+		kernel += fmt.Sprintf(", lease %v left", (time.Duration(k.LeaseLeftMs) * time.Millisecond).Round(100*time.Millisecond))
 	}
 	kernel += ")"
 	switch {
