@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -125,6 +126,7 @@ type Paths struct {
 	bgCancel context.CancelFunc
 	bgDone   sync.WaitGroup
 	bgSink   *Sink
+	bgConn   atomic.Pointer[net.TCPConn]
 
 	closeMu sync.Mutex
 	closed  bool
@@ -426,13 +428,12 @@ func (p *Paths) startBackground() error {
 		cancel()
 		return fmt.Errorf("starting the background flow: %w", err)
 	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		if err := setCC(tc, "cubic"); err != nil {
-			c.Close()
-			cancel()
-			return err
-		}
+	if err := setCC(c.(*net.TCPConn), "cubic"); err != nil {
+		c.Close()
+		cancel()
+		return err
 	}
+	p.bgConn.Store(c.(*net.TCPConn))
 	p.bgDone.Add(1)
 	go func() {
 		defer p.bgDone.Done()
@@ -445,6 +446,7 @@ func (p *Paths) startBackground() error {
 				if c, err = p.Client.Dial(ctx, "tcp4", sink.Addr()); err != nil {
 					return
 				}
+				p.bgConn.Store(c.(*net.TCPConn))
 			}
 		}
 	}()
@@ -466,6 +468,48 @@ func setCC(c *net.TCPConn, cc string) error {
 		return fmt.Errorf("setting TCP_CONGESTION %s: %w", cc, serr)
 	}
 	return nil
+}
+
+// BackgroundRTT is the smoothed round trip time the background flow's
+// socket measures: how deep the bloat path's queue is now.
+func (p *Paths) BackgroundRTT() (time.Duration, error) {
+	c := p.bgConn.Load()
+	if c == nil {
+		return 0, errors.New("reading the background flow's RTT: no background flow")
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("reading the background flow's RTT: %w", err)
+	}
+	var info *unix.TCPInfo
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil {
+		return 0, fmt.Errorf("reading the background flow's RTT: %w", err)
+	}
+	if gerr != nil {
+		return 0, fmt.Errorf("reading the background flow's RTT: %w", gerr)
+	}
+	return time.Duration(info.Rtt) * time.Microsecond, nil
+}
+
+// WaitBloated waits until the background flow's RTT reaches rtt (its
+// queue has filled), or timeout passes.
+func (p *Paths) WaitBloated(ctx context.Context, rtt, timeout time.Duration) (time.Duration, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		got, err := p.BackgroundRTT()
+		if err != nil || got >= rtt {
+			return got, err
+		}
+		if time.Now().After(deadline) {
+			return got, fmt.Errorf("waiting for the bloat path's queue: RTT %v after %v, want %v", got, timeout, rtt)
+		}
+		select {
+		case <-ctx.Done():
+			return got, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // NewSink starts a sink (see Testbed.NewSink) on the server's address of

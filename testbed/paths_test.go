@@ -21,6 +21,10 @@ func TestPaths(t *testing.T) {
 	if v, err := p.Router.ReadSysctl("net.ipv4.ip_forward"); err != nil || v != "1" {
 		t.Fatalf("router ip_forward %q, %v", v, err)
 	}
+	rtt, err := p.WaitBloated(t.Context(), 100*time.Millisecond, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
 	took := map[Path]time.Duration{}
 	for _, path := range []Path{PathLossy, PathBloat} {
 		for _, v6 := range []bool{false, true} {
@@ -54,5 +58,5 @@ func TestPaths(t *testing.T) {
 	if took[PathBloat] < 20*time.Millisecond {
 		t.Fatalf("64 KB over the bloat path took %v: its queue is not full", took[PathBloat])
 	}
-	t.Logf("64 KB: lossy %v, bloat %v; %d drops", took[PathLossy], took[PathBloat], dropped)
+	t.Logf("64 KB: lossy %v, bloat %v; %d drops; background RTT %v", took[PathLossy], took[PathBloat], dropped, rtt)
 }
