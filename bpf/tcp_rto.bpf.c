@@ -20,6 +20,10 @@
  *     retransmitted SYN) and notes the handshake's end and retransmits;
  *   - counts the retransmission timeouts (RTO_CB) and notes when the
  *     connection's data and FIN are acknowledged (FIN_WAIT2);
+ *   - while a connection runs shortened timers, checks the control block
+ *     at its RTT samples (RTT_CB) and, once the model may no longer act
+ *     (EMERGENCY, lease expired, stopped), restores the socket's own
+ *     timers: fallback reaches live connections, not only new ones;
  *   - at TCP_CLOSE emits one outcome record (struct tcp_rto_record) whose
  *     reward is the flow completion time: connect to the end of its data.
  *
@@ -52,7 +56,7 @@ enum tcp_rto_record_kind {
 
 /*
  * One setting of the grid. A zero field keeps the kernel's default for
- * that knob (1 s SYN timeout, 200 ms RTO floor, 40 ms delayed-ACK ceiling,
+ * that knob (1 s SYN timeout, 200 ms RTO floor, 200 ms delayed-ACK ceiling,
  * IW10); the all-zero setting is the default arm.
  */
 struct tcp_rto_setting {
@@ -101,6 +105,8 @@ enum tcp_rto_flags {
 	TCP_RTO_OUT_OF_RANGE = 4, /* the setting was outside what the kernel accepts */
 	TCP_RTO_SET_FAILED = 8,  /* the kernel refused a setsockopt */
 	TCP_RTO_HAVE_REC = 16,   /* a recommendation was found */
+	TCP_RTO_REVERTED = 32,   /* the model lost its say while the connection
+				  * lived: its timers went back to their own */
 };
 
 /* One connection, as the learner sees it when it closes. */
@@ -138,6 +144,9 @@ struct tcp_rto_sk {
 	__u32 generation;
 	__u32 syn_retrans;
 	__u32 rto_timeouts;
+	/* The socket's timers before the setting, in jiffies, to restore. */
+	__u32 orig_rto_min;
+	__u32 orig_delack_max;
 	__u8 arm;
 	__u8 mode;
 	__u8 flags;
@@ -204,10 +213,11 @@ static __always_inline void decide(struct bpf_sock_ops *ops)
 	struct mlbpf_peer_key key = {};
 	struct mlbpf_control *c;
 	struct tcp_rto_sk st = {};
-	__u32 zero = 0, arm, n = 0, i = 0;
+	struct bpf_sock *sk = ops->sk;
+	__u32 zero = 0, arm, n = 0, i = 0, cb;
 	__u64 cookie;
 
-	if (!ops->sk || !mlbpf_peer_key(ops, &key))
+	if (!sk || !mlbpf_peer_key(ops, &key))
 		return;
 
 	c = bpf_map_lookup_elem(&control, &zero);
@@ -240,6 +250,14 @@ static __always_inline void decide(struct bpf_sock_ops *ops)
 		arm = MLBPF_ARM_REJECTED;
 		st.flags |= TCP_RTO_OUT_OF_RANGE;
 	}
+	if (arm == MLBPF_ARM_MODEL) {
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+
+		if (tp) {
+			st.orig_rto_min = BPF_CORE_READ(tp, inet_conn.icsk_rto_min);
+			st.orig_delack_max = BPF_CORE_READ(tp, inet_conn.icsk_delack_max);
+		}
+	}
 	if (arm == MLBPF_ARM_MODEL &&
 	    (set_timer(ops, TCP_BPF_RTO_MIN, st.setting.rto_min_ms) ||
 	     set_timer(ops, TCP_BPF_DELACK_MAX, st.setting.delack_max_ms))) {
@@ -257,9 +275,43 @@ static __always_inline void decide(struct bpf_sock_ops *ops)
 	cookie = bpf_get_socket_cookie(ops);
 	if (bpf_map_update_elem(&conns, &cookie, &st, BPF_ANY))
 		return;
-	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags |
-					       BPF_SOCK_OPS_STATE_CB_FLAG |
-					       BPF_SOCK_OPS_RTO_CB_FLAG);
+	cb = ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG |
+	     BPF_SOCK_OPS_RTO_CB_FLAG;
+	/* A connection with shortened timers is watched at every RTT sample
+	 * so that they go back to the socket's own as soon as the model may
+	 * no longer act (EMERGENCY, lease expired, stopped). */
+	if (arm == MLBPF_ARM_MODEL && (st.setting.rto_min_ms || st.setting.delack_max_ms))
+		cb |= BPF_SOCK_OPS_RTT_CB_FLAG;
+	bpf_sock_ops_cb_flags_set(ops, cb);
+}
+
+/* At an RTT sample of a connection running a setting: if the model may
+ * no longer act, restore the socket's own timers and stop watching. */
+static __always_inline void watch(struct bpf_sock_ops *ops)
+{
+	struct mlbpf_control *c;
+	struct tcp_rto_sk *st;
+	__u32 zero = 0;
+	int us;
+
+	c = bpf_map_lookup_elem(&control, &zero);
+	if (c && mlbpf_lease_live(c) && c->mode != MLBPF_MODE_EMERGENCY &&
+	    c->mode != MLBPF_MODE_UNKNOWN && c->mode < MLBPF_MODE_MAX)
+		return;
+	st = conn_state(ops);
+	if (!st || (st->flags & TCP_RTO_REVERTED))
+		return;
+	st->flags |= TCP_RTO_REVERTED;
+	if (st->setting.rto_min_ms && st->orig_rto_min) {
+		us = st->orig_rto_min * (1000000 / CONFIG_HZ);
+		bpf_setsockopt(ops, SOL_TCP, TCP_BPF_RTO_MIN, &us, sizeof(us));
+	}
+	if (st->setting.delack_max_ms && st->orig_delack_max) {
+		us = st->orig_delack_max * (1000000 / CONFIG_HZ);
+		bpf_setsockopt(ops, SOL_TCP, TCP_BPF_DELACK_MAX, &us, sizeof(us));
+	}
+	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags &
+					       ~BPF_SOCK_OPS_RTT_CB_FLAG);
 }
 
 /* The SYN's retransmission timeout, in jiffies; 0 keeps the default. */
@@ -388,6 +440,9 @@ int tcp_rto_sockops(struct bpf_sock_ops *ops)
 		break;
 	case BPF_SOCK_OPS_RTO_CB:
 		rto_fired(ops);
+		break;
+	case BPF_SOCK_OPS_RTT_CB:
+		watch(ops);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		state_change(ops);

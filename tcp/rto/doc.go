@@ -14,7 +14,7 @@
 //   - the delayed-ACK ceiling (TCP_BPF_DELACK_MAX),
 //   - the initial congestion window (TCP_BPF_IW).
 //
-// A zero field keeps the kernel's default (1 s, 200 ms, 40 ms, IW10); the
+// A zero field keeps the kernel's default (1 s, 200 ms, 200 ms, IW10); the
 // zero Setting is the default arm, which every other arm falls back to. A
 // setting the kernel would refuse (RTO_MIN or DELACK_MAX below 2 jiffies or
 // above 200 ms: outside 5-200 ms at HZ=250, where 5-7 ms round up to 8 ms)

@@ -24,7 +24,7 @@ var Default = Setting{}
 const (
 	DefaultSynRTO    = time.Second
 	DefaultRTOMin    = 200 * time.Millisecond
-	DefaultDelackMax = 40 * time.Millisecond
+	DefaultDelackMax = 200 * time.Millisecond // TCP_DELACK_MAX; 40 ms is TCP_DELACK_MIN
 	DefaultIW        = 10
 )
 

@@ -38,6 +38,7 @@ const (
 	tcprtoTcpRtoFlagsTCP_RTO_OUT_OF_RANGE tcprtoTcpRtoFlags = 4
 	tcprtoTcpRtoFlagsTCP_RTO_SET_FAILED   tcprtoTcpRtoFlags = 8
 	tcprtoTcpRtoFlagsTCP_RTO_HAVE_REC     tcprtoTcpRtoFlags = 16
+	tcprtoTcpRtoFlagsTCP_RTO_REVERTED     tcprtoTcpRtoFlags = 32
 )
 
 type tcprtoTcpRtoRecord struct {
@@ -97,6 +98,8 @@ type tcprtoTcpRtoSk struct {
 	Generation    uint32
 	SynRetrans    uint32
 	RtoTimeouts   uint32
+	OrigRtoMin    uint32
+	OrigDelackMax uint32
 	Arm           uint8
 	Mode          uint8
 	Flags         uint8
