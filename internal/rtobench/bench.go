@@ -20,7 +20,6 @@ import (
 
 	"github.com/cilium/ebpf/ringbuf"
 
-	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
 	"github.com/mlbpf/mlbpf/tcp/rto"
 	"github.com/mlbpf/mlbpf/testbed"
@@ -94,11 +93,15 @@ func setup(ctx context.Context, cfg Config) (*env, error) {
 		e.close()
 		return nil, err
 	}
-	rtt, err := e.tb.WaitBloated(ctx, 150*time.Millisecond, 30*time.Second)
+	// The queue fills in a few seconds; a little more lets the
+	// background flow reach its steady saw-tooth.
+	rtt, err := e.tb.WaitBloated(ctx, 200*time.Millisecond, 30*time.Second)
 	if err != nil {
 		e.close()
 		return nil, err
 	}
+	time.Sleep(5 * time.Second)
+	rtt, _ = e.tb.BackgroundRTT()
 	cfg.Logger.Info("bloat path queue full", "background_rtt", rtt)
 	for _, p := range paths {
 		if e.sinks[p], err = e.tb.NewSink(p, false); err != nil {
@@ -260,13 +263,27 @@ func pct(xs []float64, q float64) float64 {
 // fixed measures one setting on both paths: every flow gets it (holdout
 // 0), or the kernel's defaults for rto.Default (no recommendation).
 func (e *env) fixed(ctx context.Context, rd *ringbuf.Reader, s rto.Setting) (map[testbed.Path][]rto.Flow, error) {
+	recs := map[netip.Prefix][]rto.Setting{}
+	for _, p := range paths {
+		if s != rto.Default {
+			recs[p.Addrs().Prefix] = []rto.Setting{s}
+		}
+	}
+	return e.measure(ctx, rd, recs, 0)
+}
+
+// measure writes recs (every path's prefix not in it withdrawn) and a
+// control block RUNNING in RECOMMENDATION with holdout permille and an
+// endless lease, sends Flows flows on each path and returns their
+// records by path.
+func (e *env) measure(ctx context.Context, rd *ringbuf.Reader, recs map[netip.Prefix][]rto.Setting, holdout uint32) (map[testbed.Path][]rto.Flow, error) {
 	for _, p := range paths {
 		pfx := p.Addrs().Prefix
 		var err error
-		if s == rto.Default {
-			err = e.o.Withdraw(pfx)
+		if s, ok := recs[pfx]; ok {
+			err = e.o.Write(pfx, s)
 		} else {
-			err = e.o.Recommend(pfx, s)
+			err = e.o.Withdraw(pfx)
 		}
 		if err != nil {
 			return nil, err
@@ -278,7 +295,7 @@ func (e *env) fixed(ctx context.Context, rd *ringbuf.Reader, s rto.Setting) (map
 	}
 	if err := e.o.Control().StoreControl(model.Control{
 		State: model.StateRunning, Mode: model.ModeRecommendation, LeaseExpiresNs: math.MaxUint64,
-		Generation: c.Generation + 1,
+		HoldoutPermille: holdout, Generation: c.Generation + 1,
 	}); err != nil {
 		return nil, err
 	}
@@ -330,4 +347,3 @@ func Survey(ctx context.Context, w io.Writer, cfg Config) error {
 	return nil
 }
 
-var _ = loader.MonotonicNs

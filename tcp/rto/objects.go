@@ -214,6 +214,15 @@ func (o *Objects) Recommend(p netip.Prefix, s Setting) error {
 	return o.write(p, []Setting{s}, true)
 }
 
+// Write stores candidate settings for p as the learner does (an
+// operator's entry is left alone), after validating them.
+func (o *Objects) Write(p netip.Prefix, settings []Setting) error {
+	if err := o.Validate(settings); err != nil {
+		return fmt.Errorf("writing %v for %s: %w", settings, p, err)
+	}
+	return o.write(p, settings, false)
+}
+
 // write stores settings for p. A learner's write (operator false) leaves
 // an operator's entry alone.
 func (o *Objects) write(p netip.Prefix, settings []Setting, operator bool) error {
