@@ -346,4 +346,3 @@ func Survey(ctx context.Context, w io.Writer, cfg Config) error {
 	fmt.Fprintf(w, "tcprto survey arms=%v\n", arms)
 	return nil
 }
-

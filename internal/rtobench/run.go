@@ -328,4 +328,3 @@ func startCC(e *env) (*ebpf.Program, func(), error) {
 		_ = s.Close()
 	}, nil
 }
-
