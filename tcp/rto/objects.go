@@ -36,8 +36,11 @@ type Config struct {
 	MinBytes uint64
 }
 
-// Objects are the loaded, pinned tcp/rto program and maps.
+// Objects are the loaded, pinned tcp/rto program and maps, and the model's
+// operations on them (ops.go).
 type Objects struct {
+	model.GenericModelOps
+
 	cfg     Config
 	dir     string
 	coll    *ebpf.Collection

@@ -62,3 +62,28 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestParseRecommendArgs(t *testing.T) {
+	p, s, err := ParseRecommendArgs([]string{"tcp/rto", "10.1.0.0/16", "syn=20ms,rto_min=8ms"}, 250)
+	if err != nil || p.String() != "10.1.0.0/16" || s != (Setting{SynRtoMs: 20, RtoMinMs: 8}) {
+		t.Fatalf("%v %v %v", p, s, err)
+	}
+	if p, _, err := ParseRecommendArgs([]string{"tcp/rto", "2001:db8::1", "default"}, 250); err != nil || p.Bits() != 128 {
+		t.Fatalf("%v %v", p, err)
+	}
+	for _, bad := range [][]string{
+		{"tcp/cc", "10.0.0.0/8", "syn=20ms"},
+		{"tcp/rto", "10.0.0.1/8", "syn=20ms"},      // host bits
+		{"tcp/rto", "10.0.0.0/8", "rto_min=2ms"},   // the kernel refuses
+		{"tcp/rto", "10.0.0.0/8", "syn=20ms;iw=4"}, // one setting only
+		{"tcp/rto", "10.0.0.0/8"},
+	} {
+		if _, _, err := ParseRecommendArgs(bad, 250); !errors.Is(err, model.ErrInvalidRecommendation) {
+			t.Errorf("%q: %v, want ErrInvalidRecommendation", bad, err)
+		}
+	}
+	_, ss, err := ParseRecommendation(model.Recommendation{Key: "10.0.0.0/8", Value: FormatSettings(Grid[1:])}, 250)
+	if err != nil || len(ss) != len(Grid)-1 || ss[2] != Grid[3] {
+		t.Fatalf("exploration value round trip: %v %v", ss, err)
+	}
+}
