@@ -27,11 +27,13 @@ import (
 
 // Config configures a run. Zero fields take the defaults.
 type Config struct {
-	// Flows is the number of flows per path in one repeat of one arm
-	// (default 150), Repeats the repeats (default 3), Bytes one flow's
-	// transfer (default 64 KiB).
-	Flows, Repeats int
-	Bytes          int64
+	// Flows is the number of flows on the bloat path in one repeat of
+	// one arm (default 150) and LossyFlows on the lossy path (default
+	// twice Flows: its flows take milliseconds, and its p99 needs them),
+	// Repeats the repeats (default 3), Bytes one flow's transfer
+	// (default 64 KiB).
+	Flows, LossyFlows, Repeats int
+	Bytes                      int64
 	// Workers are the flows in flight per path (default 4 on lossy, 8 on
 	// bloat, whose flows take seconds).
 	LossyWorkers, BloatWorkers int
@@ -47,6 +49,9 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.Flows == 0 {
 		c.Flows = 150
+	}
+	if c.LossyFlows == 0 {
+		c.LossyFlows = 2 * c.Flows
 	}
 	if c.Repeats == 0 {
 		c.Repeats = 3
@@ -137,15 +142,15 @@ func (e *env) close() error {
 	return errors.Join(errs...)
 }
 
-// flows sends n flows on each path, workers of each path in flight at a
-// time, both paths at once.
-func (e *env) flows(ctx context.Context, n int) error {
+// flows sends lossy flows on the lossy path and bloat on the bloat path,
+// each path's workers in flight at a time, both paths at once.
+func (e *env) flows(ctx context.Context, lossy, bloat int) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	for _, p := range paths {
-		workers := e.cfg.LossyWorkers
+		workers, n := e.cfg.LossyWorkers, lossy
 		if p == testbed.PathBloat {
-			workers = e.cfg.BloatWorkers
+			workers, n = e.cfg.BloatWorkers, bloat
 		}
 		next := make(chan struct{}, n)
 		for range n {
@@ -302,7 +307,7 @@ func (e *env) measure(ctx context.Context, rd *ringbuf.Reader, recs map[netip.Pr
 	if err := drain(rd, func(*rto.Flow) {}); err != nil {
 		return nil, err
 	}
-	if err := e.flows(ctx, e.cfg.Flows); err != nil {
+	if err := e.flows(ctx, e.cfg.LossyFlows, e.cfg.Flows); err != nil {
 		return nil, err
 	}
 	out := map[testbed.Path][]rto.Flow{}

@@ -123,7 +123,11 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 	res := map[testbed.Path]*PathResult{}
 	all := map[testbed.Path]map[rto.Setting][]rto.Flow{}
 	for _, p := range paths {
-		res[p] = &PathResult{Path: p, Flows: cfg.Flows, Fixed: map[rto.Setting][]float64{}, Survey: map[rto.Setting]Stats{}}
+		n := cfg.Flows
+		if p == testbed.PathLossy {
+			n = cfg.LossyFlows
+		}
+		res[p] = &PathResult{Path: p, Flows: n, Fixed: map[rto.Setting][]float64{}, Survey: map[rto.Setting]Stats{}}
 		all[p] = map[rto.Setting][]rto.Flow{}
 	}
 
@@ -173,7 +177,7 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 			if err != nil {
 				return err
 			}
-			conns += 2 * cfg.Flows
+			conns += cfg.LossyFlows + cfg.Flows
 			for _, p := range paths {
 				st := summarize(out[p])
 				if slot == len(cfg.Settings) {
@@ -275,7 +279,7 @@ func learn(ctx context.Context, e *env, res map[testbed.Path]*PathResult) (map[n
 			log.Warn("still exploring", "flows_per_path", sent)
 			break
 		}
-		if err := e.flows(ctx, batch); err != nil {
+		if err := e.flows(ctx, batch, batch); err != nil {
 			stop()
 			<-runErr
 			return nil, 0, err

@@ -20,13 +20,16 @@ import (
 // since an RTO setting cannot be judged without applying it (no
 // counterfactual: a timer that never fired says nothing of a shorter
 // one), with three quarters of the flows drawing a candidate setting and
-// the rest on the default; RECOMMENDATION keeps 5 % on the default.
+// the rest on the default. RECOMMENDATION keeps 1 % on the default, not
+// the usual 5 %: the reward is the tail of the flow completion time, and
+// on a path where the setting pays, holdout flows are that tail by
+// construction; at 5 % they alone would set the p99.
 func DefaultOptions() model.Options {
 	return model.Options{
 		SleepTimeout:    250 * time.Millisecond,
 		InitialMode:     model.ModeCollaboration,
 		CollabPermille:  750,
-		HoldoutPermille: 50,
+		HoldoutPermille: 10,
 	}
 }
 

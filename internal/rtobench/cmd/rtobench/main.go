@@ -38,7 +38,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	survey := fs.Bool("survey", false, "measure each setting fixed on both paths (the knob survey) and stop")
 	settings := fs.String("settings", "", "settings measured, ';'-separated (default the grid), e.g. 'default;syn=20ms,rto_min=8ms'")
-	flows := fs.Int("flows", 0, "flows per path per repeat of each arm (default 150)")
+	flows := fs.Int("flows", 0, "bloat-path flows per repeat of each arm (default 150; the lossy path gets twice as many)")
 	repeats := fs.Int("repeats", 0, "repeats (default 3)")
 	verbose := fs.Bool("v", false, "log progress to stderr")
 	if err := fs.Parse(args); err != nil {
