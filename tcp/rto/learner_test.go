@@ -97,3 +97,31 @@ func TestQuantileBounds(t *testing.T) {
 		t.Fatalf("p90 of 1..100: %g [%g, %g]", q, lo, hi)
 	}
 }
+
+func TestLearnerSaveLoad(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	l := NewLearner(LearnConfig{MinSamples: 5})
+	peer := netip.MustParseAddr("198.18.1.2")
+	feed(l, rng, peer, 60, func(s Setting) time.Duration {
+		if s == Default {
+			return time.Second
+		}
+		return time.Duration(s.SynRtoMs) * time.Millisecond
+	})
+	path := t.TempDir() + "/" + StateFile
+	if err := l.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	l2 := NewLearner(LearnConfig{MinSamples: 5})
+	if ok, err := l2.Load(path); !ok || err != nil {
+		t.Fatalf("Load: %v %v", ok, err)
+	}
+	a, b := l.Destinations(), l2.Destinations()
+	if len(a) != 1 || len(b) != 1 || a[0].Chosen != b[0].Chosen || a[0].Flows != b[0].Flows || a[0].Arms[1] != b[0].Arms[1] {
+		t.Fatalf("saved %+v, loaded %+v", a, b)
+	}
+	other := NewLearner(LearnConfig{Grid: Grid[:2]})
+	if ok, err := other.Load(path); ok || err != nil {
+		t.Fatalf("a state over another grid was loaded: %v %v", ok, err)
+	}
+}
