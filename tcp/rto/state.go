@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/mlbpf/mlbpf/internal/atomicfile"
 )
 
 // stateVersion is bumped when the state file's meaning changes; a file of
@@ -46,25 +47,7 @@ func (l *Learner) Save(path string) error {
 	if err != nil {
 		return fmt.Errorf("saving %s learner state: %w", ModelPath, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("saving %s learner state: %w", ModelPath, err)
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("saving %s learner state: %w", ModelPath, err)
-	}
-	_, err = f.Write(append(data, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
+	if err := atomicfile.Write(path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("saving %s learner state: %w", ModelPath, err)
 	}
 	return nil
