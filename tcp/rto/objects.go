@@ -18,9 +18,9 @@ import (
 // Subsystem and model names: the model is "tcp/rto", pinned under
 // <PinRoot>/tcp/rto/, beside tcp/cc's <PinRoot>/tcp/cc/.
 const (
-	Subsystem = "tcp"
+	SubsystemName = "tcp"
 	ModelName = "rto"
-	ModelPath = Subsystem + "/" + ModelName
+	ModelPath = SubsystemName + "/" + ModelName
 )
 
 const linkPin = "link"
@@ -47,6 +47,9 @@ type Objects struct {
 	objs    tcprtoObjects
 	control *loader.ControlMap
 	hz      int
+	// learner, when the objects run on the period loop, sets the mode
+	// (EstimateSystemState).
+	learner *Learner
 
 	mu   sync.Mutex
 	link link.Link
@@ -74,7 +77,7 @@ func Open(cfg Config) (*Objects, error) {
 	if err := spec.Variables["record_min_bytes"].Set(cfg.MinBytes); err != nil {
 		return nil, fmt.Errorf("%s: setting record_min_bytes: %w", verb, err)
 	}
-	dir := loader.PinDir(cfg.PinRoot, Subsystem, ModelName)
+	dir := loader.PinDir(cfg.PinRoot, SubsystemName, ModelName)
 	coll, err := loader.LoadPinned(spec, dir)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", verb, err)

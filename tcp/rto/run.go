@@ -68,7 +68,7 @@ func NewRunner(o *Objects, learn LearnConfig, opts model.Options) (*Runner, erro
 	if opts.HoldoutPermille == 0 {
 		opts.HoldoutPermille = d.HoldoutPermille
 	}
-	m, err := model.Create(Subsystem, ModelName, o, o.Control())
+	m, err := model.Create(SubsystemName, ModelName, o, o.Control())
 	if err != nil {
 		return nil, err
 	}
