@@ -19,8 +19,8 @@ import (
 // <PinRoot>/tcp/rto/, beside tcp/cc's <PinRoot>/tcp/cc/.
 const (
 	SubsystemName = "tcp"
-	ModelName = "rto"
-	ModelPath = SubsystemName + "/" + ModelName
+	ModelName     = "rto"
+	ModelPath     = SubsystemName + "/" + ModelName
 )
 
 const linkPin = "link"
