@@ -211,17 +211,17 @@ static __always_inline void decide(struct bpf_sock_ops *ops)
 {
 	struct tcp_rto_value *rec;
 	struct mlbpf_peer_key key = {};
-	struct mlbpf_control *c;
+	mlbpf_reading_t c;
 	struct tcp_rto_sk st = {};
 	struct bpf_sock *sk = ops->sk;
-	__u32 zero = 0, arm, n = 0, i = 0, cb;
+	__u32 arm, n = 0, i = 0, cb;
 	__u64 cookie;
 
 	if (!sk || !mlbpf_peer_key(ops, &key))
 		return;
 
-	c = bpf_map_lookup_elem(&control, &zero);
-	if (!mlbpf_lease_live(c)) {
+	mlbpf_read_control(&control, &c);
+	if (!mlbpf_reading_may_act(&c)) {
 		mlbpf_count(&stats, MLBPF_ARM_FALLBACK);
 		return;
 	}
@@ -232,7 +232,7 @@ static __always_inline void decide(struct bpf_sock_ops *ops)
 		if (n > TCP_RTO_CANDIDATES)
 			n = TCP_RTO_CANDIDATES;
 	}
-	arm = mlbpf_decide(c, n > 0);
+	arm = mlbpf_decide(&c, n > 0);
 	if (n > 0) {
 		st.flags |= TCP_RTO_HAVE_REC;
 		if (arm == MLBPF_ARM_MODEL) {
@@ -269,9 +269,9 @@ static __always_inline void decide(struct bpf_sock_ops *ops)
 	mlbpf_count(&stats, arm);
 
 	st.start_ns = bpf_ktime_get_ns();
-	st.generation = c->generation;
+	st.generation = c.generation;
 	st.arm = arm;
-	st.mode = c->mode;
+	st.mode = c.mode;
 	cookie = bpf_get_socket_cookie(ops);
 	if (bpf_map_update_elem(&conns, &cookie, &st, BPF_ANY))
 		return;
@@ -289,14 +289,12 @@ static __always_inline void decide(struct bpf_sock_ops *ops)
  * no longer act, restore the socket's own timers and stop watching. */
 static __always_inline void watch(struct bpf_sock_ops *ops)
 {
-	struct mlbpf_control *c;
+	mlbpf_reading_t c;
 	struct tcp_rto_sk *st;
-	__u32 zero = 0;
 	int us;
 
-	c = bpf_map_lookup_elem(&control, &zero);
-	if (c && mlbpf_lease_live(c) && c->mode != MLBPF_MODE_EMERGENCY &&
-	    c->mode != MLBPF_MODE_UNKNOWN && c->mode < MLBPF_MODE_MAX)
+	mlbpf_read_control(&control, &c);
+	if (mlbpf_reading_may_act(&c))
 		return;
 	st = conn_state(ops);
 	if (!st || (st->flags & TCP_RTO_REVERTED))

@@ -69,12 +69,49 @@ static __always_inline bool mlbpf_peer_key(struct bpf_sock_ops *ops,
 	return true;
 }
 
-/* Is the model allowed to act: RUNNING, within its lease? */
-static __always_inline bool mlbpf_lease_live(const struct mlbpf_control *c)
+/*
+ * One reading of a model's control block, and whether the model may act
+ * under it (RUNNING, a live lease, a mode from LEARNING up). With the
+ * seqcount-latched control block of mlbpf.h (MLBPF_SNAPSHOT_TRIES), a
+ * reading is one consistent version (mlbpf_snapshot_take); before it, a
+ * copy of the block. Either way the decision and its record come from the
+ * same reading.
+ */
+#ifdef MLBPF_SNAPSHOT_TRIES
+typedef struct mlbpf_snapshot mlbpf_reading_t;
+
+static __always_inline void mlbpf_read_control(void *control_map, mlbpf_reading_t *r)
 {
-	return c && c->state == MLBPF_MODEL_RUNNING &&
-	       bpf_ktime_get_ns() <= c->lease_expires_ns;
+	__u32 zero = 0;
+
+	mlbpf_snapshot_take(bpf_map_lookup_elem(control_map, &zero), r);
 }
+
+static __always_inline bool mlbpf_reading_may_act(const mlbpf_reading_t *r)
+{
+	return mlbpf_may_act(r);
+}
+#else
+typedef struct mlbpf_control mlbpf_reading_t;
+
+static __always_inline void mlbpf_read_control(void *control_map, mlbpf_reading_t *r)
+{
+	__u32 zero = 0;
+	struct mlbpf_control *c = bpf_map_lookup_elem(control_map, &zero);
+
+	if (c)
+		__builtin_memcpy(r, c, sizeof(*r));
+	else
+		__builtin_memset(r, 0, sizeof(*r));
+}
+
+static __always_inline bool mlbpf_reading_may_act(const mlbpf_reading_t *r)
+{
+	return r->state == MLBPF_MODEL_RUNNING &&
+	       bpf_ktime_get_ns() <= r->lease_expires_ns &&
+	       r->mode >= MLBPF_MODE_LEARNING && r->mode < MLBPF_MODE_MAX;
+}
+#endif
 
 #endif /* __BPF__ */
 
