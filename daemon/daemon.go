@@ -103,13 +103,13 @@ func Preflight(c *config.Config) error {
 		return fmt.Errorf("%w: BPF ring buffers (Linux 5.8 or later): %v", loader.ErrMissingFeature, err)
 	}
 	var needs pipeline.Needs
-	probed := map[string]bool{}
+	probed := map[*pipeline.Subsystem]bool{}
 	for _, m := range c.Enabled() {
 		s, err := Lookup(m.Name)
-		if err != nil || probed[s.Name] {
+		if err != nil || probed[s] {
 			continue
 		}
-		probed[s.Name] = true
+		probed[s] = true
 		needs |= s.Needs
 		for _, pt := range s.Programs {
 			if err := features.HaveProgramType(pt); err != nil {

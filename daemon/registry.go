@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -18,18 +19,34 @@ var (
 
 // Register adds subsystems to those the daemon and the CLI know. The
 // binary registers every subsystem, in one place (package subsystems),
-// before anything else runs; registering a name twice panics.
+// before anything else runs. Two packages may serve one subsystem name
+// with disjoint lists of models (tcp/cc and tcp/rto); registering a name
+// twice otherwise panics.
 func Register(subs ...*pipeline.Subsystem) {
 	registryMu.Lock()
 	defer registryMu.Unlock()
 	for _, s := range subs {
 		for _, r := range registry {
-			if r.Name == s.Name {
+			if r.Name == s.Name && !disjoint(r.Models, s.Models) {
 				panic("daemon: subsystem " + s.Name + " registered twice")
 			}
 		}
 		registry = append(registry, s)
 	}
+}
+
+// disjoint reports whether two model lists name different models (an
+// empty list names every model).
+func disjoint(a, b []string) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return false
+	}
+	for _, m := range a {
+		if slices.Contains(b, m) {
+			return false
+		}
+	}
+	return true
 }
 
 // Subsystems returns every registered subsystem, in registration order.
@@ -39,21 +56,45 @@ func Subsystems() []*pipeline.Subsystem {
 	return slices.Clone(registry)
 }
 
-// Lookup returns the subsystem of a model name ("tcp/cc" or "tcp"), or an
-// error listing the known ones.
+// Lookup returns the subsystem of a model name ("tcp/cc", or "tcp" for
+// the first subsystem of that name), or an error listing the known ones.
 func Lookup(name string) (*pipeline.Subsystem, error) {
-	sub, _, _ := strings.Cut(name, "/")
-	var names []string
+	sub, modelName, _ := strings.Cut(name, "/")
+	var names, models []string
+	var named *pipeline.Subsystem
 	for _, s := range Subsystems() {
-		if s.Name == sub {
+		if s.Name != sub {
+			if !slices.Contains(names, s.Name) {
+				names = append(names, s.Name)
+			}
+			continue
+		}
+		if modelName == "" || len(s.Models) == 0 || slices.Contains(s.Models, modelName) {
 			return s, nil
 		}
-		names = append(names, s.Name)
+		if named == nil {
+			named = s
+		}
+		models = append(models, s.Models...)
+	}
+	if named != nil {
+		// No package of the subsystem has the model: the first one
+		// stands for the subsystem, and the error names every model.
+		return named, &unknownModelError{name: name, sub: sub, models: models}
 	}
 	if len(names) == 0 {
 		return nil, fmt.Errorf("unknown subsystem %q: no subsystem is registered (call daemon.Register(subsystems.All()...) before anything else)", sub)
 	}
 	return nil, fmt.Errorf("unknown subsystem %q (want %s)", sub, strings.Join(names, ", "))
+}
+
+type unknownModelError struct {
+	name, sub string
+	models    []string
+}
+
+func (e *unknownModelError) Error() string {
+	return fmt.Sprintf("model %q: %s has only %s", e.name, e.sub, strings.Join(e.models, ", "))
 }
 
 // SplitName splits "subsystem/model" and checks both names and that the
@@ -63,12 +104,9 @@ func SplitName(name string) (*pipeline.Subsystem, string, error) {
 	if !ok || loader.ValidName(subName) != nil || loader.ValidName(modelName) != nil {
 		return nil, "", fmt.Errorf("model %q: want subsystem/model, e.g. tcp/cc or synthetic/demo", name)
 	}
-	s, err := Lookup(subName)
+	s, err := Lookup(name)
 	if err != nil {
 		return nil, "", err
-	}
-	if len(s.Models) > 0 && !slices.Contains(s.Models, modelName) {
-		return nil, "", fmt.Errorf("model %q: %s has only %s", name, s.Name, strings.Join(s.Models, ", "))
 	}
 	return s, modelName, nil
 }
@@ -90,11 +128,12 @@ func Check(c *config.Config) error {
 // into the subsystem's configuration and validated.
 func section(c *config.Config, m *config.Model) (config.Section, error) {
 	s, err := Lookup(m.Name)
+	var um *unknownModelError
+	if errors.As(err, &um) {
+		return nil, c.ModelError(m, "name", "%s has only the model%s %s", um.sub, plural(len(um.models)), strings.Join(um.models, ", "))
+	}
 	if err != nil {
 		return nil, c.ModelError(m, "name", "%v", err)
-	}
-	if len(s.Models) > 0 && !slices.Contains(s.Models, m.ModelName()) {
-		return nil, c.ModelError(m, "name", "%s has only the model%s %s", s.Name, plural(len(s.Models)), strings.Join(s.Models, ", "))
 	}
 	sec := s.Config()
 	if err := c.CheckSection(m, sec); err != nil {

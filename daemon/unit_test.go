@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -46,7 +47,7 @@ func TestLock(t *testing.T) {
 func TestCheck(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
 		{"models:\n  - name: disk/io\n", `x.yaml:2: models[0].name: unknown subsystem "disk" (want tcp, synthetic)`},
-		{"models:\n  - name: tcp/rto\n", `x.yaml:2: models[0].name: tcp has only the model cc`},
+		{"models:\n  - name: tcp/xyz\n", `x.yaml:2: models[0].name: tcp has only the models cc, rto`},
 		{"models:\n  - name: tcp/cc\n    tcp:\n      allowed: [BBR]\n", `x.yaml:4: models[0].tcp.allowed: "BBR" is not a congestion control name`},
 		{"models:\n  - name: tcp/cc\n    tcp:\n      cgroups: /x\n", `x.yaml:4: models[0].tcp.cgroups: unknown field (want cgroup, allowed, default, passive, rate_probe, learn, portion_bytes, ring_bytes)`},
 		{"models:\n  - name: tcp/cc\n    tcp:\n      portion_bytes: 100\n", `x.yaml:4: models[0].tcp.portion_bytes: 100: want at least one record, 128 bytes`},
@@ -79,11 +80,35 @@ func TestSplitName(t *testing.T) {
 	if s, m, err := SplitName("tcp/cc"); err != nil || s.Name != "tcp" || m != "cc" {
 		t.Fatalf("tcp/cc: %v %v %v", s, m, err)
 	}
-	for _, bad := range []string{"tcp", "tcp/", "tcp/rto", "disk/io", "TCP/cc", "tcp/cc/x"} {
+	// Two packages serve subsystem tcp: each model finds its own.
+	if s, m, err := SplitName("tcp/rto"); err != nil || s.Name != "tcp" || m != "rto" || !slices.Equal(s.Models, []string{"rto"}) {
+		t.Fatalf("tcp/rto: %v %v %v", s, m, err)
+	}
+	for _, bad := range []string{"tcp", "tcp/", "tcp/xyz", "disk/io", "TCP/cc", "tcp/cc/x"} {
 		if _, _, err := SplitName(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
+	if _, _, err := SplitName("tcp/xyz"); err == nil || !strings.Contains(err.Error(), "cc, rto") {
+		t.Errorf("tcp/xyz: %v, want the models of both tcp packages named", err)
+	}
+}
+
+func TestRegisterTwice(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Error("a second tcp/cc was registered")
+		}
+	}()
+	registryMu.Lock()
+	saved := slices.Clone(registry)
+	registryMu.Unlock()
+	defer func() {
+		registryMu.Lock()
+		registry = saved
+		registryMu.Unlock()
+	}()
+	Register(&pipeline.Subsystem{Name: "tcp", Models: []string{"cc"}})
 }
 
 func dataset(t *testing.T, offset uint64, n int) *model.Dataset {
