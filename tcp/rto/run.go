@@ -33,6 +33,22 @@ func DefaultOptions() model.Options {
 	}
 }
 
+// withDefaultOptions gives opts tcp/rto's initial mode and shares where
+// they are zero.
+func withDefaultOptions(opts model.Options) model.Options {
+	d := DefaultOptions()
+	if opts.InitialMode == 0 {
+		opts.InitialMode = d.InitialMode
+	}
+	if opts.CollabPermille == 0 {
+		opts.CollabPermille = d.CollabPermille
+	}
+	if opts.HoldoutPermille == 0 {
+		opts.HoldoutPermille = d.HoldoutPermille
+	}
+	return opts
+}
+
 // Runner runs the tcp/rto model: the lifecycle and mode in the control
 // block, the lease, the outcome records into the learner, the learner's
 // recommendations into the map.
@@ -55,19 +71,10 @@ func NewRunner(o *Objects, learn LearnConfig, opts model.Options) (*Runner, erro
 	if err := learn.Validate(); err != nil {
 		return nil, fmt.Errorf("creating %s: learner: %w", ModelPath, err)
 	}
-	d := DefaultOptions()
 	if opts.SleepTimeout == 0 {
-		opts.SleepTimeout = d.SleepTimeout
+		opts.SleepTimeout = DefaultOptions().SleepTimeout
 	}
-	if opts.InitialMode == 0 {
-		opts.InitialMode = d.InitialMode
-	}
-	if opts.CollabPermille == 0 {
-		opts.CollabPermille = d.CollabPermille
-	}
-	if opts.HoldoutPermille == 0 {
-		opts.HoldoutPermille = d.HoldoutPermille
-	}
+	opts = withDefaultOptions(opts)
 	m, err := model.Create(SubsystemName, ModelName, o, o.Control())
 	if err != nil {
 		return nil, err

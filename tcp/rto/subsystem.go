@@ -93,18 +93,7 @@ func openLoop(env pipeline.Env, sec config.Section) (*pipeline.Loop, error) {
 		}
 	}
 	o.learner = l.l
-	opts := env.Options
-	d := DefaultOptions()
-	if opts.InitialMode == 0 {
-		opts.InitialMode = d.InitialMode
-	}
-	if opts.CollabPermille == 0 {
-		opts.CollabPermille = d.CollabPermille
-	}
-	if opts.HoldoutPermille == 0 {
-		opts.HoldoutPermille = d.HoldoutPermille
-	}
-	env.Options = opts
+	env.Options = withDefaultOptions(env.Options)
 	loop, err := pipeline.New(env, pipeline.Parts[Flow]{
 		Subsystem: SubsystemName, Objects: o, Records: Subsystem().Records,
 		Decode: DecodeFlow, Learner: l, PortionBytes: cfg.PortionBytes,
