@@ -249,6 +249,22 @@ func (l *Learner) Recommendations() map[netip.Prefix][]Setting {
 	return out
 }
 
+// Mode is the mode the learner wants: COLLABORATION while some prefix
+// explores, RECOMMENDATION once every prefix has chosen; ok is false
+// while it knows no prefix (the mode stays as it is).
+func (l *Learner) Mode() (mode model.Mode, why string, ok bool) {
+	l.mu.Lock()
+	n := len(l.dests)
+	l.mu.Unlock()
+	if n == 0 {
+		return 0, "", false
+	}
+	if l.Exploring() {
+		return model.ModeCollaboration, "tcp/rto: exploring the grid", true
+	}
+	return model.ModeRecommendation, "tcp/rto: every prefix chose its setting", true
+}
+
 // Exploring reports whether some prefix has not decided yet.
 func (l *Learner) Exploring() bool {
 	l.mu.Lock()

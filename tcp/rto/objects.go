@@ -152,6 +152,8 @@ func (o *Objects) Close() error {
 		o.link = nil
 	}
 	if o.coll != nil {
+		// Assign moved the program and maps out of the collection.
+		_ = o.objs.Close()
 		o.coll.Close()
 		o.coll = nil
 	}

@@ -39,6 +39,9 @@ func withDefaultOptions(opts model.Options) model.Options {
 	d := DefaultOptions()
 	if opts.InitialMode == 0 {
 		opts.InitialMode = d.InitialMode
+		if opts.MaxMode != 0 {
+			opts.InitialMode = min(opts.InitialMode, opts.MaxMode)
+		}
 	}
 	if opts.CollabPermille == 0 {
 		opts.CollabPermille = d.CollabPermille
@@ -129,12 +132,9 @@ func (r *Runner) Step() error {
 	if err := r.syncRecommendations(); err != nil {
 		return err
 	}
-	mode := model.ModeRecommendation
-	if r.learner.Exploring() {
-		mode = model.ModeCollaboration
-	}
-	if cur := r.model.Mode(); cur != mode && cur != model.ModeEmergency {
-		return r.model.SetMode(mode, "tcp/rto learner: "+map[bool]string{true: "exploring", false: "every prefix chose"}[mode == model.ModeCollaboration])
+	mode, why, ok := r.learner.Mode()
+	if cur := r.model.Mode(); ok && cur != mode && cur != model.ModeEmergency {
+		return r.model.SetMode(mode, why)
 	}
 	return nil
 }

@@ -168,9 +168,9 @@ func (o *Objects) EstimateSystemState(m *model.Model) (model.Decision, error) {
 	if err != nil || d.To == model.ModeEmergency || m.Mode() == model.ModeEmergency || o.learner == nil {
 		return d, err
 	}
-	want, why := model.ModeRecommendation, "tcp/rto: every prefix chose its setting"
-	if o.learner.Exploring() {
-		want, why = model.ModeCollaboration, "tcp/rto: exploring the grid"
+	want, why, ok := o.learner.Mode()
+	if !ok {
+		return d, nil
 	}
 	want = min(want, m.Options().MaxMode)
 	return model.Decision{From: m.Mode(), To: want, Changed: want != m.Mode(), Reason: why}, nil
