@@ -43,7 +43,7 @@ func (o DemoOptions) withDefaults() DemoOptions {
 // Demo builds the two-path testbed (testbed.Paths: a lossy path and a
 // bloated one), runs tcp/rto on its cgroup with pins under pinRoot, and
 // sends 64 KB flows on both paths at once while the model learns,
-// printing both paths side by side: flows, the p90 flow completion time
+// printing both paths side by side: flows, the tail flow completion time
 // per grid setting, and what the model chose.
 func Demo(ctx context.Context, w io.Writer, pinRoot string, opts DemoOptions) (err error) {
 	opts = opts.withDefaults()
@@ -158,7 +158,7 @@ func demoTable(w io.Writer, run *Runner) {
 		}
 		fmt.Fprintf(w, "  %-18s flows %4d  chosen: %s\n", d.Prefix, d.Flows, chosen)
 		for _, a := range d.Arms {
-			fmt.Fprintf(w, "    %-24s flows %4d  p90 %7.1f ms [%7.1f, %7.1f]\n", a.Setting, a.Flows, a.Q, a.QLow, a.QHigh)
+			fmt.Fprintf(w, "    %-24s flows %4d  worst-10%% mean %7.1f ms [%7.1f, %7.1f]\n", a.Setting, a.Flows, a.Q, a.QLow, a.QHigh)
 		}
 	}
 }

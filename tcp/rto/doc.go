@@ -29,8 +29,9 @@
 //
 // The Learner explores an ordered Grid per prefix (COLLABORATION: the
 // control group runs the default, the rest draw a candidate), then keeps
-// the setting whose p90 flow completion time is best provided its upper
-// confidence bound beats the default's lower one: an aggressive setting must
+// the setting whose tail (the mean flow completion time of the worst 10 %
+// of its flows) is lowest provided its upper confidence bound beats the
+// default's lower one: an aggressive setting must
 // win clearly, since it can also lose badly (spurious SYN retransmissions
 // on a long path leave a connection with a congestion window of 1).
 package rto

@@ -15,10 +15,12 @@ type LearnConfig struct {
 	// Grid is the ordered grid of settings, Grid[0] the default (default
 	// the package's Grid).
 	Grid []Setting
-	// Quantile of the flow completion time minimised (default 0.9): the
-	// tail, not the mean, since a wrong timer costs whole timeouts.
+	// Quantile sets the tail minimised (default 0.9): the mean flow
+	// completion time of the worst 1-Quantile of the flows (expected
+	// shortfall), not the mean of all, since a wrong timer costs whole
+	// timeouts.
 	Quantile float64
-	// Z is the normal quantile of the confidence bounds of that quantile
+	// Z is the normal quantile of the confidence bounds of that tail mean
 	// (default 1.645: one-sided 95 %).
 	Z float64
 	// MinSamples is how many flows each arm needs before a prefix decides
@@ -99,11 +101,11 @@ type Destination struct {
 type ArmView struct {
 	Setting Setting `json:"setting"`
 	Flows   int     `json:"flows"`
-	// Q is the learner's quantile of the flow completion time, with its
-	// confidence bounds, in ms.
-	Q     float64 `json:"q_ms"`
-	QLow  float64 `json:"q_low_ms"`
-	QHigh float64 `json:"q_high_ms"`
+	// Q is the mean flow completion time of the worst 1-Quantile of the
+	// flows, with its confidence bounds, in ms.
+	Q     float64 `json:"tail_ms"`
+	QLow  float64 `json:"tail_low_ms"`
+	QHigh float64 `json:"tail_high_ms"`
 }
 
 // Learner chooses a grid setting per prefix; safe for concurrent use.
@@ -174,23 +176,38 @@ func (l *Learner) Observe(f *Flow) bool {
 	return d.Chosen != before
 }
 
-// quantile returns the q-quantile of xs and its order-statistic
-// confidence bounds (distribution-free: ranks nq ± z·sqrt(nq(1-q))).
-func quantile(xs []float64, q, z float64) (est, lo, hi float64) {
+// tail returns the mean of the worst (1-q) share of xs (the expected
+// shortfall, or CVaR, at level q: the risk of a setting, whose bad flows
+// cost whole timeouts) and its confidence bounds, mean ± z standard
+// errors of the tail's mean. Unlike the q-quantile itself it does not jump
+// when q falls between the fast flows and the stalled ones of a bimodal
+// distribution.
+func tail(xs []float64, q, z float64) (est, lo, hi float64) {
 	n := len(xs)
 	if n == 0 {
 		return math.NaN(), math.NaN(), math.NaN()
 	}
 	s := slices.Clone(xs)
 	slices.Sort(s)
-	at := func(r float64) float64 { return s[min(max(int(r), 0), n-1)] }
-	nq := float64(n) * q
-	sd := z * math.Sqrt(nq*(1-q))
-	return at(math.Ceil(nq) - 1), at(math.Floor(nq - sd)), at(math.Ceil(nq+sd) - 1)
+	k := max(int(math.Ceil(float64(n)*(1-q))), 2)
+	t := s[max(n-k, 0):]
+	var m, v float64
+	for _, x := range t {
+		m += x
+	}
+	m /= float64(len(t))
+	for _, x := range t {
+		v += (x - m) * (x - m)
+	}
+	se := 0.0
+	if len(t) > 1 {
+		se = math.Sqrt(v/float64(len(t)-1)) / math.Sqrt(float64(len(t)))
+	}
+	return m, m - z*se, m + z*se
 }
 
 // decide chooses once every arm has MinSamples flows (or the prefix has
-// MaxFlows): the setting with the lowest quantile among those whose upper
+// MaxFlows): the setting with the lowest tail mean among those whose upper
 // bound is below the default's lower bound, the default if none is. After
 // that it keeps watching the setting in force against the default (the
 // holdout): if the default's upper bound falls below the setting's lower
@@ -208,13 +225,13 @@ func (l *Learner) decide(d *Destination) {
 		if !ready {
 			return
 		}
-		_, lo0, _ := quantile(d.fct[0], c.Quantile, c.Z)
+		_, lo0, _ := tail(d.fct[0], c.Quantile, c.Z)
 		best, bestQ := 0, math.Inf(1)
 		for i := 1; i < len(d.fct); i++ {
 			if len(d.fct[i]) < c.MinSamples {
 				continue
 			}
-			q, _, hi := quantile(d.fct[i], c.Quantile, c.Z)
+			q, _, hi := tail(d.fct[i], c.Quantile, c.Z)
 			if hi < lo0 && q < bestQ {
 				best, bestQ = i, q
 			}
@@ -225,8 +242,8 @@ func (l *Learner) decide(d *Destination) {
 	if d.Chosen == 0 || len(d.fct[0]) < c.MinSamples || len(d.fct[d.Chosen]) < c.MinSamples {
 		return
 	}
-	_, _, hi0 := quantile(d.fct[0], c.Quantile, c.Z)
-	if _, lo, _ := quantile(d.fct[d.Chosen], c.Quantile, c.Z); hi0 < lo {
+	_, _, hi0 := tail(d.fct[0], c.Quantile, c.Z)
+	if _, lo, _ := tail(d.fct[d.Chosen], c.Quantile, c.Z); hi0 < lo {
 		d.Chosen, d.Setting = 0, Default
 	}
 }
@@ -290,7 +307,7 @@ func (l *Learner) Destinations() []Destination {
 			v.Arms[i] = ArmView{Setting: l.cfg.Grid[i], Flows: len(s)}
 			if len(s) > 0 {
 				a := &v.Arms[i]
-				a.Q, a.QLow, a.QHigh = quantile(s, l.cfg.Quantile, l.cfg.Z)
+				a.Q, a.QLow, a.QHigh = tail(s, l.cfg.Quantile, l.cfg.Z)
 			}
 		}
 		out = append(out, v)

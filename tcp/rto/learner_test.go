@@ -87,14 +87,25 @@ func TestLearnerIgnoresRejectedAndUnknown(t *testing.T) {
 	}
 }
 
-func TestQuantileBounds(t *testing.T) {
+func TestTailBounds(t *testing.T) {
 	xs := make([]float64, 100)
 	for i := range xs {
 		xs[i] = float64(i + 1)
 	}
-	q, lo, hi := quantile(xs, 0.9, 1.645)
-	if q != 90 || lo >= q || hi <= q || lo < 80 || hi > 96 {
-		t.Fatalf("p90 of 1..100: %g [%g, %g]", q, lo, hi)
+	m, lo, hi := tail(xs, 0.9, 1.645)
+	if m != 95.5 || lo >= m || hi <= m || lo < 90 || hi > 100 {
+		t.Fatalf("tail of 1..100: %g [%g, %g]", m, lo, hi)
+	}
+	// Bimodal, 12 % stalled: the 0.9-quantile's bounds would span both
+	// modes; the tail mean's do not.
+	for i := range xs {
+		xs[i] = 1
+		if i%8 == 0 {
+			xs[i] = 1000
+		}
+	}
+	if m, lo, _ := tail(xs, 0.9, 1.645); m != 1000 || lo < 900 {
+		t.Fatalf("bimodal tail: %g, lower bound %g", m, lo)
 	}
 }
 

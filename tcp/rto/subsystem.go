@@ -60,7 +60,7 @@ func (c *SectionConfig) Validate() error {
 func Subsystem() *pipeline.Subsystem {
 	return &pipeline.Subsystem{
 		Name:    SubsystemName,
-		Summary: "TCP loss-recovery timers (SYN timeout, RTO floor, delayed-ACK ceiling, IW) per destination, minimising the p90 flow completion time",
+		Summary: "TCP loss-recovery timers (SYN timeout, RTO floor, delayed-ACK ceiling, IW) per destination, minimising the tail of the flow completion time",
 		Models:  []string{ModelName},
 		Needs:   pipeline.NeedCgroup2,
 		Records: pipeline.RecordFormat{
