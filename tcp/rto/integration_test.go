@@ -3,9 +3,11 @@ package rto
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net"
 	"net/netip"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -379,4 +381,14 @@ func TestRunner(t *testing.T) {
 	if after := r.arms(t); after[model.ArmFallback] == before[model.ArmFallback] {
 		t.Error("lease lapsed: FALLBACK not counted")
 	}
+}
+
+func TestMain(m *testing.M) {
+	before := testutil.OpenFDs()
+	code := m.Run()
+	if after := testutil.OpenFDs(); code == 0 && after > before {
+		fmt.Fprintf(os.Stderr, "file descriptors leaked: %d open before the tests, %d after\n", before, after)
+		code = 1
+	}
+	os.Exit(code)
 }
