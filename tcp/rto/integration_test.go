@@ -3,7 +3,6 @@ package rto
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math"
 	"net"
 	"net/netip"
@@ -383,12 +382,4 @@ func TestRunner(t *testing.T) {
 	}
 }
 
-func TestMain(m *testing.M) {
-	before := testutil.OpenFDs()
-	code := m.Run()
-	if after := testutil.OpenFDs(); code == 0 && after > before {
-		fmt.Fprintf(os.Stderr, "file descriptors leaked: %d open before the tests, %d after\n", before, after)
-		code = 1
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testutil.RunCheckingFDs(m)) }
