@@ -3,15 +3,20 @@ GO      ?= go
 KERNEL  ?= 6.1
 PKGS    ?= ./...
 VMTEST_FLAGS ?=
+TCPBENCH_FLAGS ?=
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all setup generate check-generated build test bench bench-ringbuf bench-tcp bench-tcp-rto vmtest fuzz lint run
+.PHONY: all setup setup-run generate check-generated build test bench bench-ringbuf bench-tcp bench-tcp-rto vmtest fuzz lint run
 
 all: build
 
-## setup: install missing packages (clang-19, bpftool, ...) and mount bpffs, tracefs, cgroup2
+## setup: install what building, testing and benchmarking need (clang-19, bpftool, iperf3, qemu, virtme-ng, ...); mount bpffs, tracefs, cgroup2
 setup:
-	./scripts/setup.sh
+	./scripts/setup.sh test
+
+## setup-run: only what running the daemon needs: mount bpffs, tracefs, cgroup2 where absent
+setup-run:
+	./scripts/setup.sh run
 
 ## generate: rebuild the BPF objects and their Go bindings (bpf2go, clang-19)
 generate:
@@ -30,7 +35,7 @@ test: setup
 	$(GO) test -count=1 -timeout 30m ./...
 
 ## run: the daemon on the embedded default configuration, until Ctrl-C
-run: setup
+run: setup-run
 	CGO_ENABLED=0 $(GO) run ./cmd/mlbpf run
 
 ## bench: every benchmark
@@ -40,16 +45,17 @@ bench: bench-ringbuf bench-tcp bench-tcp-rto
 bench-ringbuf: setup
 	$(GO) run ./cmd/ringbench
 
-## bench-tcp: iperf3 over a veth testbed at 0/2/10 % loss: default, best fixed algorithm, mlbpf after learning
+## bench-tcp: iperf3 over a veth testbed at 0/2/10 % loss, through the daemon: each algorithm with mlbpf detached and attached, mlbpf after learning, 95 % intervals (~13 min; TCPBENCH_FLAGS=-h lists the knobs)
 bench-tcp: setup
-	$(GO) run ./internal/tcpbench/cmd/tcpbench
+	$(GO) run ./internal/tcpbench/cmd/tcpbench $(TCPBENCH_FLAGS)
 
 ## bench-tcp-rto: 64 KB flows over a lossy and a bloated path: default timers, best fixed setting, mlbpf after learning (p99 flow completion time)
 bench-tcp-rto: setup
 	$(GO) run ./internal/rtobench/cmd/rtobench
 
-## vmtest: the privileged suite inside a VM on another kernel (KERNEL=6.1|6.12|path/to/bzImage)
-vmtest: setup
+## vmtest: the privileged suite in a virtme-ng (vng) VM on another kernel (KERNEL=6.1|6.12|path/to/bzImage|….deb)
+##   as root it runs setup first; a user in the kvm group needs no root: vng runs the tests as the guest's root
+vmtest: $(if $(filter 0,$(shell id -u)),setup)
 	$(GO) run ./vmtest -kernel $(KERNEL) -pkgs $(PKGS) $(VMTEST_FLAGS)
 
 ## fuzz: every fuzz target for FUZZTIME each (default 10s)

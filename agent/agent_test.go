@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mlbpf/mlbpf/internal/testutil"
 )
 
 // fakeBackend serves one model, "synthetic/demo", whose records are 4-byte
@@ -93,6 +95,13 @@ func (b *fakeBackend) Recommend(_ context.Context, rec Recommendation, who strin
 	b.recs = append(b.recs, rec)
 	rec.Generation = 7
 	return rec, nil
+}
+
+func (b *fakeBackend) Control(_ context.Context, req ControlRequest, who string) (ControlResult, error) {
+	if req.Action != ActionMode {
+		return ControlResult{}, fmt.Errorf("%s is stopped: 'mlbpf start' first", req.Model)
+	}
+	return ControlResult{Model: req.Model, Changed: true, Kernel: ControlBlock{State: "RUNNING", Mode: strings.ToUpper(req.Mode), Generation: 8}}, nil
 }
 
 func (b *fakeBackend) Shutdown(reason string) {
@@ -204,6 +213,13 @@ func TestProtocol(t *testing.T) {
 	}
 	if _, err := c.Recommend(ctx, Recommendation{Model: "synthetic/demo", Key: "5", Value: "bad"}); !errors.As(err, &re) {
 		t.Fatalf("a refused recommendation: %v", err)
+	}
+	if res, err := c.Control(ctx, ControlRequest{Model: "synthetic/demo", Action: ActionMode, Mode: "emergency"}); err != nil ||
+		res.Kernel.Mode != "EMERGENCY" || res.Kernel.Generation != 8 {
+		t.Fatalf("control: %+v %v", res, err)
+	}
+	if _, err := c.Control(ctx, ControlRequest{Model: "synthetic/demo", Action: ActionStart}); !errors.As(err, &re) || !strings.Contains(re.Msg, "'mlbpf start' first") {
+		t.Fatalf("a refused control: %v", err)
 	}
 	if err := c.Discard(ctx, "synthetic/demo", &off); err != nil {
 		t.Fatal(err)
@@ -337,7 +353,7 @@ func asUser(t *testing.T, uid int, fn func()) {
 // out, and with the mode opened up, SO_PEERCRED does.
 func TestPeerCredentials(t *testing.T) {
 	if os.Getuid() != 0 {
-		t.Skip("needs root to connect as another user")
+		testutil.Missing(t, "needs root to connect as another user: run the tests with sudo")
 	}
 	_, _, path := listen(t)
 	for d := filepath.Dir(path); d != "/"; d = filepath.Dir(d) {

@@ -250,6 +250,19 @@ func (c *Client) Recommend(ctx context.Context, rec Recommendation) (Recommendat
 	return *resp.Recommendation, nil
 }
 
+// Control carries an operator's command to the daemon, which answers
+// once the kernel holds what it asked, or refuses it saying why.
+func (c *Client) Control(ctx context.Context, req ControlRequest) (ControlResult, error) {
+	resp, err := c.call(ctx, Request{Op: OpControl, Model: req.Model, Action: req.Action, Mode: req.Mode})
+	if err != nil {
+		return ControlResult{}, err
+	}
+	if resp.Control == nil {
+		return ControlResult{}, errors.New("control: empty answer")
+	}
+	return *resp.Control, nil
+}
+
 // Shutdown asks the daemon to stop every model and exit, as SIGTERM does.
 func (c *Client) Shutdown(ctx context.Context) error {
 	_, err := c.call(ctx, Request{Op: OpShutdown})

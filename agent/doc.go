@@ -51,6 +51,16 @@
 //	            refusal is an error response), normalized, and written to
 //	            the model's recommendation map. "operator": true marks an
 //	            operator's, which the in-process learner never overwrites.
+//	control     {"model", "action": "mode"|"start"|"stop", "mode"?} →
+//	            {"control": {"model", "changed", "before", "written",
+//	            "kernel"}}: an operator's command ('mlbpf mode', 'start',
+//	            'stop'), carried out by the model's supervisor, answered
+//	            once the kernel holds what it asked (the mode set, and
+//	            acting in it unless EMERGENCY; the model running; the
+//	            model stopped), or refused saying why: a mode above
+//	            max_mode, a mode other than EMERGENCY for a stopped model.
+//	            Each block is {"state", "mode", "generation",
+//	            "lease_left_ms"}.
 //	shutdown    → ok; the daemon stops its models and exits, as on SIGTERM.
 //
 // # Events

@@ -18,7 +18,15 @@ const (
 	OpFetch       = "fetch"
 	OpDiscard     = "discard"
 	OpRecommend   = "recommend"
+	OpControl     = "control"
 	OpShutdown    = "shutdown"
+)
+
+// Actions of an operator's control request.
+const (
+	ActionMode  = "mode"  // set the model's mode
+	ActionStart = "start" // start a stopped model
+	ActionStop  = "stop"  // stop the model
 )
 
 // Events the daemon sends on its own.
@@ -54,6 +62,10 @@ type Request struct {
 	// Operator marks a recommendation as an operator's: the in-process
 	// learner never overwrites it.
 	Operator bool `json:"operator,omitempty"`
+	// Action and Mode are an operator's command (control): ActionMode
+	// with a mode ("emergency", ...), ActionStart or ActionStop.
+	Action string `json:"action,omitempty"`
+	Mode   string `json:"mode,omitempty"`
 }
 
 // Message is one line the daemon sends: a Response (ID and OK set) or an
@@ -73,6 +85,7 @@ type Response struct {
 	Models         []ModelInfo     `json:"models,omitempty"`
 	Portion        *Portion        `json:"portion,omitempty"`
 	Recommendation *Recommendation `json:"recommendation,omitempty"`
+	Control        *ControlResult  `json:"control,omitempty"`
 }
 
 // Hello describes the daemon.
@@ -217,6 +230,34 @@ type Recommendation struct {
 	Value      string `json:"value"`
 	Generation uint32 `json:"generation,omitempty"`
 	Operator   bool   `json:"operator,omitempty"`
+}
+
+// ControlRequest is an operator's command for one model: 'mlbpf mode',
+// 'start' or 'stop'.
+type ControlRequest struct {
+	Model  string `json:"model"`
+	Action string `json:"action"`         // ActionMode, ActionStart, ActionStop
+	Mode   string `json:"mode,omitempty"` // ActionMode's
+}
+
+// ControlResult is what an operator's command did: the control block
+// before, the block the command wrote (Changed) and the block the kernel
+// held when the daemon answered, which is where the command asked.
+type ControlResult struct {
+	Model   string       `json:"model"`
+	Changed bool         `json:"changed"`
+	Before  ControlBlock `json:"before"`
+	Written ControlBlock `json:"written"`
+	Kernel  ControlBlock `json:"kernel"`
+}
+
+// ControlBlock is a control block as the kernel reads it.
+type ControlBlock struct {
+	State      string `json:"state"`
+	Mode       string `json:"mode"`
+	Generation uint32 `json:"generation"`
+	// LeaseLeftMs is how long the lease had left, 0 if none or expired.
+	LeaseLeftMs int64 `json:"lease_left_ms,omitempty"`
 }
 
 // RemoteError is an error the daemon answered with.

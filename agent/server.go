@@ -34,6 +34,10 @@ type Backend interface {
 	Discard(model string, offset *uint64, client uint64) error
 	// Recommend validates and applies a recommendation.
 	Recommend(ctx context.Context, rec Recommendation, agent string) (Recommendation, error)
+	// Control carries out an operator's command ('mlbpf mode', 'start',
+	// 'stop'): it answers once the kernel holds what was asked, or
+	// refuses saying why.
+	Control(ctx context.Context, req ControlRequest, agent string) (ControlResult, error)
 	// Shutdown asks the daemon to stop its models and exit, as SIGTERM
 	// does ('mlbpf rollback').
 	Shutdown(reason string)
@@ -331,6 +335,17 @@ func (c *serverConn) readLoop() {
 	}
 }
 
+// name names the client for the daemon's logs: the agent it said it is,
+// or its connection and pid.
+func (c *serverConn) name() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.agent == "" {
+		return fmt.Sprintf("client %d (pid %d)", c.id, c.pid)
+	}
+	return c.agent
+}
+
 func (c *serverConn) handle(req *Request) Response {
 	resp := Response{ID: req.ID}
 	fail := func(err error) Response {
@@ -386,24 +401,24 @@ func (c *serverConn) handle(req *Request) Response {
 			return fail(err)
 		}
 	case OpRecommend:
-		c.mu.Lock()
-		name := c.agent
-		c.mu.Unlock()
-		if name == "" {
-			name = fmt.Sprintf("client %d (pid %d)", c.id, c.pid)
-		}
-		rec, err := b.Recommend(context.Background(), Recommendation{Model: req.Model, Key: req.Key, Value: req.Value, Operator: req.Operator}, name)
+		rec, err := b.Recommend(context.Background(), Recommendation{Model: req.Model, Key: req.Key, Value: req.Value, Operator: req.Operator}, c.name())
 		if err != nil {
 			return fail(err)
 		}
 		resp.Recommendation = &rec
+	case OpControl:
+		res, err := b.Control(context.Background(), ControlRequest{Model: req.Model, Action: req.Action, Mode: req.Mode}, c.name())
+		if err != nil {
+			return fail(err)
+		}
+		resp.Control = &res
 	case OpShutdown:
 		c.mu.Lock()
 		name := c.agent
 		c.mu.Unlock()
 		b.Shutdown(fmt.Sprintf("shutdown requested on the socket by %s (pid %d)", cmp.Or(name, "a client"), c.pid))
 	default:
-		return fail(fmt.Errorf("unknown op %q (want hello, models, subscribe, unsubscribe, fetch, discard, recommend, shutdown)", req.Op))
+		return fail(fmt.Errorf("unknown op %q (want hello, models, subscribe, unsubscribe, fetch, discard, recommend, control, shutdown)", req.Op))
 	}
 	resp.OK = true
 	return resp

@@ -13,6 +13,7 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 struct mlbpf_control *unused_control __attribute__((unused));
+struct mlbpf_snapshot *unused_snapshot __attribute__((unused));
 struct mlbpf_record_hdr *unused_record_hdr __attribute__((unused));
 enum mlbpf_mode unused_mode __attribute__((unused));
 enum mlbpf_model_state unused_model_state __attribute__((unused));

@@ -59,7 +59,7 @@ int synth_apply(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u32 zero = 0, key, dflt, recommended = 0, applied;
 	struct synth_recommendation *rec;
-	struct mlbpf_control *c;
+	struct mlbpf_snapshot snap;
 	struct synth_record *r;
 	enum mlbpf_arm arm;
 
@@ -71,12 +71,13 @@ int synth_apply(struct bpf_raw_tracepoint_args *ctx)
 	key = (__u32)ctx->args[1];
 	dflt = key % SYNTH_DEFAULT_MOD;
 
-	c = bpf_map_lookup_elem(&control, &zero);
+	/* One version of the block for the decision and its record. */
+	mlbpf_snapshot_take(bpf_map_lookup_elem(&control, &zero), &snap);
 	rec = bpf_map_lookup_elem(&recommend, &key);
 	if (rec)
 		recommended = rec->value;
 
-	arm = mlbpf_decide(c, rec != NULL);
+	arm = mlbpf_decide(&snap, rec != NULL);
 	if (rec && recommended > max_value && arm != MLBPF_ARM_FALLBACK)
 		arm = MLBPF_ARM_REJECTED;
 
@@ -88,7 +89,7 @@ int synth_apply(struct bpf_raw_tracepoint_args *ctx)
 		mlbpf_count_lost(&lost);
 		return applied;
 	}
-	mlbpf_fill_hdr(&r->hdr, MLBPF_REC_SYNTHETIC, sizeof(*r), arm, c);
+	mlbpf_fill_hdr(&r->hdr, MLBPF_REC_SYNTHETIC, sizeof(*r), arm, &snap);
 	r->key = key;
 	r->default_value = dflt;
 	r->recommended = recommended;

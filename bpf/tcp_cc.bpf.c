@@ -15,6 +15,13 @@
  *   - while the connection runs the default algorithm, keeps the peak
  *     delivery-rate sample the kernel measured (RTT_CB), the evidence the
  *     learner's counterfactual model needs (see tcp/doc.go);
+ *   - while the connection runs the model's algorithm (MODEL arm),
+ *     re-checks the control block at every RTT sample (RTT_CB) and, once
+ *     the model may no longer apply anything (not RUNNING, lease expired,
+ *     EMERGENCY, or demoted to LEARNING), sets the connection back to its
+ *     network namespace's default algorithm (net.ipv4.tcp_congestion_control)
+ *     and stops the callbacks: a fallback reaches live connections
+ *     too, one RTT sample after it (see revert());
  *   - when the connection reaches TCP_CLOSE, emits one outcome record
  *     (struct tcp_conn_record) to the model's ring buffer, if it sent at
  *     least record_min_bytes.
@@ -80,6 +87,8 @@ enum tcp_conn_flags {
 	TCP_CONN_PASSIVE = 1,   /* accepted, not connected */
 	TCP_CONN_RATE = 2,      /* max_rate_bps was sampled */
 	TCP_CONN_SET_FAILED = 4, /* the kernel refused the recommendation */
+	TCP_CONN_REVERTED = 8,  /* MODEL arm, set back to the default when
+				 * the model fell back mid-connection */
 };
 
 /* One connection, as the learner sees it when it closes. */
@@ -201,10 +210,10 @@ static __always_inline bool chosen_elsewhere(struct bpf_sock *sk)
 	       BPF_CORE_READ_BITFIELD(&tp->inet_conn, icsk_ca_dst_locked);
 }
 
-static __always_inline bool lease_live(const struct mlbpf_control *c)
+static __always_inline bool lease_live(const struct mlbpf_snapshot *s)
 {
-	return c && c->state == MLBPF_MODEL_RUNNING &&
-	       bpf_ktime_get_ns() <= c->lease_expires_ns;
+	return s->state == MLBPF_MODEL_RUNNING &&
+	       bpf_ktime_get_ns() <= s->lease_expires_ns;
 }
 
 /* Does a connection on this arm run the default algorithm? Only those are
@@ -216,11 +225,18 @@ static __always_inline bool on_default(__u8 arm)
 	       arm == MLBPF_ARM_CONTROL || arm == MLBPF_ARM_FALLBACK;
 }
 
+/* Does a connection on this arm want RTT samples: to sample the delivery
+ * rate of the default, or to re-check the model's algorithm? */
+static __always_inline bool wants_rtt(__u8 arm)
+{
+	return arm == MLBPF_ARM_MODEL || (rate_probe && on_default(arm));
+}
+
 static __always_inline void set_callbacks(struct bpf_sock_ops *ops, bool rtt)
 {
 	__u32 cb = ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG;
 
-	if (rtt && rate_probe)
+	if (rtt)
 		cb |= BPF_SOCK_OPS_RTT_CB_FLAG;
 	bpf_sock_ops_cb_flags_set(ops, cb);
 }
@@ -232,7 +248,7 @@ static __always_inline void established(struct bpf_sock_ops *ops)
 {
 	struct tcp_cc_sk *st = conn_state(ops);
 
-	if (st && on_default(st->arm))
+	if (st && wants_rtt(st->arm))
 		set_callbacks(ops, true);
 }
 
@@ -241,7 +257,7 @@ static __always_inline void decide(struct bpf_sock_ops *ops, bool passive)
 	char cc[TCP_CC_NAME_MAX] = {};
 	struct tcp_cc_value *rec;
 	struct tcp_cc_key key = {};
-	struct mlbpf_control *c;
+	struct mlbpf_snapshot snap;
 	struct tcp_cc_sk st = {};
 	bool have_rec = false;
 	__u64 cookie;
@@ -252,8 +268,9 @@ static __always_inline void decide(struct bpf_sock_ops *ops, bool passive)
 	if (!sk || !peer_key(ops, &key))
 		return;
 
-	c = bpf_map_lookup_elem(&control, &zero);
-	if (!lease_live(c)) {
+	/* One version of the block for the decision and its record. */
+	mlbpf_snapshot_take(bpf_map_lookup_elem(&control, &zero), &snap);
+	if (!lease_live(&snap)) {
 		/* No daemon: the kernel's default, nothing remembered, no
 		 * record, almost no cost. */
 		mlbpf_count(&stats, MLBPF_ARM_FALLBACK);
@@ -271,7 +288,7 @@ static __always_inline void decide(struct bpf_sock_ops *ops, bool passive)
 	if (chosen_elsewhere(sk))
 		arm = MLBPF_ARM_SKIPPED;
 	else
-		arm = mlbpf_decide(c, have_rec);
+		arm = mlbpf_decide(&snap, have_rec);
 
 	if (arm == MLBPF_ARM_MODEL &&
 	    bpf_setsockopt(ops, SOL_TCP, TCP_CONGESTION, cc, sizeof(cc))) {
@@ -282,9 +299,9 @@ static __always_inline void decide(struct bpf_sock_ops *ops, bool passive)
 
 	st.start_ns = bpf_ktime_get_ns();
 	st.max_rate_bps = 0;
-	st.generation = c->generation;
+	st.generation = snap.generation;
 	st.arm = arm;
-	st.mode = c->mode;
+	st.mode = snap.mode;
 	st.flags = flags;
 	__builtin_memcpy(st.recommended, cc, sizeof(cc));
 	cookie = bpf_get_socket_cookie(ops);
@@ -294,23 +311,91 @@ static __always_inline void decide(struct bpf_sock_ops *ops, bool passive)
 	/* The close, always (a connection that fails before it is
 	 * established must free its entry too); RTT samples from now on for
 	 * a passive connection, from establishment for an active one. */
-	set_callbacks(ops, passive && on_default(arm));
+	set_callbacks(ops, passive && wants_rtt(arm));
 }
 
-static __always_inline void sample_rate(struct bpf_sock_ops *ops)
+static __always_inline void sample_rate(struct bpf_sock_ops *ops, struct tcp_cc_sk *st)
 {
 	__u32 delivered = ops->rate_delivered, interval = ops->rate_interval_us;
-	struct tcp_cc_sk *st;
 	__u64 rate;
 
 	if (!delivered || !interval || interval > (1U << 31))
 		return;
-	st = conn_state(ops);
-	if (!st)
-		return;
 	rate = (__u64)delivered * ops->mss_cache * 1000000 / interval;
 	if (rate > st->max_rate_bps)
 		st->max_rate_bps = rate;
+}
+
+/* The algorithm of the socket's network namespace, the one it got or
+ * would have got without the model: net.ipv4.tcp_congestion_control as it
+ * is now. */
+static __always_inline bool namespace_default(struct bpf_sock_ops *ops,
+					      char (*name)[TCP_CC_NAME_MAX])
+{
+	const struct tcp_congestion_ops *ca;
+	struct tcp_sock *tp;
+	struct bpf_sock *sk = ops->sk;
+
+	if (!sk)
+		return false;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return false;
+	ca = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net,
+			   ipv4.tcp_congestion_control);
+	if (!ca || BPF_CORE_READ_STR_INTO(name, ca, name) <= 0)
+		return false;
+	(*name)[TCP_CC_NAME_MAX - 1] = 0;
+	return true;
+}
+
+/*
+ * revert - a connection on the model's algorithm, at one of its RTT
+ * samples: does the model still apply? If it fell back (the same
+ * conditions under which decide() would take FALLBACK, or a demotion to
+ * LEARNING, where nothing is applied), set the connection back to its
+ * namespace's default and stop its RTT callbacks; the record says
+ * TCP_CONN_REVERTED.
+ *
+ * An RTT sample comes with every ACK that acknowledges new data, so the
+ * fallback reaches a connection that moves data within about one RTT; an
+ * idle connection takes no callback and keeps the model's algorithm until
+ * it sends again (its first ACK after that reverts it). Nothing
+ * kernel-side fires on an idle socket without a timer of our own.
+ */
+static __always_inline void revert(struct bpf_sock_ops *ops, struct tcp_cc_sk *st)
+{
+	char dflt[TCP_CC_NAME_MAX] = {};
+	struct mlbpf_snapshot snap;
+	__u32 zero = 0;
+
+	/* A block being rewritten right now is no reason to revert: the next
+	 * sample will see it whole. */
+	if (!mlbpf_snapshot_take(bpf_map_lookup_elem(&control, &zero), &snap))
+		return;
+	if (mlbpf_may_act(&snap) && (snap.mode == MLBPF_MODE_COLLABORATION ||
+				     snap.mode == MLBPF_MODE_RECOMMENDATION))
+		return;
+	if (!namespace_default(ops, &dflt))
+		return;
+	if (bpf_setsockopt(ops, SOL_TCP, TCP_CONGESTION, dflt, sizeof(dflt)))
+		return; /* tried again at the next sample */
+	st->flags |= TCP_CONN_REVERTED;
+	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
+}
+
+static __always_inline void rtt_sample(struct bpf_sock_ops *ops)
+{
+	struct tcp_cc_sk *st = conn_state(ops);
+
+	if (!st)
+		return;
+	if (st->arm == MLBPF_ARM_MODEL) {
+		if (!(st->flags & TCP_CONN_REVERTED))
+			revert(ops, st);
+		return;
+	}
+	sample_rate(ops, st);
 }
 
 static __always_inline void emit(struct bpf_sock_ops *ops)
@@ -374,7 +459,7 @@ int tcp_cc_sockops(struct bpf_sock_ops *ops)
 			decide(ops, true);
 		break;
 	case BPF_SOCK_OPS_RTT_CB:
-		sample_rate(ops);
+		rtt_sample(ops);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (ops->args[1] == BPF_TCP_CLOSE)

@@ -49,9 +49,16 @@
 // # The operator handshake
 //
 // An operator changes a model with 'mlbpf mode', 'mlbpf start' and
-// 'mlbpf stop', which write the pinned control block directly, whether a
-// daemon runs or not: the kernel follows at once. Two writers of one
-// block must not undo each other:
+// 'mlbpf stop'. With a daemon running they ask it on its socket
+// (agent.OpControl, Daemon.Control): the model's supervisor refuses what
+// it will not do (a mode above max_mode; a mode other than EMERGENCY for
+// a stopped model), writes the operator's block (the kernel follows at
+// once), adopts it as below, and answers once the kernel holds a block
+// where the command asked, so that a command never reports a success the
+// daemon then undoes. With no daemon running they write the pinned block
+// directly (only a stop, or EMERGENCY). Anything else that writes the
+// block (a hand-made bpftool update, an older mlbpf) is adopted the same
+// way. Two writers of one block must not undo each other:
 //
 //  1. Every writer holds an exclusive flock on the model's pin directory
 //     while it reads, changes and writes the block (loader.UpdateControl

@@ -60,8 +60,8 @@ func binaryPut16(b []byte, v uint16) { b[0], b[1] = byte(v), byte(v>>8) }
 const maxProtocolLines = 32
 
 // FuzzAgentProtocol sends arbitrary request lines to a real daemon on its
-// socket, as any local client could, except the shutdown request (which
-// it obeys). The daemon answers each line with one well-formed response,
+// socket, as any local client could, except the shutdown request and an
+// operator's stop (which it obeys). The daemon answers each line with one well-formed response,
 // never panics or hangs, keeps running its model, answers the next
 // client, lets go of the connection and its subscriptions, and never
 // writes a recommendation its subsystem refuses: every value in the
@@ -92,6 +92,11 @@ func FuzzAgentProtocol(f *testing.F) {
 		`{"id":10,"op":"recommend","model":"tcp/cc","key":"10.0.0.0/8","value":"bbr"}`,
 		`{"id":11,"op":"unsubscribe","model":"synthetic/demo"}` + "\n" + `{"op":"subscribe","model":"../../etc"}`,
 		`{"id":12,"op":"shutdown"}` + "\n" + `{"id":13,"op":"hello"}`,
+		`{"id":14,"op":"control","model":"synthetic/demo","action":"mode","mode":"emergency"}` + "\n" +
+			`{"id":15,"op":"control","model":"synthetic/demo","action":"mode","mode":"recommendation"}` + "\n" +
+			`{"id":16,"op":"control","model":"synthetic/demo","action":"start"}` + "\n" +
+			`{"id":17,"op":"control","model":"synthetic/demo","action":"mode","mode":"learning"}`,
+		`{"id":18,"op":"control","model":"synthetic/demo","action":"stop"}` + "\n" + `{"id":19,"op":"control","action":"fly","mode":"turbo"}`,
 		"{\n\x00\xff\n[1,2]\n" + `{"id":"x"}`,
 	} {
 		f.Add([]byte(seed))
@@ -101,7 +106,7 @@ func FuzzAgentProtocol(f *testing.F) {
 		for _, l := range bytes.Split(input, []byte("\n")) {
 			l = bytes.TrimSuffix(l, []byte("\r"))
 			var req agent.Request
-			if json.Unmarshal(l, &req) == nil && req.Op == agent.OpShutdown {
+			if json.Unmarshal(l, &req) == nil && (req.Op == agent.OpShutdown || req.Op == agent.OpControl && req.Action == agent.ActionStop) {
 				continue
 			}
 			if len(lines) < maxProtocolLines {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/mlbpf/mlbpf/internal/testutil"
 	"github.com/mlbpf/mlbpf/loader"
@@ -22,7 +23,7 @@ func TestGuard(t *testing.T) {
 	testutil.RequireBPF(t)
 	dir := loader.PinDir(testutil.PinRoot(t), "synthetic", "guard")
 	coll, err := loader.LoadPinned(&ebpf.CollectionSpec{Maps: map[string]*ebpf.MapSpec{
-		"control": {Name: "control", Type: ebpf.Array, KeySize: 4, ValueSize: uint32(binary.Size(loader.Control{})), MaxEntries: 1},
+		"control": {Name: "control", Type: ebpf.Array, KeySize: 4, ValueSize: uint32(binary.Size(loader.Control{})), MaxEntries: 1, Flags: unix.BPF_F_MMAPABLE},
 	}}, dir)
 	if err != nil {
 		t.Fatal(err)

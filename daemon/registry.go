@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -20,33 +19,20 @@ var (
 // Register adds subsystems to those the daemon and the CLI know. The
 // binary registers every subsystem, in one place (package subsystems),
 // before anything else runs. Two packages may serve one subsystem name
-// with disjoint lists of models (tcp/cc and tcp/rto); registering a name
-// twice otherwise panics.
+// with different models (tcp/cc and tcp/rto); registering a model twice
+// panics.
 func Register(subs ...*pipeline.Subsystem) {
 	registryMu.Lock()
 	defer registryMu.Unlock()
 	for _, s := range subs {
 		for _, r := range registry {
-			if r.Name == s.Name && !disjoint(r.Models, s.Models) {
-				panic("daemon: subsystem " + s.Name + " registered twice")
+			if r.Name == s.Name && (len(r.Models) == 0 || len(s.Models) == 0 ||
+				slices.ContainsFunc(s.Models, func(m string) bool { return slices.Contains(r.Models, m) })) {
+				panic("daemon: subsystem " + s.Name + " registered twice for the same models")
 			}
 		}
 		registry = append(registry, s)
 	}
-}
-
-// disjoint reports whether two model lists name different models (an
-// empty list names every model).
-func disjoint(a, b []string) bool {
-	if len(a) == 0 || len(b) == 0 {
-		return false
-	}
-	for _, m := range a {
-		if slices.Contains(b, m) {
-			return false
-		}
-	}
-	return true
 }
 
 // Subsystems returns every registered subsystem, in registration order.
@@ -56,12 +42,14 @@ func Subsystems() []*pipeline.Subsystem {
 	return slices.Clone(registry)
 }
 
-// Lookup returns the subsystem of a model name ("tcp/cc", or "tcp" for
-// the first subsystem of that name), or an error listing the known ones.
+// Lookup returns the subsystem of a model name: the one providing the
+// model of "tcp/cc", or the first of the name for "tcp" (or for a model
+// none provides, which SplitName and Check then refuse); an error lists
+// the known subsystems.
 func Lookup(name string) (*pipeline.Subsystem, error) {
 	sub, modelName, _ := strings.Cut(name, "/")
-	var names, models []string
-	var named *pipeline.Subsystem
+	var names []string
+	var first *pipeline.Subsystem
 	for _, s := range Subsystems() {
 		if s.Name != sub {
 			if !slices.Contains(names, s.Name) {
@@ -69,32 +57,34 @@ func Lookup(name string) (*pipeline.Subsystem, error) {
 			}
 			continue
 		}
-		if modelName == "" || len(s.Models) == 0 || slices.Contains(s.Models, modelName) {
+		if modelName != "" && (len(s.Models) == 0 || slices.Contains(s.Models, modelName)) {
 			return s, nil
 		}
-		if named == nil {
-			named = s
+		if first == nil {
+			first = s
 		}
-		models = append(models, s.Models...)
 	}
-	if named != nil {
-		// No package of the subsystem has the model: the first one
-		// stands for the subsystem, and the error names every model.
-		return named, &unknownModelError{name: name, sub: sub, models: models}
-	}
-	if len(names) == 0 {
+	switch {
+	case first != nil:
+		return first, nil
+	case len(names) == 0:
 		return nil, fmt.Errorf("unknown subsystem %q: no subsystem is registered (call daemon.Register(subsystems.All()...) before anything else)", sub)
 	}
 	return nil, fmt.Errorf("unknown subsystem %q (want %s)", sub, strings.Join(names, ", "))
 }
 
-type unknownModelError struct {
-	name, sub string
-	models    []string
-}
-
-func (e *unknownModelError) Error() string {
-	return fmt.Sprintf("model %q: %s has only %s", e.name, e.sub, strings.Join(e.models, ", "))
+// models lists the models the subsystems of name provide (none: any).
+func models(name string) []string {
+	var out []string
+	for _, s := range Subsystems() {
+		if s.Name == name {
+			if len(s.Models) == 0 {
+				return nil
+			}
+			out = append(out, s.Models...)
+		}
+	}
+	return out
 }
 
 // SplitName splits "subsystem/model" and checks both names and that the
@@ -107,6 +97,9 @@ func SplitName(name string) (*pipeline.Subsystem, string, error) {
 	s, err := Lookup(name)
 	if err != nil {
 		return nil, "", err
+	}
+	if ms := models(s.Name); len(ms) > 0 && !slices.Contains(ms, modelName) {
+		return nil, "", fmt.Errorf("model %q: %s has only %s", name, s.Name, strings.Join(ms, ", "))
 	}
 	return s, modelName, nil
 }
@@ -128,12 +121,11 @@ func Check(c *config.Config) error {
 // into the subsystem's configuration and validated.
 func section(c *config.Config, m *config.Model) (config.Section, error) {
 	s, err := Lookup(m.Name)
-	var um *unknownModelError
-	if errors.As(err, &um) {
-		return nil, c.ModelError(m, "name", "%s has only the model%s %s", um.sub, plural(len(um.models)), strings.Join(um.models, ", "))
-	}
 	if err != nil {
 		return nil, c.ModelError(m, "name", "%v", err)
+	}
+	if ms := models(s.Name); len(ms) > 0 && !slices.Contains(ms, m.ModelName()) {
+		return nil, c.ModelError(m, "name", "%s has only the model%s %s", s.Name, plural(len(ms)), strings.Join(ms, ", "))
 	}
 	sec := s.Config()
 	if err := c.CheckSection(m, sec); err != nil {

@@ -55,6 +55,7 @@ type guard struct {
 	nudge    chan struct{}
 	renewals uint64
 	held     uint64
+	watchers []*watcher // operators' commands waiting for the kernel
 }
 
 func newGuard(ctl *loader.ControlMap, lock sync.Locker) (*guard, error) {
@@ -105,6 +106,7 @@ func (g *guard) Stored(c model.Control) {
 		g.renewals++
 	}
 	g.last = c
+	g.notify(c)
 }
 
 // check returns the foreign block found in the kernel, if any: one a
@@ -172,8 +174,8 @@ func (g *guard) counters() (renewals, held uint64) {
 	return g.renewals, g.held
 }
 
-// supervisor runs one model for the daemon: it runs the subsystem's loop
-// (runner.Run), adopts operators' changes to the control block, publishes
+// supervisor runs one model for the daemon: it runs the model's period
+// loop (pipeline.Loop.Run), adopts operators' changes to the control block, publishes
 // the evidence, and tells the agents.
 type supervisor struct {
 	d       *Daemon
@@ -200,12 +202,17 @@ type supervisor struct {
 	evidence        Evidence
 	stats           pipeline.Stats
 	published       time.Time
+
+	// Operators' commands (see operator.go).
+	opsOnce sync.Once
+	ops     chan *operatorOp
+	exited  chan struct{} // closed when run returns
 }
 
 // evidenceEvery bounds how often status.json is rewritten.
 const evidenceEvery = 2 * time.Second
 
-// start starts the runner's loop.
+// start starts the model's loop.
 func (s *supervisor) start(ctx context.Context) {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -215,7 +222,7 @@ func (s *supervisor) start(ctx context.Context) {
 	go func() { done <- s.r.Run(rctx) }()
 }
 
-// stopRunner stops the runner's loop and waits for it: the model is then
+// stopRunner stops the model's loop and waits for it: the model is then
 // STOPPED.
 func (s *supervisor) stopRunner() error {
 	s.mu.Lock()
@@ -236,8 +243,10 @@ func (s *supervisor) isRunning() bool {
 }
 
 // run supervises until ctx is done, then stops the model. An error of
-// the subsystem's loop ends it.
+// the model's loop ends it.
 func (s *supervisor) run(ctx context.Context) error {
+	ops, exited := s.operatorChans()
+	defer close(exited)
 	if !s.operatorStopped {
 		s.start(ctx)
 	} else {
@@ -261,7 +270,7 @@ func (s *supervisor) run(ctx context.Context) error {
 			s.mu.Unlock()
 			s.periodic(true)
 			if ctx.Err() != nil {
-				// Shutting down: the runner's context is a child of
+				// Shutting down: the loop's context is a child of
 				// ctx, and it saw the cancellation first.
 				return err
 			}
@@ -270,6 +279,11 @@ func (s *supervisor) run(ctx context.Context) error {
 			}
 			return fmt.Errorf("%s: %w", s.name, err)
 		case <-s.g.nudge:
+		case op := <-ops:
+			if err := s.serveOperator(ctx, op); err != nil {
+				_ = s.stopRunner()
+				return err
+			}
 		case <-tick.C:
 			s.periodic(false)
 		}
@@ -458,17 +472,15 @@ func (s *supervisor) periodic(final bool) {
 	}
 }
 
-// saveController saves the mode controller's evidence for a restart, when
-// there is evidence anything is decided on.
+// saveController saves the mode controller's evidence and promotion
+// budget for a restart, in every mode: the budget must outlive EMERGENCY
+// and mode changes.
 func (s *supervisor) saveController(generation uint32) {
 	c := s.m.Controller()
 	if c == nil {
 		return
 	}
 	snap := c.Snapshot()
-	if !snap.Mode.Valid() || snap.Mode == model.ModeEmergency {
-		return
-	}
 	if err := saveController(s.dir, generation, snap); err != nil {
 		s.log.Warn("saving the mode controller's evidence", "model", s.name, "err", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -147,6 +148,22 @@ func TestTCPDatasets(t *testing.T) {
 	td := start(t, c)
 	s, _ := td.d.find("tcp/cc")
 	waitFor(t, "RUNNING", func() bool { return s.m.State() == model.StateRunning })
+	// The period's feedback events carry the transfers' outcomes per arm.
+	var mu sync.Mutex
+	arms := map[string]int{}
+	unsubscribe, err := td.d.Subscribe("tcp/cc", 1, func(ev agent.Event) {
+		if ev.Type == agent.EventFeedback && ev.Feedback != nil {
+			mu.Lock()
+			for arm, f := range ev.Feedback.Arms {
+				arms[arm] += f.N
+			}
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unsubscribe()
 
 	type conn struct {
 		Arm        string `json:"arm"`
@@ -211,6 +228,15 @@ func TestTCPDatasets(t *testing.T) {
 			t.Errorf("arm %q: %v", c.Arm, err)
 		}
 	}
+	waitFor(t, "the transfers' outcomes in the feedback events", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, k := range arms {
+			n += k
+		}
+		return n >= conns
+	})
 	td.shutdown(t)
 }
 

@@ -76,39 +76,43 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// TestRegisterSharedName: two packages serve the tcp subsystem (tcp/cc
+// and tcp/rto), each model finds its own, and a model registered twice
+// panics.
+func TestRegisterSharedName(t *testing.T) {
+	saved := Subsystems()
+	t.Cleanup(func() {
+		registryMu.Lock()
+		registry = saved
+		registryMu.Unlock()
+	})
+	// tcp/rto is registered (package subsystems) beside tcp/cc.
+	for name, want := range map[string][]string{"tcp/rto": {"rto"}, "tcp/cc": {"cc"}} {
+		s, m, err := SplitName(name)
+		if err != nil || !slices.Equal(s.Models, want) || m != want[0] {
+			t.Errorf("%s: %v %q %v", name, s, m, err)
+		}
+	}
+	if _, _, err := SplitName("tcp/x"); err == nil || !strings.Contains(err.Error(), "tcp has only cc, rto") {
+		t.Errorf("tcp/x: %v", err)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("registering tcp/rto twice did not panic")
+		}
+	}()
+	Register(&pipeline.Subsystem{Name: "tcp", Models: []string{"rto"}})
+}
+
 func TestSplitName(t *testing.T) {
 	if s, m, err := SplitName("tcp/cc"); err != nil || s.Name != "tcp" || m != "cc" {
 		t.Fatalf("tcp/cc: %v %v %v", s, m, err)
-	}
-	// Two packages serve subsystem tcp: each model finds its own.
-	if s, m, err := SplitName("tcp/rto"); err != nil || s.Name != "tcp" || m != "rto" || !slices.Equal(s.Models, []string{"rto"}) {
-		t.Fatalf("tcp/rto: %v %v %v", s, m, err)
 	}
 	for _, bad := range []string{"tcp", "tcp/", "tcp/xyz", "disk/io", "TCP/cc", "tcp/cc/x"} {
 		if _, _, err := SplitName(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
-	if _, _, err := SplitName("tcp/xyz"); err == nil || !strings.Contains(err.Error(), "cc, rto") {
-		t.Errorf("tcp/xyz: %v, want the models of both tcp packages named", err)
-	}
-}
-
-func TestRegisterTwice(t *testing.T) {
-	defer func() {
-		if recover() == nil {
-			t.Error("a second tcp/cc was registered")
-		}
-	}()
-	registryMu.Lock()
-	saved := slices.Clone(registry)
-	registryMu.Unlock()
-	defer func() {
-		registryMu.Lock()
-		registry = saved
-		registryMu.Unlock()
-	}()
-	Register(&pipeline.Subsystem{Name: "tcp", Models: []string{"cc"}})
 }
 
 func dataset(t *testing.T, offset uint64, n int) *model.Dataset {

@@ -3,33 +3,69 @@ package export
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/mlbpf/mlbpf/internal/testutil"
 )
 
 // python returns the Python interpreter to read exports with:
-// $MLBPF_PYTHON, or python3. It skips the test if it, or one of the
-// modules, is not installed.
+// $MLBPF_PYTHON, or else the first of python3 on PATH and the system's
+// /usr/bin/python3 (where apt installs modules) that has the modules. It
+// skips the test if none has them: through testutil.Missing (a failure on
+// CI, whose setup installs python3-pandas), or, for the modules Debian does
+// not package, testutil.NotPackaged.
 func python(t *testing.T, modules ...string) string {
 	t.Helper()
-	py := os.Getenv("MLBPF_PYTHON")
-	if py == "" {
-		py = "python3"
+	candidates := []string{os.Getenv("MLBPF_PYTHON")}
+	if candidates[0] == "" {
+		candidates = []string{"python3", "/usr/bin/python3"}
 	}
-	path, err := exec.LookPath(py)
-	if err != nil {
-		t.Skipf("%s not installed", py)
-	}
-	for _, m := range modules {
-		if err := exec.Command(path, "-c", "import "+m).Run(); err != nil {
-			t.Skipf("%s not installed (for %s)", m, path)
+	var paths []string
+	lacking := map[string]bool{}
+	for _, c := range candidates {
+		path, err := exec.LookPath(c)
+		if err != nil {
+			continue
+		}
+		paths = append(paths, path)
+		ok := true
+		for _, m := range modules {
+			if err := exec.Command(path, "-c", "import "+m).Run(); err != nil {
+				lacking[m], ok = true, false
+			}
+		}
+		if ok {
+			return path
 		}
 	}
-	return path
+	if len(paths) == 0 {
+		testutil.Missing(t, fmt.Sprintf("needs %s: apt-get install python3 (or set MLBPF_PYTHON)", strings.Join(candidates, " or ")))
+	}
+	for _, m := range modules {
+		if how, ok := notPackaged[m]; ok && lacking[m] {
+			testutil.NotPackaged(t, "the Python module "+m, how)
+		}
+	}
+	for _, m := range modules {
+		if lacking[m] {
+			testutil.Missing(t, fmt.Sprintf("needs the Python module %s in %s: apt-get install python3-%s", m, strings.Join(paths, " or "), m))
+		}
+	}
+	return "" // not reached: Missing ends the test
+}
+
+// notPackaged are the Python modules Debian (bookworm, CI's) does not
+// package, and how to get them.
+var notPackaged = map[string]string{
+	"pyarrow": "pip install pyarrow",
+	"polars":  "pip install polars",
 }
 
 // pyFrame is what readFrameScript prints about a data frame.

@@ -34,7 +34,8 @@ type abiMlbpfControl struct {
 	CollabPermille  uint32
 	HoldoutPermille uint32
 	Generation      uint32
-	Flags           uint32
+	Seq             uint32
+	Spare           abiMlbpfSnapshot
 }
 
 type abiMlbpfMode uint32
@@ -83,6 +84,17 @@ const (
 	abiMlbpfRecordKindMLBPF_REC_KIND_MAX  abiMlbpfRecordKind = 4
 )
 
+type abiMlbpfSnapshot struct {
+	_               structs.HostLayout
+	Mode            uint32
+	State           uint32
+	LeaseExpiresNs  uint64
+	CollabPermille  uint32
+	HoldoutPermille uint32
+	Generation      uint32
+	_               [4]byte
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -93,6 +105,7 @@ const (
 	abiVarUnusedModelState = "unused_model_state"
 	abiVarUnusedRecordHdr  = "unused_record_hdr"
 	abiVarUnusedRecordKind = "unused_record_kind"
+	abiVarUnusedSnapshot   = "unused_snapshot"
 )
 
 // loadAbi returns the embedded CollectionSpec for abi.
@@ -155,6 +168,7 @@ type abiVariableSpecs struct {
 	UnusedModelState *ebpf.VariableSpec `ebpf:"unused_model_state"`
 	UnusedRecordHdr  *ebpf.VariableSpec `ebpf:"unused_record_hdr"`
 	UnusedRecordKind *ebpf.VariableSpec `ebpf:"unused_record_kind"`
+	UnusedSnapshot   *ebpf.VariableSpec `ebpf:"unused_snapshot"`
 }
 
 // abiObjects contains all objects after they have been loaded into the kernel.
@@ -193,6 +207,7 @@ type abiVariables struct {
 	UnusedModelState *ebpf.Variable `ebpf:"unused_model_state"`
 	UnusedRecordHdr  *ebpf.Variable `ebpf:"unused_record_hdr"`
 	UnusedRecordKind *ebpf.Variable `ebpf:"unused_record_kind"`
+	UnusedSnapshot   *ebpf.Variable `ebpf:"unused_snapshot"`
 }
 
 // abiPrograms contains all programs after they have been loaded into the kernel.

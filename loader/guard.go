@@ -83,7 +83,8 @@ func (c *ControlMap) SetGuard(lock sync.Locker, g ControlGuard) {
 // UpdateControl changes the control block pinned in dir under the pin
 // directory's lock: it reads the block, lets fn change it, bumps the
 // generation when anything changed, and writes it. It returns the block
-// before and after. This is how an operator's command writes.
+// before and after. This is how an operator's command writes when no
+// daemon runs.
 func UpdateControl(dir string, fn func(*model.Control) error) (before, after model.Control, err error) {
 	m, err := ebpf.LoadPinnedMap(filepath.Join(dir, "control"), nil)
 	if err != nil {
@@ -101,7 +102,26 @@ func UpdateControl(dir string, fn func(*model.Control) error) (before, after mod
 	defer l.Close()
 	l.Lock()
 	defer l.Unlock()
-	if before, err = cm.LoadControl(); err != nil {
+	return cm.update(fn)
+}
+
+// Update changes the block as UpdateControl does, as a writer other than
+// the guard's owner: under the lock SetGuard gave, without asking the
+// guard, which then finds the block is not the one its owner wrote. This
+// is how a daemon writes an operator's command, to adopt it as it adopts
+// any other writer's.
+func (c *ControlMap) Update(fn func(*model.Control) error) (before, after model.Control, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lock != nil {
+		c.lock.Lock()
+		defer c.lock.Unlock()
+	}
+	return c.update(fn)
+}
+
+func (c *ControlMap) update(fn func(*model.Control) error) (before, after model.Control, err error) {
+	if before, err = c.LoadControl(); err != nil {
 		return before, after, err
 	}
 	after = before
@@ -117,7 +137,7 @@ func UpdateControl(dir string, fn func(*model.Control) error) (before, after mod
 			after.Generation = 1
 		}
 	}
-	if err := cm.write(after); err != nil {
+	if err := c.write(after); err != nil {
 		return before, before, err
 	}
 	return before, after, nil

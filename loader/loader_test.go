@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/mlbpf/mlbpf/internal/testutil"
 	"github.com/mlbpf/mlbpf/model"
@@ -83,7 +84,7 @@ func TestValidName(t *testing.T) {
 
 func controlSpec() *ebpf.CollectionSpec {
 	return &ebpf.CollectionSpec{Maps: map[string]*ebpf.MapSpec{
-		"control": {Name: "control", Type: ebpf.Array, KeySize: 4, ValueSize: controlSize, MaxEntries: 1},
+		"control": {Name: "control", Type: ebpf.Array, KeySize: 4, ValueSize: uint32(controlSize), MaxEntries: 1, Flags: unix.BPF_F_MMAPABLE},
 		"stats":   {Name: "stats", Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: uint32(ArmCount)},
 	}}
 }

@@ -15,8 +15,10 @@ type ControllerConfig struct {
 	// MinSamples is the number of outcomes per compared arm before any
 	// test; the tests run again each time it doubles. Default 30.
 	MinSamples int
-	// Confidence is the one-sided confidence each promotion or demotion
-	// needs, over all the tests made in one mode. Default 0.99.
+	// Confidence is the one-sided confidence a promotion needs over all
+	// the promotion tests made in the model's life, and a demotion over
+	// all the demotion tests made since the mode was entered. Default
+	// 0.99.
 	Confidence float64
 	// MinEffect is the relative improvement a promotion needs: 0.02
 	// means the model must beat the default by more than 2 % of the
@@ -108,12 +110,15 @@ type Comparison struct {
 	Effect             float64 // estimated improvement, treatment − baseline
 	Margin             float64 // improvement a promotion needs: MinEffect·|BaselineMean|
 	StdErr             float64 // standard error of Effect
+	// DF is the degrees of freedom of the Student t distribution the
+	// comparison uses: N − 1 paired, Welch–Satterthwaite's for two arms.
+	DF float64
 	// Lower and Upper bound Effect with the configured confidence
 	// (two-sided).
 	Lower, Upper float64
 	// PImprove is the one-sided p-value against "Effect ≤ Margin",
-	// PRegress the one against "Effect ≥ 0". Both are 1 with fewer than
-	// two samples a side.
+	// PRegress the one against "Effect ≥ 0" (Student t). Both are 1 with
+	// fewer than two samples a side.
 	PImprove, PRegress float64
 }
 
@@ -138,6 +143,10 @@ type Evidence struct {
 	// Tripped is the reason the controller was tripped to EMERGENCY, if
 	// it was.
 	Tripped string
+	// PromotionTests is the number of promotion tests made over the
+	// model's life, in every mode and across restarts: the next one runs
+	// at α·6/(π²(PromotionTests+1)²).
+	PromotionTests int
 }
 
 // Decision is the controller's verdict on the mode.
@@ -172,10 +181,21 @@ func (d Decision) String() string {
 //     an operator; Trip makes the next decision EMERGENCY.
 //
 // Evidence is reset whenever the mode changes. Tests run when the number
-// of samples reaches MinSamples, then each time it doubles; the k-th test
-// in a mode uses α·6/(π²k²), so that the chance of a wrong promotion or
-// demotion over all the tests in a mode stays below 1 − Confidence
-// however long the mode lasts.
+// of samples reaches MinSamples, then each time it doubles. They are
+// Student t tests (Welch's for two arms), valid at the small sample
+// counts of a first look, where the normal's quantiles are too small.
+// Significance α = 1 − Confidence is spent in two budgets:
+//
+//   - Promotions: the j-th promotion test of the model's life uses
+//     α·6/(π²j²). The count j survives mode changes, Reset, trips,
+//     re-initialisation (Model.ReInit) and restarts (Snapshot, Restore),
+//     so the chance that a model no better than the default is ever
+//     promoted stays below 1 − Confidence however often it is promoted,
+//     demoted or sent to EMERGENCY and back, and however long it runs.
+//   - Demotions: the k-th demotion test since the mode was entered uses
+//     α·6/(π²k²). This budget restarts with each mode, so that a harmful
+//     model is demoted as fast after its tenth promotion as after its
+//     first; a needless demotion only gives the kernel its default back.
 //
 // A Controller is safe for concurrent use.
 type Controller struct {
@@ -187,8 +207,11 @@ type Controller struct {
 	shadowReward welford
 	shadowPred   welford
 	dropped      int
-	nextLook     int // index of the next test
+	nextLook     int // index of the next test in this mode
 	tripped      string
+	// promotionTests counts the promotion tests of the model's life:
+	// never reset (see Controller).
+	promotionTests int
 }
 
 // NewController returns a controller. The zero ControllerConfig means
@@ -228,8 +251,9 @@ func (c *Controller) Observe(o Outcome) {
 	}
 }
 
-// Reset forgets all evidence and clears a trip; the next Decide adopts
-// its mode without discarding what was observed meanwhile.
+// Reset forgets all evidence and clears a trip, but keeps the promotion
+// tests made (the model's promotion budget); the next Decide adopts its
+// mode without discarding what was observed meanwhile.
 func (c *Controller) Reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -291,19 +315,20 @@ func (c *Controller) Evidence() Evidence {
 }
 
 func (c *Controller) evidence() Evidence {
-	ev := Evidence{Mode: c.mode, Dropped: c.dropped, Tripped: c.tripped, NextTest: c.cfg.MinSamples << c.nextLook}
+	ev := Evidence{Mode: c.mode, Dropped: c.dropped, Tripped: c.tripped, NextTest: c.cfg.MinSamples << c.nextLook,
+		PromotionTests: c.promotionTests}
 	for i := range c.arms {
 		ev.Arms[i] = c.arms[i].stats()
 	}
 	d, r, p := c.diff.stats(), c.shadowReward.stats(), c.shadowPred.stats()
 	ev.Shadow = c.compare(Comparison{
 		N: d.N, BaselineN: d.N, Mean: p.Mean, BaselineMean: r.Mean,
-		Effect: d.Mean, StdErr: d.StdErr(),
+		Effect: d.Mean, StdErr: d.StdErr(), DF: float64(max(d.N-1, 0)),
 	})
 	m, k := ev.Arms[ArmModel], ev.Arms[ArmControl]
 	ev.Split = c.compare(Comparison{
 		N: m.N, BaselineN: k.N, Mean: m.Mean, BaselineMean: k.Mean,
-		Effect: m.Mean - k.Mean, StdErr: welchStdErr(m, k),
+		Effect: m.Mean - k.Mean, StdErr: welchStdErr(m, k), DF: welchDF(m, k),
 	})
 	return ev
 }
@@ -324,9 +349,9 @@ func (c *Controller) compare(cmp Comparison) Comparison {
 			cmp.PRegress = 0
 		}
 	default:
-		cmp.PImprove = upperTail((cmp.Effect - cmp.Margin) / cmp.StdErr)
-		cmp.PRegress = upperTail(-cmp.Effect / cmp.StdErr)
-		half := normalQuantile(1-(1-c.cfg.Confidence)/2) * cmp.StdErr
+		cmp.PImprove = studentUpperTail((cmp.Effect-cmp.Margin)/cmp.StdErr, cmp.DF)
+		cmp.PRegress = studentUpperTail(-cmp.Effect/cmp.StdErr, cmp.DF)
+		half := studentQuantile(1-(1-c.cfg.Confidence)/2, cmp.DF) * cmp.StdErr
 		cmp.Lower, cmp.Upper = cmp.Effect-half, cmp.Effect+half
 	}
 	return cmp
@@ -346,8 +371,11 @@ func (c *Controller) Decide(current Mode) Decision {
 		c.resetEvidence()
 		c.mode = current
 	}
-	d := c.decide(current)
-	d.From, d.Evidence = current, c.evidence()
+	ev := c.evidence()
+	d := c.decide(current, &ev)
+	// The tests made and the trip cleared are part of the evidence.
+	ev.NextTest, ev.PromotionTests, ev.Tripped = c.cfg.MinSamples<<c.nextLook, c.promotionTests, c.tripped
+	d.From, d.Evidence = current, ev
 	if d.Changed {
 		c.resetEvidence()
 		c.mode = d.To
@@ -357,7 +385,7 @@ func (c *Controller) Decide(current Mode) Decision {
 	return d
 }
 
-func (c *Controller) decide(current Mode) Decision {
+func (c *Controller) decide(current Mode, ev *Evidence) Decision {
 	maxMode := c.cfg.MaxMode
 	switch {
 	case current == ModeEmergency:
@@ -370,15 +398,16 @@ func (c *Controller) decide(current Mode) Decision {
 	case current > maxMode:
 		return Decision{To: maxMode, Changed: true, Reason: fmt.Sprintf("%v is above MaxMode %v", current, maxMode)}
 	case current == ModeLearning:
-		return c.decideLearning(maxMode)
+		return c.decideLearning(ev, maxMode)
 	default:
-		return c.decideSplit(current, maxMode)
+		return c.decideSplit(ev, current, maxMode)
 	}
 }
 
-// look returns the significance level of a test due with n samples per
-// compared arm, or ok false while the next test is not due.
-func (c *Controller) look(n int) (alpha float64, ok bool) {
+// look reports whether a test is due with n samples per compared arm,
+// and if so the significance level of a demotion test, from the budget
+// of the current mode.
+func (c *Controller) look(n int) (demoteAlpha float64, ok bool) {
 	if n < c.cfg.MinSamples {
 		return 0, false
 	}
@@ -387,34 +416,45 @@ func (c *Controller) look(n int) (alpha float64, ok bool) {
 		return 0, false
 	}
 	c.nextLook = k + 1
-	return (1 - c.cfg.Confidence) * 6 / (math.Pi * math.Pi * float64((k+1)*(k+1))), true
+	return c.spend(k + 1), true
+}
+
+// promotionAlpha spends the significance level of the model's next
+// promotion test, from the budget of its life.
+func (c *Controller) promotionAlpha() float64 {
+	c.promotionTests++
+	return c.spend(c.promotionTests)
+}
+
+// spend returns the share of α = 1 − Confidence given to the j-th test
+// of a budget, α·6/(π²j²): the shares of all j sum to α.
+func (c *Controller) spend(j int) float64 {
+	return (1 - c.cfg.Confidence) * 6 / (math.Pi * math.Pi * float64(j) * float64(j))
 }
 
 func (c *Controller) waiting() string {
 	return fmt.Sprintf("next test at %d samples", c.cfg.MinSamples<<c.nextLook)
 }
 
-func (c *Controller) decideLearning(maxMode Mode) Decision {
-	ev := c.evidence()
+func (c *Controller) decideLearning(ev *Evidence, maxMode Mode) Decision {
 	sum := ev.Shadow.shadowSummary()
 	if maxMode <= ModeLearning {
 		return Decision{Reason: fmt.Sprintf("LEARNING is MaxMode; %s", sum)}
 	}
-	alpha, due := c.look(ev.Shadow.N)
-	if !due {
+	if _, due := c.look(ev.Shadow.N); !due {
 		return Decision{Reason: fmt.Sprintf("%s; %s", sum, c.waiting())}
 	}
+	alpha := c.promotionAlpha()
 	if p := ev.Shadow.PImprove; p < alpha {
 		return Decision{To: ModeCollaboration, Changed: true, Reason: fmt.Sprintf(
-			"%s, p=%s < α=%s: predicted better than the default by more than %s with %s confidence",
-			sum, fmtP(p), fmtP(alpha), fmtPercent(c.cfg.MinEffect), fmtPercent(c.cfg.Confidence))}
+			"%s, p=%s < α=%s%s: predicted better than the default by more than %s with %s confidence",
+			sum, fmtP(p), fmtP(alpha), c.lifeTest(), fmtPercent(c.cfg.MinEffect), fmtPercent(c.cfg.Confidence))}
 	}
-	return Decision{Reason: fmt.Sprintf("%s, p=%s ≥ α=%s: no significant improvement; %s",
-		sum, fmtP(ev.Shadow.PImprove), fmtP(alpha), c.waiting())}
+	return Decision{Reason: fmt.Sprintf("%s, p=%s ≥ α=%s%s: no significant improvement; %s",
+		sum, fmtP(ev.Shadow.PImprove), fmtP(alpha), c.lifeTest(), c.waiting())}
 }
 
-func (c *Controller) decideSplit(current, maxMode Mode) Decision {
-	ev := c.evidence()
+func (c *Controller) decideSplit(ev *Evidence, current, maxMode Mode) Decision {
 	sum := splitSummary(ev.Arms[ArmModel], ev.Arms[ArmControl])
 	capped := ""
 	if current >= maxMode {
@@ -433,13 +473,20 @@ func (c *Controller) decideSplit(current, maxMode Mode) Decision {
 		return Decision{Reason: fmt.Sprintf("%s, no significant regression (p=%s)%s",
 			sum, fmtP(ev.Split.PRegress), capped)}
 	}
+	alpha = c.promotionAlpha()
 	if p := ev.Split.PImprove; p < alpha {
 		return Decision{To: current + 1, Changed: true, Reason: fmt.Sprintf(
-			"%s, p=%s < α=%s: model better than control by more than %s with %s confidence",
-			sum, fmtP(p), fmtP(alpha), fmtPercent(c.cfg.MinEffect), fmtPercent(c.cfg.Confidence))}
+			"%s, p=%s < α=%s%s: model better than control by more than %s with %s confidence",
+			sum, fmtP(p), fmtP(alpha), c.lifeTest(), fmtPercent(c.cfg.MinEffect), fmtPercent(c.cfg.Confidence))}
 	}
-	return Decision{Reason: fmt.Sprintf("%s, p=%s ≥ α=%s: no significant improvement; %s per arm",
-		sum, fmtP(ev.Split.PImprove), fmtP(alpha), c.waiting())}
+	return Decision{Reason: fmt.Sprintf("%s, p=%s ≥ α=%s%s: no significant improvement; %s per arm",
+		sum, fmtP(ev.Split.PImprove), fmtP(alpha), c.lifeTest(), c.waiting())}
+}
+
+// lifeTest: " (promotion test 3 of the model's life)", after a promotion
+// test's α, which shrinks with each.
+func (c *Controller) lifeTest() string {
+	return fmt.Sprintf(" (promotion test %d of the model's life)", c.promotionTests)
 }
 
 // splitSummary: "model 52.1±1.30 vs control 40.2±1.10 over 64/61

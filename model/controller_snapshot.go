@@ -7,11 +7,17 @@ import (
 )
 
 // ControllerSnapshot is the evidence a Controller has gathered in its
-// current mode, in a form that can be saved (it marshals to JSON) and
-// restored into a controller after a restart, so that a daemon that
-// restarts in the same mode continues its tests where it left them
-// instead of starting to count afresh.
+// current mode, and the significance its promotion tests have spent over
+// the model's life, in a form that can be saved (it marshals to JSON) and
+// restored into a controller after a restart: a daemon that restarts in
+// the same mode continues its tests where it left them instead of
+// starting to count afresh, and in any mode it continues the model's
+// promotion budget.
 type ControllerSnapshot struct {
+	// Version is ControllerSnapshotVersion. Snapshots without one (0)
+	// were saved before the promotion budget was kept over the model's
+	// life, and are refused: what their tests spent is unknown.
+	Version int `json:"version"`
 	// Mode is the mode the evidence was gathered in.
 	Mode Mode `json:"mode"`
 	// MinSamples, Confidence and MinEffect are the test parameters the
@@ -31,7 +37,14 @@ type ControllerSnapshot struct {
 	Dropped      int          `json:"dropped"`
 	// Tests is the number of tests already made in this mode.
 	Tests int `json:"tests"`
+	// PromotionTests is the number of promotion tests made over the
+	// model's life (Evidence.PromotionTests).
+	PromotionTests int `json:"promotion_tests"`
 }
+
+// ControllerSnapshotVersion is the version of the ControllerSnapshot
+// format: 2 since it carries PromotionTests.
+const ControllerSnapshotVersion = 2
 
 // RunningStats is the state of a running mean and variance (Welford's
 // algorithm): the count, the mean and the sum of squared deviations.
@@ -55,12 +68,16 @@ func (r RunningStats) check(what string) error {
 // this controller.
 var ErrSnapshotMismatch = errors.New("controller snapshot does not apply")
 
-// Snapshot returns the evidence gathered in the current mode. A tripped
-// controller's trip is not part of it: a trip is acted on at once.
+// Snapshot returns the evidence gathered in the current mode and the
+// promotion tests made over the model's life. Save it in every mode,
+// EMERGENCY included: the promotion budget it carries is restored
+// whatever the mode. A tripped controller's trip is not part of it: a trip
+// is acted on at once.
 func (c *Controller) Snapshot() ControllerSnapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := ControllerSnapshot{
+		Version: ControllerSnapshotVersion, PromotionTests: c.promotionTests,
 		Mode:       c.mode,
 		MinSamples: c.cfg.MinSamples, Confidence: c.cfg.Confidence, MinEffect: c.cfg.MinEffect,
 		Diff: c.diff.snapshot(), ShadowReward: c.shadowReward.snapshot(), ShadowPred: c.shadowPred.snapshot(),
@@ -72,25 +89,36 @@ func (c *Controller) Snapshot() ControllerSnapshot {
 	return s
 }
 
-// Restore replaces the controller's evidence with s, gathered in mode.
-// It refuses, changing nothing, a snapshot that is malformed (an error
-// naming the field), or one gathered in another mode or under other test
-// parameters (ErrSnapshotMismatch). Evidence gathered in EMERGENCY or an
-// unknown mode is never restored: nothing is decided on it.
+// Restore continues, in a controller for a model in mode, what s saved.
+// The promotion tests s counts are always counted (unless the controller
+// has counted more): the model's promotion budget survives restarts
+// whatever the mode. The evidence of s replaces the controller's only if
+// it was gathered in mode and under the same test parameters; otherwise
+// Restore returns ErrSnapshotMismatch, saying why, and keeps the
+// controller's evidence. Evidence gathered in EMERGENCY or an unknown mode
+// is never restored: nothing is decided on it. A snapshot that is
+// malformed (an error naming the field) or of another version is refused
+// whole, changing nothing.
 func (c *Controller) Restore(s ControllerSnapshot, mode Mode) error {
+	if s.Version != ControllerSnapshotVersion {
+		return fmt.Errorf("controller snapshot version %d, want %d: saved by an mlbpf that restarted its promotion budget in every mode, "+
+			"so how much of it was spent is unknown; the evidence is not continued and the budget starts afresh", s.Version, ControllerSnapshotVersion)
+	}
 	if err := s.validate(); err != nil {
 		return err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.promotionTests = max(c.promotionTests, s.PromotionTests)
+	kept := fmt.Sprintf("%d promotion tests made so far are counted", c.promotionTests)
 	switch {
 	case s.Mode != mode:
-		return fmt.Errorf("%w: gathered in %v, the model is in %v", ErrSnapshotMismatch, s.Mode, mode)
+		return fmt.Errorf("%w: gathered in %v, the model is in %v (%s)", ErrSnapshotMismatch, s.Mode, mode, kept)
 	case mode == ModeEmergency || !mode.Valid():
-		return fmt.Errorf("%w: nothing is decided on evidence in %v", ErrSnapshotMismatch, mode)
+		return fmt.Errorf("%w: nothing is decided on evidence in %v (%s)", ErrSnapshotMismatch, mode, kept)
 	case s.MinSamples != c.cfg.MinSamples || s.Confidence != c.cfg.Confidence || s.MinEffect != c.cfg.MinEffect:
-		return fmt.Errorf("%w: gathered with min_samples %d, confidence %v, min_effect %v; configured now: %d, %v, %v",
-			ErrSnapshotMismatch, s.MinSamples, s.Confidence, s.MinEffect, c.cfg.MinSamples, c.cfg.Confidence, c.cfg.MinEffect)
+		return fmt.Errorf("%w: gathered with min_samples %d, confidence %v, min_effect %v; configured now: %d, %v, %v (%s)",
+			ErrSnapshotMismatch, s.MinSamples, s.Confidence, s.MinEffect, c.cfg.MinSamples, c.cfg.Confidence, c.cfg.MinEffect, kept)
 	}
 	for i := range c.arms {
 		c.arms[i] = welford{n: s.Arms[i].N, mean: s.Arms[i].Mean, m2: s.Arms[i].M2}
@@ -122,11 +150,25 @@ func (s ControllerSnapshot) validate() error {
 		return fmt.Errorf("%d paired shadow outcomes but %d shadow outcomes", s.Diff.N, s.Arms[ArmShadow].N)
 	}
 	// 40 tests need 2^39 times min_samples outcomes: more is not a count.
-	if s.Dropped < 0 || s.Tests < 0 || s.Tests > 40 {
-		return fmt.Errorf("dropped %d, tests %d: want counts (tests at most 40)", s.Dropped, s.Tests)
+	if s.Dropped < 0 || s.Tests < 0 || s.Tests > 40 || s.PromotionTests < 0 {
+		return fmt.Errorf("dropped %d, tests %d, promotion_tests %d: want counts (tests at most 40)", s.Dropped, s.Tests, s.PromotionTests)
 	}
 	if math.IsNaN(s.Confidence) || math.IsNaN(s.MinEffect) {
 		return fmt.Errorf("confidence %v, min_effect %v: not numbers", s.Confidence, s.MinEffect)
 	}
 	return nil
+}
+
+// inheritBudget makes c continue the promotion budget of prev, the
+// controller it replaces (a re-initialised model keeps its budget).
+func (c *Controller) inheritBudget(prev *Controller) {
+	if prev == nil || prev == c {
+		return
+	}
+	prev.mu.Lock()
+	n := prev.promotionTests
+	prev.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.promotionTests = max(c.promotionTests, n)
 }

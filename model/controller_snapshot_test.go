@@ -97,6 +97,8 @@ func TestControllerRestoreRefuses(t *testing.T) {
 		{name: "unpaired", mutate: func(s *ControllerSnapshot) { s.ShadowPred.N++ }, want: "want the same"},
 		{name: "more pairs than shadows", mutate: func(s *ControllerSnapshot) { s.Arms[ArmShadow].N = 3 }, want: "50 paired shadow outcomes but 3"},
 		{name: "tests", mutate: func(s *ControllerSnapshot) { s.Tests = 99 }, want: "tests 99"},
+		{name: "promotion tests", mutate: func(s *ControllerSnapshot) { s.PromotionTests = -1 }, want: "promotion_tests -1"},
+		{name: "version", mutate: func(s *ControllerSnapshot) { s.Version = 1 }, want: "version 1, want 2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := good

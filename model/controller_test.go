@@ -316,11 +316,15 @@ func TestControllerEvidence(t *testing.T) {
 	near("effect", s.Effect, 1)
 	near("margin", s.Margin, 0.15)
 	near("stderr", s.StdErr, se)
-	// P(Z > 0.85/se) and P(Z < 1/se), se = √0.5, from a table.
-	near("p improve", s.PImprove, 0.11466597119582378)
-	near("p regress", s.PRegress, 0.9213503964748574)
-	near("lower", s.Lower, 1-1.959963984540054*se)
-	near("upper", s.Upper, 1+1.959963984540054*se)
+	// Welch: ν = (5/12+1/12)² / ((5/12)²/3 + (1/12)²/3) = 108/26; P(T_ν >
+	// 0.85/se) and P(T_ν < 1/se), se = √0.5, and the 97.5 % quantile of
+	// T_ν, 2.7363569181339500, by numerical integration of the density
+	// (mpmath, 30 digits).
+	near("df", s.DF, 108.0/26)
+	near("p improve", s.PImprove, 0.14667372065150649)
+	near("p regress", s.PRegress, 1-0.11384122336115073)
+	near("lower", s.Lower, 1-2.7363569181339500*se)
+	near("upper", s.Upper, 1+2.7363569181339500*se)
 
 	// Paired shadow evidence.
 	for _, o := range [][2]float64{{10, 12}, {10, 13}, {11, 12}} {
@@ -334,6 +338,11 @@ func TestControllerEvidence(t *testing.T) {
 	near("shadow baseline", sh.BaselineMean, 31.0/3)
 	near("shadow effect", sh.Effect, 2)
 	near("shadow stderr", sh.StdErr, math.Sqrt(1.0/3))
+	// Paired: ν = 2, margin 0.1·31/3; same integration.
+	near("shadow df", sh.DF, 2)
+	near("shadow p improve", sh.PImprove, 0.11802405691397162)
+	near("shadow p regress", sh.PRegress, 1-0.037089950113724269)
+	near("shadow lower", sh.Lower, 2-4.3026527297494639*math.Sqrt(1.0/3))
 
 	// Deciding in another mode resets the evidence.
 	c.Decide(ModeCollaboration)

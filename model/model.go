@@ -406,7 +406,9 @@ func (m *Model) initialize(op Operation, opts Options, reason string, call func(
 		call: func() error { return call(eff) },
 		commit: func() {
 			m.raw, m.opts = opts, eff
-			m.controller = NewController(eff.Controller)
+			next := NewController(eff.Controller)
+			next.inheritBudget(m.controller)
+			m.controller = next
 		},
 	})
 }

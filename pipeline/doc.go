@@ -18,7 +18,8 @@
 //	                            and says what to recommend and what the outcomes were
 //	preprocess_recommendation   each recommendation validated by the subsystem,
 //	apply_recommendation        then written where the BPF applier reads it
-//	                            (execute_operation is the applier's, in the kernel)
+//	execute_operation           the applier's, at its hook in the kernel (the
+//	                            generic operation adds nothing)
 //	error_backpropagation       each outcome to the model: the learner's calibration
 //	                            and the mode controller's evidence
 //	estimate_efficiency         the controller's estimate, from the arms' outcomes
@@ -26,8 +27,8 @@
 //	correct_system_state        applied
 //
 // get_dataset to error_backpropagation repeat, a portion at a time, while
-// portions come full, up to what the ring holds; the rest waits for the
-// next period. The generic operations (model.GenericModelOps) do the
+// portions come full, up to what the ring holds (or the subsystem's
+// Parts.PortionsPerPeriod); the rest waits for the next period. The generic operations (model.GenericModelOps) do the
 // common work; a subsystem's Objects override only what is its own.
 //
 // # Adding a subsystem

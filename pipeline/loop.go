@@ -30,8 +30,8 @@ type Loop struct {
 	lost     *ringbuf.LostCounter
 	builder  *ringbuf.DatasetBuilder
 	capacity int // records per portion
-	// portions bounds the portions one period takes: as many as the ring
-	// holds, and one more.
+	// portions bounds the portions one period takes
+	// (Parts.PortionsPerPeriod).
 	portions int
 	res      Result
 
@@ -135,6 +135,9 @@ func New[R any](env Env, p Parts[R]) (*Loop, error) {
 	}
 	l.capacity = pb / p.Records.Size
 	l.portions = l.rd.Size()/(l.capacity*p.Records.Size) + 1
+	if p.PortionsPerPeriod > 0 {
+		l.portions = p.PortionsPerPeriod
+	}
 	l.core = &typed[R]{decodeRecord: p.Decode, learner: p.Learner, recs: make([]R, 0, l.capacity)}
 	return l, nil
 }
@@ -242,8 +245,8 @@ func (l *Loop) Period() error {
 }
 
 // drain takes the records available now through the pipeline, a portion
-// at a time, up to as many portions as the ring holds; the rest waits in
-// the ring for the next period. A model no longer active (stopped) only
+// at a time, up to Parts.PortionsPerPeriod portions; the rest waits in the
+// ring for the next period. A model no longer active (stopped) only
 // learns: its recommendations would not be applied.
 func (l *Loop) drain(active bool) {
 	for range l.portions {
@@ -343,10 +346,15 @@ func (l *Loop) recommend() {
 		if op {
 			continue
 		}
-		// preprocess_recommendation and apply_recommendation.
+		// preprocess_recommendation and apply_recommendation, then
+		// execute_operation (the BPF applier's at its hook; the
+		// subsystem's objects may add to it).
 		if err := l.m.ApplyRecommendation(rec); err != nil {
 			l.log.Warn("recommendation refused", "model", l.name, "key", rec.Key, "value", rec.Value, "err", err)
 			continue
+		}
+		if err := l.m.ExecuteOperation(rec, model.Request{Key: rec.Key}); err != nil {
+			l.log.Warn("executing the recommendation", "model", l.name, "key", rec.Key, "err", err)
 		}
 		l.log.Debug("recommendation made", "model", l.name, "key", rec.Key, "value", rec.Value)
 	}

@@ -178,6 +178,10 @@ type Parts[R any] struct {
 	Learner Learner[R]
 	// PortionBytes caps a dataset portion (0: DefaultPortionBytes).
 	PortionBytes int
+	// PortionsPerPeriod caps the portions one period takes: the records
+	// beyond wait in the ring for the next period, or are lost. 0: as
+	// many as the ring holds, and one more.
+	PortionsPerPeriod int
 	// CreateOptions are given to model.Create.
 	CreateOptions []model.CreateOption
 }

@@ -302,7 +302,7 @@ func TestCloseUnblocksPendingRead(t *testing.T) {
 
 func TestDeadline(t *testing.T) {
 	p := newProducer(t, 1<<16)
-	r := newReader(t, p.Events())
+	r, epfd := watchedReader(t, p.Events())
 
 	t.Run("empty ring", func(t *testing.T) {
 		start := time.Now()
@@ -344,7 +344,7 @@ func TestDeadline(t *testing.T) {
 			_, err := r.Read()
 			done <- err
 		}()
-		time.Sleep(20 * time.Millisecond)
+		waitPending(t, epfd)
 		r.SetDeadline(time.Now())
 		select {
 		case err := <-done:
@@ -363,7 +363,7 @@ func TestDeadline(t *testing.T) {
 			_, err := r.Read()
 			done <- err
 		}()
-		time.Sleep(20 * time.Millisecond)
+		waitPending(t, epfd)
 		emit(t, p, ringbench.EmitArgs{Count: 1, Size: 32})
 		select {
 		case err := <-done:
@@ -376,10 +376,13 @@ func TestDeadline(t *testing.T) {
 	})
 }
 
+// TestFlush: records committed without a wake-up leave a pending read
+// waiting; Flush makes it return them, and ErrFlushed once the ring is
+// empty.
 func TestFlush(t *testing.T) {
 	p := newProducer(t, 1<<16)
-	r := newReader(t, p.Events())
-	r.SetDeadline(time.Now().Add(10 * time.Second))
+	r, epfd := watchedReader(t, p.Events())
+	r.SetDeadline(time.Now().Add(time.Hour))
 
 	type result struct {
 		seqs []uint64
@@ -394,27 +397,31 @@ func TestFlush(t *testing.T) {
 		})
 		done <- res
 	}()
-	time.Sleep(20 * time.Millisecond)
-	// Without a wake-up, the pending read keeps waiting.
+	waitPending(t, epfd)
 	emit(t, p, ringbench.EmitArgs{Count: 5, Size: 64, Flags: unix.BPF_RB_NO_WAKEUP})
 	select {
 	case res := <-done:
-		// The reader was not waiting yet and found the records itself.
-		t.Logf("read returned before Flush: %v", res.err)
-		equalSeqs(t, res.seqs, wantSeqs(0, 5, 0))
+		t.Fatalf("the pending read returned without a wake-up: %v, %v", res.seqs, res.err)
 	case <-time.After(100 * time.Millisecond):
-		if err := r.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		res := <-done
+	}
+	if !blockedIn(t, epfd) {
+		t.Fatal("the read is no longer waiting, yet has not returned")
+	}
+	if err := r.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case res := <-done:
 		if res.err != nil {
 			t.Fatalf("flushed ReadBatch: %v", res.err)
 		}
 		equalSeqs(t, res.seqs, wantSeqs(0, 5, 0))
-		// The flush is reported once the ring is empty.
-		if _, err := r.Read(); !errors.Is(err, ringbuf.ErrFlushed) {
-			t.Fatalf("Read after the flushed records = %v, want ErrFlushed", err)
-		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Flush did not reach the pending read")
+	}
+	// The flush is reported once the ring is empty.
+	if _, err := r.Read(); !errors.Is(err, ringbuf.ErrFlushed) {
+		t.Fatalf("Read after the flushed records = %v, want ErrFlushed", err)
 	}
 
 	// Flush without a pending read: the next read on an empty ring says so.
@@ -468,48 +475,82 @@ func TestLostRecordsCounted(t *testing.T) {
 	}
 }
 
+// TestAllocationsPerRecord: reading allocates nothing per record, with
+// any of the three reads. Only the reads are counted, not the producer
+// (prog.Run allocates): at most one allocation in a run of perRun records
+// is allowed, for what the runtime may do meanwhile; an allocation per
+// record makes perRun.
 func TestAllocationsPerRecord(t *testing.T) {
 	p := newProducer(t, 1<<20)
 	r := newReader(t, p.Events())
-	const perRun = 1000
+	const runs, perRun = 20, 1000
 	var sum uint64
-	fn := func(b []byte) error {
-		sum += binary.NativeEndian.Uint64(b[seqOffset:])
-		return nil
-	}
 	var rec ringbuf.Record
 	rec.RawSample = make([]byte, 0, 256)
-
-	batch := testing.AllocsPerRun(20, func() {
-		emit(t, p, ringbench.EmitArgs{Count: perRun, Size: 64})
-		for got := 0; got < perRun; {
-			n, err := r.ReadBatch(fn)
+	var b ringbuf.Batch
+	for _, read := range []struct {
+		name string
+		fn   func() int // reads what is in the ring, returns how many
+	}{
+		{"ReadBatch", func() int {
+			n, err := r.ReadBatch(func(b []byte) error {
+				sum += binary.NativeEndian.Uint64(b[seqOffset:])
+				return nil
+			})
 			if err != nil {
 				t.Fatal(err)
 			}
-			got += n
-		}
-	})
-	// The allocations of emit (prog.Run) are per run, not per record.
-	emitOnly := testing.AllocsPerRun(20, func() {
-		emit(t, p, ringbench.EmitArgs{Count: perRun, Size: 64})
-		for got := 0; got < perRun; {
-			n, _ := r.ReadBatch(func([]byte) error { return nil })
-			got += n
-		}
-	})
-	into := testing.AllocsPerRun(20, func() {
-		emit(t, p, ringbench.EmitArgs{Count: perRun, Size: 64})
-		for range perRun {
+			return n
+		}},
+		{"ReadInto", func() int {
 			if err := r.ReadInto(&rec); err != nil {
 				t.Fatal(err)
 			}
+			sum += binary.NativeEndian.Uint64(rec.RawSample[seqOffset:])
+			return 1
+		}},
+		{"NextBatch", func() int {
+			if err := r.NextBatch(&b); err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for rec := b.Next(); rec != nil; rec = b.Next() {
+				sum += binary.NativeEndian.Uint64(rec[seqOffset:])
+				n++
+			}
+			b.Release()
+			return n
+		}},
+	} {
+		mallocs := readAllocs(runs, func() { emit(t, p, ringbench.EmitArgs{Count: perRun, Size: 64}) }, func() {
+			for got := 0; got < perRun; {
+				got += read.fn()
+			}
+		})
+		t.Logf("%s: %d allocations reading %d runs of %d records", read.name, mallocs, runs, perRun)
+		if mallocs > runs {
+			t.Errorf("%s allocates: %d allocations reading %d records (%.3f per record), want at most one per run of %d",
+				read.name, mallocs, runs*perRun, float64(mallocs)/(runs*perRun), perRun)
 		}
-	})
-	t.Logf("allocations per run of %d records: ReadBatch %.0f, ReadInto %.0f, producer alone %.0f", perRun, batch, into, emitOnly)
-	if batch > emitOnly || into > emitOnly {
-		t.Fatalf("reading %d records allocates: ReadBatch %.0f, ReadInto %.0f, beyond the producer's %.0f", perRun, batch, into, emitOnly)
 	}
+}
+
+// readAllocs counts the heap allocations of read over runs runs (after a
+// warm-up run), each after fill, which is not counted.
+func readAllocs(runs int, fill, read func()) uint64 {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	fill()
+	read()
+	var total uint64
+	var before, after runtime.MemStats
+	for range runs {
+		fill()
+		runtime.ReadMemStats(&before)
+		read()
+		runtime.ReadMemStats(&after)
+		total += after.Mallocs - before.Mallocs
+	}
+	return total
 }
 
 func TestNewReaderRefusesOtherMaps(t *testing.T) {

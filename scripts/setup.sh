@@ -1,25 +1,69 @@
 #!/usr/bin/env bash
-# Prepares a Debian/Ubuntu host for mlbpf: installs the packages the build,
-# tests and benchmarks need (only those missing), and mounts bpffs, tracefs
-# and cgroup2 where absent. Idempotent; run as root.
+# Prepares a Debian/Ubuntu host for mlbpf. Idempotent; run as root.
+#
+#   setup.sh run    mounts bpffs, tracefs and cgroup2 where absent: all the
+#                   daemon needs (its BPF objects are committed, prebuilt)
+#   setup.sh [test] also installs the packages the build, the tests, the
+#                   benchmarks and the VM tests need (only those missing)
 set -euo pipefail
+
+purpose=${1:-test}
+case $purpose in
+run | test) ;;
+*)
+	echo "usage: $0 [run|test]" >&2
+	exit 2
+	;;
+esac
 
 if [[ $(id -u) -ne 0 ]]; then
 	echo "setup: run as root (sudo $0): installs packages and mounts bpffs" >&2
 	exit 1
 fi
 
-packages=(clang-19 llvm-19 bpftool libbpf-dev iperf3 iproute2 qemu-system-x86 busybox-static dpkg xz-utils)
-missing=()
-for p in "${packages[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-	echo "setup: installing ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+if [[ $purpose == test ]]; then
+	packages=(clang-19 llvm-19 bpftool libbpf-dev iperf3 iproute2 qemu-system-x86 udev dpkg xz-utils python3-pandas)
+	missing=()
+	for p in "${packages[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+	done
+	if ((${#missing[@]})); then
+		echo "setup: installing ${missing[*]}"
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update -qq
+		apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	fi
+
+	# virtme-ng (vng) runs `make vmtest`. Distributions that package it get
+	# theirs; Debian 12 does not, so it gets Debian 13's: virtme-ng is pure
+	# Python (architecture all) and its dependencies are all in Debian 12.
+	# Only that one package comes from Debian 13, fetched with a temporary
+	# sources list; apt resolves its dependencies from the host's suites.
+	# (vng's guest runs the host's udevd, hence udev above.)
+	if ! command -v vng >/dev/null; then
+		export DEBIAN_FRONTEND=noninteractive
+		if [[ -n $(apt-cache policy virtme-ng 2>/dev/null | awk '$1 == "Candidate:" && $2 != "(none)"') ]]; then
+			echo "setup: installing virtme-ng"
+			apt-get install -y -qq --no-install-recommends virtme-ng >/dev/null
+		elif [[ $(. /etc/os-release && echo "$ID $VERSION_ID") == "debian 12" ]]; then
+			echo "setup: installing virtme-ng from Debian 13 (trixie): Debian 12 has no package"
+			tmp=$(mktemp -d)
+			chmod 755 "$tmp" # apt-get writes as _apt where it can
+			trap 'rm -rf "$tmp"' EXIT
+			mkdir -p "$tmp/lists/partial"
+			echo "deb http://deb.debian.org/debian trixie main" >"$tmp/sources.list"
+			apt_trixie=(-o Dir::Etc::SourceList="$tmp/sources.list" -o Dir::Etc::SourceParts=/dev/null
+				-o Dir::State::Lists="$tmp/lists" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=)
+			apt-get "${apt_trixie[@]}" update -qq
+			(cd "$tmp" && apt-get "${apt_trixie[@]}" download -qq virtme-ng)
+			apt-get install -y -qq --no-install-recommends "$tmp"/virtme-ng_*_all.deb >/dev/null
+		else
+			echo "setup: no virtme-ng package here: install it (pip install virtme-ng) for make vmtest" >&2
+		fi
+		! command -v vng >/dev/null || vng --version
+	fi
+
+fi # test
 
 if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
 	echo "setup: go is at /usr/local/go/bin; add it to PATH" >&2

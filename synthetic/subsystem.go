@@ -58,6 +58,9 @@ func openLoop(env pipeline.Env, sec config.Section) (*pipeline.Loop, error) {
 	return pipeline.New(env, pipeline.Parts[Record]{
 		Subsystem: Name, Objects: s, Records: Subsystem().Records,
 		Decode: DecodeRecord, Learner: l, PortionBytes: cfg.PortionBytes,
+		// One portion a period, as portion_bytes promises: the records
+		// past the cap wait in the ring, or are lost.
+		PortionsPerPeriod: 1,
 	})
 }
 

@@ -82,8 +82,9 @@ func (c *Config) withDefaults() Config {
 	return out
 }
 
-// Objects is a loaded, pinned synthetic model object. It implements
-// model.ModelOps on top of model.GenericModelOps.
+// Objects are a synthetic model's BPF objects, loaded and pinned: the
+// model's pipeline.Objects. They implement model.ModelOps on top of
+// model.GenericModelOps.
 type Objects struct {
 	model.GenericModelOps
 

@@ -167,7 +167,7 @@ func (l *Learner) dest(p netip.Prefix, lnG float64) *Destination {
 // and the change to the recommendation map the new evidence calls for,
 // if any.
 func (l *Learner) Observe(c *Conn) (fb model.Feedback, ok bool, ch *Change) {
-	if c.Arm == model.ArmSkipped || c.BytesAcked < l.cfg.MinBytes || c.Duration <= 0 || c.CC == "" {
+	if c.Arm == model.ArmSkipped || c.Reverted || c.BytesAcked < l.cfg.MinBytes || c.Duration <= 0 || c.CC == "" {
 		return fb, false, nil
 	}
 	l.mu.Lock()

@@ -137,8 +137,9 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// Objects is the loaded, pinned tcp/cc model object. It implements
-// model.ModelOps on top of model.GenericModelOps.
+// Objects are the tcp/cc model's BPF objects, loaded and pinned, with its
+// learner: the model's pipeline.Objects. They implement model.ModelOps on
+// top of model.GenericModelOps.
 type Objects struct {
 	model.GenericModelOps
 

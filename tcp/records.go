@@ -48,6 +48,9 @@ type Conn struct {
 	CC, Recommended string
 	// SetFailed: the kernel refused the recommendation (arm REJECTED).
 	SetFailed bool
+	// Reverted: on the model's algorithm (arm MODEL) until the model fell
+	// back mid-connection, then on the default: evidence for neither.
+	Reverted bool
 }
 
 // Goodput returns the bytes sent and acknowledged per second.
@@ -135,6 +138,7 @@ func DecodeConn(b []byte, c *Conn) error {
 		CC:            names.of(b[offCC : offCC+16]),
 		Recommended:   names.of(b[offRec : offRec+16]),
 		SetFailed:     flags&uint8(tcpccTcpConnFlagsTCP_CONN_SET_FAILED) != 0,
+		Reverted:      flags&uint8(tcpccTcpConnFlagsTCP_CONN_REVERTED) != 0,
 	}
 	return nil
 }

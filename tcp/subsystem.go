@@ -130,6 +130,7 @@ type connView struct {
 	CC            string  `json:"cc"`
 	Recommended   string  `json:"recommended,omitempty"`
 	SetFailed     bool    `json:"set_failed,omitempty"`
+	Reverted      bool    `json:"reverted,omitempty"`
 }
 
 func connJSON(raw []byte) (any, error) {
@@ -142,7 +143,7 @@ func connJSON(raw []byte) (any, error) {
 		Peer: c.Peer.String(), Port: c.Port, Passive: c.Passive, DurationNs: int64(c.Duration),
 		BytesAcked: c.BytesAcked, BytesReceived: c.BytesReceived, Goodput: c.Goodput(),
 		SRTTNs: int64(c.SRTT), MinRTTNs: int64(c.MinRTT), Retrans: c.Retrans, SegsOut: c.SegsOut, MSS: c.MSS,
-		CC: c.CC, Recommended: c.Recommended, SetFailed: c.SetFailed,
+		CC: c.CC, Recommended: c.Recommended, SetFailed: c.SetFailed, Reverted: c.Reverted,
 	}
 	if c.RateSampled {
 		v.MaxRate = c.MaxRate

@@ -21,7 +21,17 @@ type tcpccMlbpfControl struct {
 	CollabPermille  uint32
 	HoldoutPermille uint32
 	Generation      uint32
-	Flags           uint32
+	Seq             uint32
+	Spare           struct {
+		_               structs.HostLayout
+		Mode            uint32
+		State           uint32
+		LeaseExpiresNs  uint64
+		CollabPermille  uint32
+		HoldoutPermille uint32
+		Generation      uint32
+		_               [4]byte
+	}
 }
 
 type tcpccTcpCcKey struct {
@@ -61,6 +71,7 @@ const (
 	tcpccTcpConnFlagsTCP_CONN_PASSIVE    tcpccTcpConnFlags = 1
 	tcpccTcpConnFlagsTCP_CONN_RATE       tcpccTcpConnFlags = 2
 	tcpccTcpConnFlagsTCP_CONN_SET_FAILED tcpccTcpConnFlags = 4
+	tcpccTcpConnFlagsTCP_CONN_REVERTED   tcpccTcpConnFlags = 8
 )
 
 type tcpccTcpConnRecord struct {

@@ -63,17 +63,19 @@ func moveProcess(dir string) error {
 // are still exiting keep the cgroup busy for a moment: retry briefly.
 func (c *cgroup) close() error {
 	err := moveProcess(c.home)
-	var rmErr error
+	return errors.Join(err, removeCgroup(c.path))
+}
+
+// removeCgroup removes an empty cgroup, retrying for a second while its
+// last processes exit.
+func removeCgroup(path string) error {
+	var err error
 	for range 50 {
-		rmErr = os.Remove(c.path)
-		if rmErr == nil || errors.Is(rmErr, os.ErrNotExist) {
-			rmErr = nil
-			break
+		err = os.Remove(path)
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if rmErr != nil {
-		rmErr = fmt.Errorf("removing cgroup %s: %w", c.path, rmErr)
-	}
-	return errors.Join(err, rmErr)
+	return fmt.Errorf("removing cgroup %s: %w", path, err)
 }

@@ -24,7 +24,11 @@
 // lifetime, so that every socket the process creates (through Dial and
 // Listen, which create sockets inside a namespace from a thread locked to
 // it) and every command it starts (Start) is covered by a program
-// attached to that cgroup, and nothing else on the host is.
+// attached to that cgroup, and nothing else on the host is. Outside runs a
+// function with the process in a sibling cgroup instead, so that a
+// benchmark can measure the same traffic with and without such a program
+// in one run (a second iperf3 server on another port, StartIperfPort,
+// started outside, serves it).
 //
 // A namespace other than the host's may only default to an algorithm in
 // the host's net.ipv4.tcp_allowed_congestion_control: the testbed adds its

@@ -18,10 +18,17 @@ const IperfPort = 5201
 // StartIperf starts an iperf3 server in the server namespace (killed by
 // Close). It needs the iperf3 binary.
 func (t *Testbed) StartIperf(ctx context.Context) error {
+	return t.StartIperfPort(ctx, IperfPort)
+}
+
+// StartIperfPort starts an iperf3 server on port in the server namespace
+// (killed by Close): a second server, for example one started in
+// Outside, whose connections no program on the testbed's cgroup sees.
+func (t *Testbed) StartIperfPort(ctx context.Context, port int) error {
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		return fmt.Errorf("starting iperf3: %w (install it: apt-get install iperf3)", err)
 	}
-	if _, err := t.StartServer(ctx, "iperf3", "-s", "-p", strconv.Itoa(IperfPort)); err != nil {
+	if _, err := t.StartServer(ctx, "iperf3", "-s", "-p", strconv.Itoa(port)); err != nil {
 		return err
 	}
 	return nil
@@ -35,6 +42,8 @@ type IperfOptions struct {
 	// (-C), an application's own choice; empty leaves it to the host.
 	CC   string
 	IPv6 bool
+	// Port is the server's (default IperfPort).
+	Port int
 }
 
 // IperfResult is what one run measured.
@@ -47,7 +56,7 @@ type IperfResult struct {
 }
 
 // Iperf runs the iperf3 client in the client namespace against the
-// server started by StartIperf. A server still busy with a previous test
+// server started by StartIperf (or StartIperfPort). A server still busy with a previous test
 // is retried for up to five seconds.
 func (t *Testbed) Iperf(ctx context.Context, o IperfOptions) (IperfResult, error) {
 	// iperf3 takes whole seconds (and -t 0 means forever).
@@ -59,7 +68,10 @@ func (t *Testbed) Iperf(ctx context.Context, o IperfOptions) (IperfResult, error
 	if o.IPv6 {
 		server = ServerAddr6.String()
 	}
-	args := []string{"-c", server, "-p", strconv.Itoa(IperfPort), "-J",
+	if o.Port == 0 {
+		o.Port = IperfPort
+	}
+	args := []string{"-c", server, "-p", strconv.Itoa(o.Port), "-J",
 		"-t", strconv.Itoa(secs), "-P", strconv.Itoa(o.Parallel)}
 	if o.CC != "" {
 		args = append(args, "-C", o.CC)

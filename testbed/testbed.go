@@ -61,6 +61,10 @@ type Testbed struct {
 	lossy  lossyObjects
 	loaded bool
 	cg     *cgroup
+	// outside is the sibling cgroup Outside moves the process to, made
+	// on first use; outMu serialises Outside.
+	outMu   sync.Mutex
+	outside string
 	// release undoes the change to the host's allowed algorithms.
 	release func() error
 
@@ -336,6 +340,35 @@ func (t *Testbed) Cgroup() string {
 	return t.cg.path
 }
 
+// Outside runs fn with the process moved out of the testbed's cgroup into
+// a sibling cgroup (created on first use, removed by Close), which no
+// program attached to the testbed's cgroup sees: what fn creates is not
+// seen either, for its whole life — a connection dialled, a listener and
+// the connections it accepts, a command started (a server started in fn
+// keeps running outside). The process goes back into the testbed's cgroup
+// when fn returns. One fn runs at a time, and nothing else of the process
+// should create sockets meanwhile: it would be outside too. It needs
+// Config.Cgroup.
+func (t *Testbed) Outside(fn func() error) error {
+	if t.cg == nil {
+		return errors.New("running outside the testbed's cgroup: the testbed has none (set Config.Cgroup)")
+	}
+	t.outMu.Lock()
+	defer t.outMu.Unlock()
+	if t.outside == "" {
+		dir := t.cg.path + "-outside"
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return fmt.Errorf("creating cgroup %s: %w", dir, err)
+		}
+		t.outside = dir
+	}
+	if err := moveProcess(t.outside); err != nil {
+		return err
+	}
+	err := fn()
+	return errors.Join(err, moveProcess(t.cg.path))
+}
+
 // ServerURL returns host:port of the server for a port, IPv4 or IPv6.
 func ServerURL(ipv6 bool, port int) string {
 	a := ServerAddr
@@ -394,6 +427,9 @@ func (t *Testbed) Close() error {
 	}
 	if t.cg != nil {
 		errs = append(errs, t.cg.close())
+	}
+	if t.outside != "" {
+		errs = append(errs, removeCgroup(t.outside))
 	}
 	for _, ns := range []*Namespace{t.Client, t.Server} {
 		if ns != nil {

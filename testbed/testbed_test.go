@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -79,6 +80,23 @@ func TestTestbed(t *testing.T) {
 	if err != nil || tr.CC != "reno" || tr.Bytes == 0 {
 		t.Fatalf("Send with reno: %+v %v", tr, err)
 	}
+
+	// Outside: the process is in the sibling cgroup during fn only.
+	var during string
+	if err := tb.Outside(func() error {
+		var err error
+		during, err = ownCgroup(filepath.Dir(cg))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if during != cg+"-outside" {
+		t.Fatalf("in Outside the process is in %s, want %s-outside", during, cg)
+	}
+	if now, err := ownCgroup(filepath.Dir(cg)); err != nil || now != cg {
+		t.Fatalf("after Outside the process is in %s (%v), want %s", now, err, cg)
+	}
+	names = append(names, during)
 
 	if err := tb.Close(); err != nil {
 		t.Fatal(err)

@@ -14,9 +14,6 @@ import (
 	"sync"
 )
 
-// guestInitPackage is the init the harness packs into every guest.
-const guestInitPackage = "github.com/mlbpf/mlbpf/vmtest/internal/guestinit"
-
 // testPackage is a package with tests, as go list describes it.
 type testPackage struct {
 	ImportPath string
@@ -25,8 +22,8 @@ type testPackage struct {
 	Binary     string // the test binary, once built
 }
 
-// guestEnv is the environment for building what runs in the guest: static
-// linux/amd64 binaries, whatever the host is.
+// guestEnv is the environment for building the test binaries: static
+// linux/amd64, whatever the host is.
 func guestEnv() []string {
 	return append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 }
@@ -116,15 +113,6 @@ func buildTests(ctx context.Context, pkgs []testPackage, dir string, tags []stri
 		return first
 	}
 	return ctx.Err()
-}
-
-// buildInit builds the guest's init into dir and returns its path.
-func buildInit(ctx context.Context, dir string) (string, error) {
-	out := filepath.Join(dir, "init")
-	if _, err := goCommand(ctx, guestEnv(), "build", "-trimpath", "-o", out, guestInitPackage); err != nil {
-		return "", fmt.Errorf("building the guest init: %w", err)
-	}
-	return out, nil
 }
 
 func goCommand(ctx context.Context, env []string, args ...string) ([]byte, error) {

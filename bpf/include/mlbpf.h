@@ -64,11 +64,8 @@ enum mlbpf_arm {
 };
 
 /*
- * struct mlbpf_control - the per-model control block.
- *
- * One entry in the model's pinned array map "control". Written by user
- * space only (the daemon, the CLI), read by the appliers at every
- * invocation.
+ * struct mlbpf_snapshot - one version of a control block: everything a
+ * decision depends on.
  *
  * @mode:             enum mlbpf_mode
  * @state:            enum mlbpf_model_state
@@ -82,6 +79,39 @@ enum mlbpf_arm {
  * @generation:       bumped by user space at every change, copied into
  *                    records so outcomes can be matched to the decision
  */
+struct mlbpf_snapshot {
+	__u32 mode;
+	__u32 state;
+	__u64 lease_expires_ns;
+	__u32 collab_permille;
+	__u32 holdout_permille;
+	__u32 generation;
+};
+
+/*
+ * struct mlbpf_control - the per-model control block.
+ *
+ * One entry in the model's pinned array map "control" (BPF_F_MMAPABLE).
+ * Written by user space only (the daemon, the CLI, one at a time under the
+ * pin directory's lock), read by the appliers at every invocation.
+ *
+ * A decision and its record must come from one version of the block, so
+ * the block is a seqcount latch of two copies: the fields up to
+ * generation (same layout as struct mlbpf_snapshot; bpftool shows them by
+ * name, and between writes they are the block) and @spare. A writer, in
+ * the mmapped value,
+ *   1. makes @seq odd: readers now copy @spare,
+ *   2. writes the fields,
+ *   3. makes @seq even: readers now copy the fields,
+ *   4. writes @spare.
+ * A reader (mlbpf_snapshot_take) reads @seq, copies the copy @seq names,
+ * and keeps it if @seq did not change meanwhile. A reader never waits for
+ * a writer, even one preempted between two steps, and never sees a copy
+ * being written.
+ *
+ * @seq:   the latch's sequence count
+ * @spare: the second copy
+ */
 struct mlbpf_control {
 	__u32 mode;
 	__u32 state;
@@ -89,7 +119,8 @@ struct mlbpf_control {
 	__u32 collab_permille;
 	__u32 holdout_permille;
 	__u32 generation;
-	__u32 flags;
+	__u32 seq;
+	struct mlbpf_snapshot spare;
 };
 
 /* Record kinds, the first field user space dispatches on. */
@@ -135,6 +166,7 @@ struct mlbpf_record_hdr {
 	struct {                                                             \
 		__uint(type, BPF_MAP_TYPE_ARRAY);                            \
 		__uint(max_entries, 1);                                      \
+		__uint(map_flags, BPF_F_MMAPABLE);                           \
 		__type(key, __u32);                                          \
 		__type(value, struct mlbpf_control);                         \
 	} control SEC(".maps");                                              \
@@ -181,53 +213,111 @@ static __always_inline bool mlbpf_draw(__u32 permille)
 	return bpf_get_prandom_u32() % MLBPF_PERMILLE < permille;
 }
 
+/* Attempts at a consistent copy before mlbpf_snapshot_take gives up. A
+ * retry needs a write to land within the few loads of the previous
+ * attempt. */
+#define MLBPF_SNAPSHOT_TRIES 4
+
+/*
+ * Order the loads before it before the loads after it. The BPF JITs emit
+ * plain loads in program order; x86-64 and s390 keep loads in order
+ * (TSO), so a compiler barrier is enough there. (A weakly ordered CPU,
+ * arm64, would need load-acquire, BPF_LOAD_ACQ: kernel 6.15, clang 20.)
+ */
+#define mlbpf_rmb() asm volatile("" ::: "memory")
+
+/*
+ * mlbpf_snapshot_take - copy one version of a control block into @s.
+ *
+ * Returns false, with @s zeroed (mode and state UNKNOWN, generation 0:
+ * the default), when @c is NULL or no attempt found the block unchanged.
+ */
+static __always_inline bool mlbpf_snapshot_take(const struct mlbpf_control *c,
+						struct mlbpf_snapshot *s)
+{
+	const volatile struct mlbpf_snapshot *src;
+	__u32 seq, i;
+
+	if (!c)
+		goto none;
+	for (i = 0; i < MLBPF_SNAPSHOT_TRIES; i++) {
+		seq = *(const volatile __u32 *)&c->seq;
+		mlbpf_rmb();
+		src = (seq & 1) ? (const volatile struct mlbpf_snapshot *)&c->spare :
+				  (const volatile struct mlbpf_snapshot *)c;
+		s->mode = src->mode;
+		s->state = src->state;
+		s->lease_expires_ns = src->lease_expires_ns;
+		s->collab_permille = src->collab_permille;
+		s->holdout_permille = src->holdout_permille;
+		s->generation = src->generation;
+		mlbpf_rmb();
+		if (*(const volatile __u32 *)&c->seq == seq)
+			return true;
+	}
+none:
+	__builtin_memset(s, 0, sizeof(*s));
+	return false;
+}
+
+/*
+ * mlbpf_may_act - may the model act under @s at all: RUNNING, a live
+ * lease, and a mode that is not EMERGENCY (or garbage)?
+ */
+static __always_inline bool mlbpf_may_act(const struct mlbpf_snapshot *s)
+{
+	return s->state == MLBPF_MODEL_RUNNING &&
+	       bpf_ktime_get_ns() <= s->lease_expires_ns &&
+	       s->mode >= MLBPF_MODE_LEARNING && s->mode < MLBPF_MODE_MAX;
+}
+
 /*
  * mlbpf_decide - the mode state machine, enforced at the hook.
  *
- * @c:        the model's control block (NULL means fallback)
+ * @s:        one version of the model's control block
+ *            (mlbpf_snapshot_take); the record of this decision must be
+ *            filled from the same @s
  * @have_rec: a valid recommendation exists for this invocation's key
  *
  * Returns the arm to take. Only MLBPF_ARM_MODEL applies the
  * recommendation; every other arm keeps the kernel's default behaviour.
  */
 static __always_inline enum mlbpf_arm
-mlbpf_decide(const struct mlbpf_control *c, bool have_rec)
+mlbpf_decide(const struct mlbpf_snapshot *s, bool have_rec)
 {
-	if (!c || c->state != MLBPF_MODEL_RUNNING)
-		return MLBPF_ARM_FALLBACK;
-	if (bpf_ktime_get_ns() > c->lease_expires_ns)
+	if (!mlbpf_may_act(s))
 		return MLBPF_ARM_FALLBACK;
 
-	switch (c->mode) {
+	switch (s->mode) {
 	case MLBPF_MODE_LEARNING:
 		return have_rec ? MLBPF_ARM_SHADOW : MLBPF_ARM_NO_REC;
 	case MLBPF_MODE_COLLABORATION:
 		if (!have_rec)
 			return MLBPF_ARM_NO_REC;
-		return mlbpf_draw(c->collab_permille) ? MLBPF_ARM_MODEL :
+		return mlbpf_draw(s->collab_permille) ? MLBPF_ARM_MODEL :
 							MLBPF_ARM_CONTROL;
 	case MLBPF_MODE_RECOMMENDATION:
 		if (!have_rec)
 			return MLBPF_ARM_NO_REC;
-		return mlbpf_draw(c->holdout_permille) ? MLBPF_ARM_CONTROL :
+		return mlbpf_draw(s->holdout_permille) ? MLBPF_ARM_CONTROL :
 							 MLBPF_ARM_MODEL;
 	default:
-		/* EMERGENCY, UNKNOWN, or anything a tampered map holds. */
+		/* Unreachable: mlbpf_may_act refused any other mode. */
 		return MLBPF_ARM_FALLBACK;
 	}
 }
 
 static __always_inline void mlbpf_fill_hdr(struct mlbpf_record_hdr *h,
 					   __u16 kind, __u16 size, __u32 arm,
-					   const struct mlbpf_control *c)
+					   const struct mlbpf_snapshot *s)
 {
 	h->ts_ns = bpf_ktime_get_ns();
 	h->kind = kind;
 	h->size = size;
 	h->arm = arm;
-	h->mode = c ? c->mode : MLBPF_MODE_UNKNOWN;
+	h->mode = s ? s->mode : MLBPF_MODE_UNKNOWN;
 	h->reserved = 0;
-	h->generation = c ? c->generation : 0;
+	h->generation = s ? s->generation : 0;
 	h->cpu = bpf_get_smp_processor_id();
 }
 

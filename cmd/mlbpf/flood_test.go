@@ -139,13 +139,13 @@ func TestFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.waitFor("the flood to fill the ring (records lost in the kernel)", func() bool { return s.pinned().Lost > 0 })
-	var worstStatus, worstAgent time.Duration
+	var statuses, agents []time.Duration
 	var peakHeap float64
 	var rss0 uint64
 	for i := range 30 {
 		time.Sleep(100 * time.Millisecond)
 		st, ag := latency()
-		worstStatus, worstAgent = max(worstStatus, st), max(worstAgent, ag)
+		statuses, agents = append(statuses, st), append(agents, ag)
 		peakHeap = max(peakHeap, scrape(t, metrics, "go_memstats_heap_inuse_bytes"))
 		if i == 0 {
 			rss0 = procStatus(t, p.pid(), "VmRSS")["VmRSS"]
@@ -162,12 +162,23 @@ func TestFlood(t *testing.T) {
 		ev.Records, pm.Lost, ev.Lost, ev.Dropped, ev.PartialPortions)
 	t.Logf("memory: RSS %.1f MiB after 0.1s, %.1f MiB at the end, peak %.1f MiB; Go heap in use at most %.1f MiB (portion cap %d KiB)",
 		float64(rss0)/(1<<20), float64(mem["VmRSS"])/(1<<20), float64(mem["VmHWM"])/(1<<20), peakHeap/(1<<20), portionBytes>>10)
-	// Promptly: at worst 2s, or 20 times as slow as without the flood
-	// on a slow machine, never beyond 10s.
-	bound := func(base time.Duration) time.Duration { return min(max(2*time.Second, 20*base), 10*time.Second) }
-	t.Logf("responsiveness: status at worst %v under the flood, %v without (bound %v); agent hello+models at worst %v, %v without (bound %v)",
-		worstStatus.Round(time.Millisecond), baseStatus.Round(time.Millisecond), bound(baseStatus),
-		worstAgent.Round(time.Millisecond), baseAgent.Round(time.Millisecond), bound(baseAgent))
+	// Promptly, held to the answers without the flood (a slow machine, a
+	// VM under TCG, is slow with or without it): the typical answer under
+	// the flood (the median of 30) within 5 times the unflooded one plus
+	// 20 ms, and no answer stalled, the worst within 10 times plus 250 ms.
+	// Here the unflooded answers take a few ms, so both bounds are in
+	// milliseconds, as the README says.
+	slices.Sort(statuses)
+	slices.Sort(agents)
+	typical := func(base time.Duration) time.Duration { return 5*base + 20*time.Millisecond }
+	worst := func(base time.Duration) time.Duration { return 10*base + 250*time.Millisecond }
+	medianStatus, worstStatus := statuses[len(statuses)/2], statuses[len(statuses)-1]
+	medianAgent, worstAgent := agents[len(agents)/2], agents[len(agents)-1]
+	ms := func(d time.Duration) time.Duration { return d.Round(100 * time.Microsecond) }
+	t.Logf("responsiveness without the flood: status %v, agent hello+models %v (medians of 5)", ms(baseStatus), ms(baseAgent))
+	t.Logf("under the flood: status median %v (bound %v), worst %v (bound %v); agent median %v (bound %v), worst %v (bound %v)",
+		ms(medianStatus), ms(typical(baseStatus)), ms(worstStatus), ms(worst(baseStatus)),
+		ms(medianAgent), ms(typical(baseAgent)), ms(worstAgent), ms(worst(baseAgent)))
 
 	if pm.Lost == 0 || ev.Lost == 0 || ev.PartialPortions == 0 {
 		t.Fatalf("no losses counted under a flood: pins %d, daemon %+v", pm.Lost, ev)
@@ -196,9 +207,14 @@ func TestFlood(t *testing.T) {
 	if mem["VmHWM"] > 64<<20 {
 		t.Errorf("peak RSS %.1f MiB under the flood", float64(mem["VmHWM"])/(1<<20))
 	}
-	if worstStatus > bound(baseStatus) || worstAgent > bound(baseAgent) {
-		t.Errorf("the daemon answered slowly under the flood: status %v (%v without, bound %v), agent %v (%v without, bound %v)",
-			worstStatus, baseStatus, bound(baseStatus), worstAgent, baseAgent, bound(baseAgent))
+	for _, c := range []struct {
+		what       string
+		base, m, w time.Duration
+	}{{"status", baseStatus, medianStatus, worstStatus}, {"agent hello+models", baseAgent, medianAgent, worstAgent}} {
+		if c.m > typical(c.base) || c.w > worst(c.base) {
+			t.Errorf("%s answered slowly under the flood: median %v (bound %v), worst %v (bound %v); %v without the flood",
+				c.what, c.m, typical(c.base), c.w, worst(c.base), c.base)
+		}
 	}
 
 	p.signal(syscall.SIGTERM)

@@ -224,15 +224,7 @@ models:
 // daemon stops, the applier is detached, every pin removed, the learned
 // state kept.
 func TestRollbackDuringLearning(t *testing.T) {
-	s := newSession(t, fmt.Sprintf(`
-interval: 100ms
-models:
-  - name: synthetic/demo
-    max_mode: learning
-    lease: 3s   # generous: a slow VM must not lose it by accident
-    synthetic:
-      pid: %d
-`, syscallLoad(t)))
+	s := newSession(t, fmt.Sprintf(learningConfig, syscallLoad(t)))
 	s.start()
 	s.waitFor("learning", func() bool {
 		pm := s.pinned()

@@ -110,6 +110,26 @@ type proc struct {
 // until its synthetic/demo runs.
 func (s *session) spawn(extra ...string) *proc {
 	s.t.Helper()
+	p := s.launch(extra...)
+	s.waitFor("the daemon process to run synthetic/demo", func() bool {
+		select {
+		case <-p.done:
+			s.t.Fatalf("the daemon exited: %v\n%s", p.err, p.logs)
+		default:
+		}
+		// Its own evidence: between taking the lock and writing its pid
+		// in the lock file a daemon counts as running with an unknown
+		// pid, and a killed daemon's evidence would then pass for live.
+		st, err := s.status()
+		return err == nil && len(st) == 1 && st[0].State == "RUNNING" && st[0].Live && st[0].Daemon.PID == p.pid()
+	})
+	return p
+}
+
+// launch runs 'mlbpf run' of the session in a process of its own, without
+// waiting for anything.
+func (s *session) launch(extra ...string) *proc {
+	s.t.Helper()
 	p := &proc{t: s.t, logs: &syncBuffer{}, done: make(chan struct{})}
 	args := append(append([]string{"run", "--log-level", "debug"}, s.flags...), extra...)
 	p.cmd = mlbpfCommand(s.t, args...)
@@ -125,18 +145,6 @@ func (s *session) spawn(extra ...string) *proc {
 	s.t.Cleanup(func() {
 		_ = p.cmd.Process.Kill()
 		<-p.done
-	})
-	s.waitFor("the daemon process to run synthetic/demo", func() bool {
-		select {
-		case <-p.done:
-			s.t.Fatalf("the daemon exited: %v\n%s", p.err, p.logs)
-		default:
-		}
-		// Its own evidence: between taking the lock and writing its pid
-		// in the lock file a daemon counts as running with an unknown
-		// pid, and a killed daemon's evidence would then pass for live.
-		st, err := s.status()
-		return err == nil && len(st) == 1 && st[0].State == "RUNNING" && st[0].Live && st[0].Daemon.PID == p.pid()
 	})
 	return p
 }

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/mlbpf/mlbpf/agent"
 	"github.com/mlbpf/mlbpf/daemon"
@@ -26,8 +28,9 @@ the kernel applies it as the model's mode allows. The in-process learner
 never overwrites an operator's recommendation.
 
 With a daemon running, the daemon validates and writes it (exactly as for
-an agent); otherwise the subsystem is opened on the pins, configured by
---config (its allow-list, for example).
+an agent), once it answers on its socket (a daemon still starting is
+waited for, up to --wait); otherwise the subsystem is opened on the pins,
+configured by --config (its allow-list, for example).
 
 Keys and values:
 `+strings.Join(usages, "\n"), `
@@ -36,6 +39,8 @@ Keys and values:
   mlbpf recommend synthetic/demo 5 42`, stdout, stderr)
 	p := addPaths(fs)
 	out := addOutput(fs, "text")
+	var wait time.Duration
+	addWait(fs, &wait)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -57,27 +62,40 @@ Keys and values:
 		return err
 	}
 	var applied agent.Recommendation
-	via := "the pinned maps (no daemon running)"
-	if pid := p.daemonPID(); pid != 0 {
-		c, err := agent.Dial(ctx, p.socket)
-		if err != nil {
-			return err
+	var via string
+	for range 3 {
+		if pid := p.daemonPID(); pid != 0 {
+			c, h, err := dialDaemon(ctx, p, pid, "mlbpf recommend", wait)
+			if errors.Is(err, errDaemonGone) {
+				continue // it stopped meanwhile: on the pins
+			}
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			applied, err = c.Recommend(ctx, agent.Recommendation{Model: name, Key: key, Value: value, Operator: true})
+			if err != nil {
+				return fmt.Errorf("recommendation refused: %w", unwrapRemote(err))
+			}
+			via = fmt.Sprintf("the daemon (pid %d)", h.PID)
+			break
 		}
-		defer c.Close()
-		if _, err := c.Hello(ctx, "mlbpf recommend"); err != nil {
-			return err
-		}
-		applied, err = c.Recommend(ctx, agent.Recommendation{Model: name, Key: key, Value: value, Operator: true})
-		if err != nil {
-			return fmt.Errorf("recommendation refused: %w", unwrapRemote(err))
-		}
-		via = fmt.Sprintf("the daemon (pid %d)", pid)
-	} else {
 		rec, err := daemon.RecommendPinned(cfg, p.pinRoot, name, model.Recommendation{Key: key, Value: value})
 		if err != nil {
 			return fmt.Errorf("recommendation refused: %w", err)
 		}
+		if p.daemonPID() != 0 {
+			// A daemon took its lock meanwhile: it may have opened the
+			// model before the write, and would not know the
+			// recommendation is an operator's. Give it to the daemon.
+			continue
+		}
 		applied = agent.Recommendation{Model: name, Key: rec.Key, Value: rec.Value, Generation: rec.Generation, Operator: true}
+		via = "the pinned maps (no daemon running)"
+		break
+	}
+	if via == "" {
+		return fmt.Errorf("%s: a daemon keeps starting and stopping: check its logs, and retry", name)
 	}
 	if out.json() {
 		return writeJSON(stdout, applied)

@@ -197,9 +197,10 @@ func pinnedNames(root string) ([]string, error) {
 }
 
 // bpftoolUpdate is the command writing c into the control block pinned in
-// dir.
+// dir: c in the latch's first copy, sequence count 0 (even: the appliers
+// read the first copy), spare copy zero (struct mlbpf_control).
 func bpftoolUpdate(dir string, c model.Control) string {
-	var v [32]byte
+	var v [64]byte
 	binary.NativeEndian.PutUint32(v[0:], uint32(c.Mode))
 	binary.NativeEndian.PutUint32(v[4:], uint32(c.State))
 	binary.NativeEndian.PutUint64(v[8:], c.LeaseExpiresNs)

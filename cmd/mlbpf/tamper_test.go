@@ -109,7 +109,7 @@ func TestTamperedPins(t *testing.T) {
 				t.Fatalf("the daemon's error does not say %q and how to fix it:\n%s", tc.want, stderr)
 			}
 			if tc.control {
-				if _, err := s.cmd("status"); err == nil || !strings.Contains(err.Error(), "synthetic/demo: control map: want an array of 1 x 32 bytes") {
+				if _, err := s.cmd("status"); err == nil || !strings.Contains(err.Error(), "synthetic/demo: control map: want an array of 1 x 64 bytes") {
 					t.Fatalf("status over a foreign control block: %v", err)
 				}
 				if _, err := s.cmd("mode", "synthetic/demo", "emergency"); err == nil || !strings.Contains(err.Error(), "control map: want an array") {

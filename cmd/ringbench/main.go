@@ -1,6 +1,14 @@
 // Command ringbench measures package ringbuf against cilium/ebpf's ring
 // buffer reader and libbpf's ring_buffer__consume, on the same ring filled
-// by the same BPF producer, and prints one summary line per record size.
+// by the same BPF producer, and prints summary lines per record size, one
+// per way of reading (ringbench.Reads):
+//
+//	ringbuf size=64 read=checksum ...   every consumer reads every byte of each record (the goals)
+//	ringbuf size=64 read=readinto ...   our ReadInto against cilium's, a copy each
+//	ringbuf size=64 read=zerocopy ...   our NextBatch, in place, against libbpf's callback and cilium's ReadInto
+//
+// Each ratio is the median over the repeats of the ratio within a repeat,
+// followed by its 95 % confidence interval (_ci95=low-high).
 //
 // It needs root (it loads BPF programs), tracefs, a C compiler and
 // libbpf-dev (it builds the libbpf consumer at run time). `make
@@ -42,6 +50,13 @@ Drains a ring buffer pre-filled by a BPF producer (tracepoint
 syscalls:sys_enter_getppid, bpf_loop) with each consumer in turn, then runs
 the producer at its top rate against each consumer, and measures the
 producer's own cost per event. Needs root, tracefs, cc and libbpf-dev.
+
+Prints, per record size, one line per way of reading: read=checksum (every
+consumer reads every byte of each record; the goals, >= 1.0x libbpf,
+>= 1.5x cilium, 0 allocations per record, are judged on it), read=readinto
+(our ReadInto against cilium's ReadInto, a copy each) and read=zerocopy (our
+NextBatch against libbpf's callback and cilium's ReadInto, 8 bytes read per
+record). Ratios are medians over the repeats with a 95 % interval.
 
 Example:
 
@@ -120,10 +135,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return enc.Encode(results)
 	}
 	for _, r := range results {
-		ours, lib, cil := r.Drain[ringbench.Ours].Median, r.Drain[ringbench.Libbpf].Median, r.Drain[ringbench.Cilium].Median
-		fmt.Fprintf(stdout, "ringbuf size=%d ours=%.0f libbpf=%.0f cilium=%.0f ours/libbpf=%.2f ours/cilium=%.2f allocs/record=%.4f\n",
-			r.Size, ours, lib, cil, ours/lib, ours/cil, r.AllocsPerRec)
+		for _, l := range r.Lines {
+			fmt.Fprintln(stdout, summary(r.Size, l))
+		}
 	}
 	fmt.Fprintln(stdout, pipe)
 	return nil
+}
+
+// summary formats one line: "ringbuf size=64 read=checksum ours=…
+// libbpf=… cilium=… ours/libbpf=1.02 ours/libbpf_ci95=0.99-1.05 …
+// allocs/record=0.0000 goals=met".
+func summary(size int, l ringbench.Line) string {
+	ratio := func(name string, r ringbench.Ratio) string {
+		return fmt.Sprintf("%s=%.2f %s_ci%.0f=%.2f-%.2f", name, r.Median, name, 100*r.Confidence, r.Lower, r.Upper)
+	}
+	s := fmt.Sprintf("ringbuf size=%d read=%s ours=%.0f libbpf=%.0f cilium=%.0f %s %s allocs/record=%.4f",
+		size, l.Read, l.OursRate, l.LibbpfRate, l.CiliumRate,
+		ratio("ours/libbpf", l.VsLibbpf), ratio("ours/cilium", l.VsCilium), l.AllocsPerRecord)
+	if l.Goals != "" {
+		s += " goals=" + l.Goals
+	}
+	return s
 }

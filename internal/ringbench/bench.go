@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -24,7 +26,8 @@ type Options struct {
 	// Sizes are the record sizes to measure, in bytes, at least 8.
 	Sizes []int
 	// Repeats is how many times each consumer drains a full ring per
-	// size; the median is reported.
+	// size; the median is reported, and ratios with a confidence interval
+	// over the repeats.
 	Repeats int
 	// RingBytes is the ring buffer size of the drains.
 	RingBytes uint32
@@ -71,23 +74,64 @@ func DefaultOptions() Options {
 	}
 }
 
-// Consumers, in the order they are reported.
+// Consumers, in the order they are reported. All of them read each
+// record's first 8 bytes (its sequence number, which checks that every
+// record was read once); the -checksum ones also read every byte of each
+// record into a checksum, as a consumer that uses its records does.
 const (
-	Ours          = "ours"           // Reader.NextBatch and Batch.Next
-	OursReadBatch = "ours-readbatch" // Reader.ReadBatch, a callback per record
-	OursReadInto  = "ours-readinto"  // Reader.ReadInto, a copy per record
-	Libbpf        = "libbpf"         // ring_buffer__consume
-	Cilium        = "cilium"         // cilium/ebpf ringbuf.Reader.ReadInto
+	Ours           = "ours"            // Reader.NextBatch and Batch.Next: zero-copy
+	OursReadBatch  = "ours-readbatch"  // Reader.ReadBatch, a callback per record
+	OursReadInto   = "ours-readinto"   // Reader.ReadInto, a copy per record
+	Libbpf         = "libbpf"          // ring_buffer__consume, a callback per record
+	Cilium         = "cilium"          // cilium/ebpf ringbuf.Reader.ReadInto, a copy per record
+	OursChecksum   = "ours-checksum"   // Ours, every byte read
+	LibbpfChecksum = "libbpf-checksum" // Libbpf, every byte read
+	CiliumChecksum = "cilium-checksum" // Cilium, every byte read
 )
 
-var consumers = []string{Ours, OursReadBatch, OursReadInto, Libbpf, Cilium}
+var consumers = []string{Ours, OursReadBatch, OursReadInto, Libbpf, Cilium, OursChecksum, LibbpfChecksum, CiliumChecksum}
+
+// Reads are the comparisons reported, one summary line each: how the
+// consumers read, and which consumer stands for ours, libbpf and cilium.
+var Reads = []Read{
+	// Every consumer touches every byte of each record: the comparison
+	// the goals are judged on.
+	{Name: "checksum", Ours: OursChecksum, Libbpf: LibbpfChecksum, Cilium: CiliumChecksum, Goals: true},
+	// Copies: our ReadInto against cilium's (libbpf has no copying
+	// read; its callback is given the record in place).
+	{Name: "readinto", Ours: OursReadInto, Libbpf: Libbpf, Cilium: Cilium},
+	// Our zero-copy NextBatch against libbpf's callback and cilium's
+	// copying ReadInto, each reading 8 bytes of a record.
+	{Name: "zerocopy", Ours: Ours, Libbpf: Libbpf, Cilium: Cilium},
+}
+
+// Read names the consumers of one comparison.
+type Read struct {
+	Name                 string
+	Ours, Libbpf, Cilium string
+	// Goals: the benchmark's goals are judged on this comparison.
+	Goals bool
+}
+
+// The goals, judged on the checksum comparison.
+const (
+	GoalVsLibbpf = 1.0 // ours at least as fast as libbpf
+	GoalVsCilium = 1.5 // ours at least 1.5 times as fast as cilium/ebpf
+	// GoalAllocs: no allocation per record, to the four decimals
+	// reported (an allocation per drain of a full ring passes).
+	GoalAllocs = 0.00005
+)
+
+// Confidence is the confidence of the ratios' intervals.
+const Confidence = 0.95
 
 // SizeResult is what the benchmark measured for one record size.
 type SizeResult struct {
 	Size           int                   `json:"size"`
 	DrainRecords   uint64                `json:"drain_records"`
 	Drain          map[string]Rate       `json:"drain"`
-	AllocsPerRec   float64               `json:"allocs_per_record"`
+	AllocsPerRec   float64               `json:"allocs_per_record"` // of Ours
+	Lines          []Line                `json:"lines"`
 	Live           map[string]LiveResult `json:"live,omitempty"`
 	BPFNsPerEvent  float64               `json:"bpf_ns_per_event,omitempty"`
 	BPFNsPerRecord float64               `json:"bpf_ns_per_record_batched,omitempty"`
@@ -98,6 +142,37 @@ type Rate struct {
 	Median float64 `json:"median"`
 	Min    float64 `json:"min"`
 	Max    float64 `json:"max"`
+}
+
+// Line is one comparison, a summary line.
+type Line struct {
+	Read   string `json:"read"`
+	Ours   string `json:"ours"`
+	Libbpf string `json:"libbpf"`
+	Cilium string `json:"cilium"`
+	// OursRate, LibbpfRate and CiliumRate are the median rates, in
+	// records per second.
+	OursRate   float64 `json:"ours_rate"`
+	LibbpfRate float64 `json:"libbpf_rate"`
+	CiliumRate float64 `json:"cilium_rate"`
+	// VsLibbpf and VsCilium are ours' rate over the other's, drain by
+	// drain in the same repeat.
+	VsLibbpf Ratio `json:"ours_vs_libbpf"`
+	VsCilium Ratio `json:"ours_vs_cilium"`
+	// AllocsPerRecord are ours' heap allocations per record read.
+	AllocsPerRecord float64 `json:"allocs_per_record"`
+	// Goals is "met", or what is missed or not shown, when the goals are
+	// judged on this line; empty otherwise.
+	Goals string `json:"goals,omitempty"`
+}
+
+// Ratio is the median of per-repeat ratios, with a distribution-free
+// confidence interval for it (order statistics).
+type Ratio struct {
+	Median     float64 `json:"median"`
+	Lower      float64 `json:"lower"`
+	Upper      float64 `json:"upper"`
+	Confidence float64 `json:"confidence"`
 }
 
 // LiveResult is one consumer's live run.
@@ -112,8 +187,31 @@ type LiveResult struct {
 type tally struct {
 	records uint64
 	sum     uint64 // of every record's first u64, the sequence number
+	check   uint64 // of checksum() of every record, by the -checksum consumers
 	elapsed time.Duration
 	mallocs uint64
+}
+
+// checksum sums rec as native-endian 8-byte words, four at a time into
+// four sums, then its last bytes one by one: every byte is read.
+// libbpf/consumer.c has the same.
+func checksum(rec []byte) uint64 {
+	var s0, s1, s2, s3 uint64
+	for len(rec) >= 32 {
+		s0 += binary.NativeEndian.Uint64(rec[0:8])
+		s1 += binary.NativeEndian.Uint64(rec[8:16])
+		s2 += binary.NativeEndian.Uint64(rec[16:24])
+		s3 += binary.NativeEndian.Uint64(rec[24:32])
+		rec = rec[32:]
+	}
+	for len(rec) >= 8 {
+		s0 += binary.NativeEndian.Uint64(rec)
+		rec = rec[8:]
+	}
+	for _, b := range rec {
+		s0 += uint64(b)
+	}
+	return s0 + s1 + s2 + s3
 }
 
 // Run measures every size in opts, writing progress to log, and returns
@@ -251,8 +349,9 @@ func drainAll(ctx context.Context, opts Options, size int, consumerBin string, c
 	defer closeBench()
 	res.DrainRecords = b.records
 
-	rates := map[string][]float64{}
-	var mallocs, records uint64
+	rates := map[string][]float64{} // by repeat
+	mallocs, records := map[string]uint64{}, map[string]uint64{}
+	var check uint64
 	for rep := range opts.Repeats {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -264,24 +363,112 @@ func drainAll(ctx context.Context, opts Options, size int, consumerBin string, c
 				return fmt.Errorf("%s drain: %w", name, err)
 			}
 			rates[name] = append(rates[name], float64(t.records)/t.elapsed.Seconds())
-			if name == Ours {
-				mallocs += t.mallocs
-				records += t.records
-			}
+			mallocs[name] += t.mallocs
+			records[name] += t.records
+			check += t.check
 		}
 	}
 	for name, rs := range rates {
-		slices.Sort(rs)
-		res.Drain[name] = Rate{Median: rs[len(rs)/2], Min: rs[0], Max: rs[len(rs)-1]}
+		sorted := slices.Sorted(slices.Values(rs))
+		res.Drain[name] = Rate{Median: median(sorted), Min: sorted[0], Max: sorted[len(sorted)-1]}
 	}
-	res.AllocsPerRec = float64(mallocs) / float64(records)
+	allocs := func(name string) float64 { return float64(mallocs[name]) / float64(records[name]) }
+	res.AllocsPerRec = allocs(Ours)
 	fmt.Fprintf(log, "size=%d drain of %d records (ring %d MiB) x %d, median [min-max]:", size, b.records, opts.RingBytes>>20, opts.Repeats)
 	for _, name := range consumers {
 		r := res.Drain[name]
 		fmt.Fprintf(log, " %s=%.1fM/s [%.1f-%.1f]", name, r.Median/1e6, r.Min/1e6, r.Max/1e6)
 	}
-	fmt.Fprintln(log)
+	fmt.Fprintf(log, " (checksums %#x)\n", check)
+	for _, rd := range Reads {
+		l := Line{
+			Read: rd.Name, Ours: rd.Ours, Libbpf: rd.Libbpf, Cilium: rd.Cilium,
+			OursRate: res.Drain[rd.Ours].Median, LibbpfRate: res.Drain[rd.Libbpf].Median, CiliumRate: res.Drain[rd.Cilium].Median,
+			VsLibbpf:        pairedRatio(rates[rd.Ours], rates[rd.Libbpf]),
+			VsCilium:        pairedRatio(rates[rd.Ours], rates[rd.Cilium]),
+			AllocsPerRecord: allocs(rd.Ours),
+		}
+		if rd.Goals {
+			l.Goals = l.judge()
+		}
+		res.Lines = append(res.Lines, l)
+	}
 	return nil
+}
+
+// judge says whether the line meets the goals: "met" when every ratio's
+// interval lies at or above its goal and the allocations are nil;
+// otherwise what is missed (the interval below the goal) or not shown (the
+// interval straddles it).
+func (l Line) judge() string {
+	var missed, unclear []string
+	for _, g := range []struct {
+		name string
+		r    Ratio
+		goal float64
+	}{{"ours/libbpf", l.VsLibbpf, GoalVsLibbpf}, {"ours/cilium", l.VsCilium, GoalVsCilium}} {
+		switch {
+		case g.r.Upper < g.goal:
+			missed = append(missed, fmt.Sprintf("%s<%.1f", g.name, g.goal))
+		case g.r.Lower < g.goal:
+			unclear = append(unclear, fmt.Sprintf("%s~%.1f", g.name, g.goal))
+		}
+	}
+	if l.AllocsPerRecord >= GoalAllocs {
+		missed = append(missed, "allocs/record>0")
+	}
+	switch {
+	case len(missed) > 0:
+		return "missed:" + strings.Join(append(missed, unclear...), ",")
+	case len(unclear) > 0:
+		return "unclear:" + strings.Join(unclear, ",")
+	}
+	return "met"
+}
+
+// pairedRatio returns the median of a[i]/b[i], the rates of two consumers
+// in the same repeat, with its confidence interval.
+func pairedRatio(a, b []float64) Ratio {
+	rs := make([]float64, 0, len(a))
+	for i := range min(len(a), len(b)) {
+		rs = append(rs, a[i]/b[i])
+	}
+	if len(rs) == 0 {
+		return Ratio{}
+	}
+	slices.Sort(rs)
+	k, conf := medianInterval(len(rs), Confidence)
+	return Ratio{Median: median(rs), Lower: rs[k], Upper: rs[len(rs)-1-k], Confidence: conf}
+}
+
+func median(sorted []float64) float64 {
+	n := len(sorted)
+	if n%2 == 1 {
+		return sorted[n/2]
+	}
+	return (sorted[n/2-1] + sorted[n/2]) / 2
+}
+
+// medianInterval returns the index k (from 0) such that the k-th smallest
+// and the k-th largest of n samples bound their median with at least
+// confidence conf, the largest such k, and the confidence that interval
+// has: P(k < B < n−k) for B binomial(n, ½), which holds whatever the
+// distribution. With too few samples for conf, k is 0 (the range) and the
+// confidence is lower than conf.
+func medianInterval(n int, conf float64) (k int, got float64) {
+	// cdf[i] = P(B ≤ i).
+	cdf, p := make([]float64, n+1), math.Exp2(-float64(n))
+	for i := 0; i <= n; i++ {
+		if i > 0 {
+			p *= float64(n-i+1) / float64(i)
+			cdf[i] = cdf[i-1]
+		}
+		cdf[i] += p
+	}
+	for k+1 < n-1-(k+1) && 1-2*cdf[k+1] >= conf {
+		k++
+	}
+	return k, 1 - 2*cdf[k]
 }
 
 // fill has the producer emit a full ring and returns the sum of the
@@ -313,22 +500,22 @@ func (b *bench) drainOnce(name string) (tally, error) {
 	}
 	var t tally
 	switch name {
-	case Ours, OursReadBatch, OursReadInto:
+	case Ours, OursReadBatch, OursReadInto, OursChecksum:
 		var rd *ringbuf.Reader
 		if rd, err = ringbuf.NewReader(b.p.Events()); err != nil {
 			return t, err
 		}
 		defer rd.Close()
 		b.cons.do(func() { t, err = drainOurs(rd, b.records, name) })
-	case Cilium:
+	case Cilium, CiliumChecksum:
 		var rd *ciliumringbuf.Reader
 		if rd, err = ciliumringbuf.NewReader(b.p.Events()); err != nil {
 			return t, err
 		}
 		defer rd.Close()
-		b.cons.do(func() { t, err = drainCilium(rd, b.records) })
-	case Libbpf:
-		t, err = b.libbpf.drain(b.records)
+		b.cons.do(func() { t, err = drainCilium(rd, b.records, name == CiliumChecksum) })
+	case Libbpf, LibbpfChecksum:
+		t, err = b.libbpf.drain(b.records, name == LibbpfChecksum)
 	}
 	if err != nil {
 		return t, err
@@ -341,9 +528,6 @@ func (b *bench) drainOnce(name string) (tally, error) {
 
 func drainOurs(rd *ringbuf.Reader, n uint64, api string) (tally, error) {
 	var t tally
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	before := ms.Mallocs
 	fn := func(rec []byte) error {
 		t.records++
 		t.sum += binary.NativeEndian.Uint64(rec)
@@ -354,9 +538,14 @@ func drainOurs(rd *ringbuf.Reader, n uint64, api string) (tally, error) {
 
 	var b ringbuf.Batch
 
+	// Only the reading is counted, not the buffers set up above.
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	before := ms.Mallocs
 	start := time.Now()
 	switch api {
-	case Ours:
+	case Ours, OursChecksum:
+		whole := api == OursChecksum
 		for t.records < n {
 			if err := rd.NextBatch(&b); err != nil {
 				return t, err
@@ -364,6 +553,9 @@ func drainOurs(rd *ringbuf.Reader, n uint64, api string) (tally, error) {
 			for rec := b.Next(); rec != nil; rec = b.Next() {
 				t.records++
 				t.sum += binary.NativeEndian.Uint64(rec)
+				if whole {
+					t.check += checksum(rec)
+				}
 			}
 		}
 		b.Release()
@@ -389,7 +581,7 @@ func drainOurs(rd *ringbuf.Reader, n uint64, api string) (tally, error) {
 	return t, nil
 }
 
-func drainCilium(rd *ciliumringbuf.Reader, n uint64) (tally, error) {
+func drainCilium(rd *ciliumringbuf.Reader, n uint64, whole bool) (tally, error) {
 	var t tally
 	var rec ciliumringbuf.Record
 	rec.RawSample = make([]byte, 0, 4096)
@@ -400,6 +592,9 @@ func drainCilium(rd *ciliumringbuf.Reader, n uint64) (tally, error) {
 		}
 		t.records++
 		t.sum += binary.NativeEndian.Uint64(rec.RawSample)
+		if whole {
+			t.check += checksum(rec.RawSample)
+		}
 	}
 	t.elapsed = time.Since(start)
 	return t, nil

@@ -80,7 +80,7 @@ func (c *libbpfConsumer) line() (string, error) {
 	return c.out.Text(), nil
 }
 
-// result reads an "ok <records> <ns> <sum>" answer.
+// result reads an "ok <records> <ns> <sum> <checksum>" answer.
 func (c *libbpfConsumer) result() (tally, error) {
 	l, err := c.line()
 	if err != nil {
@@ -88,15 +88,21 @@ func (c *libbpfConsumer) result() (tally, error) {
 	}
 	var t tally
 	var ns uint64
-	if _, err := fmt.Sscanf(l, "ok %d %d %d", &t.records, &ns, &t.sum); err != nil {
+	if _, err := fmt.Sscanf(l, "ok %d %d %d %d", &t.records, &ns, &t.sum, &t.check); err != nil {
 		return tally{}, fmt.Errorf("libbpf consumer answered %q", strings.TrimSpace(l))
 	}
 	t.elapsed = time.Duration(ns)
 	return t, nil
 }
 
-func (c *libbpfConsumer) drain(n uint64) (tally, error) {
-	if err := c.send("drain %d", n); err != nil {
+// drain reads n records; whole also reads every byte of each into a
+// checksum.
+func (c *libbpfConsumer) drain(n uint64, whole bool) (tally, error) {
+	cmd := "drain"
+	if whole {
+		cmd = "check"
+	}
+	if err := c.send("%s %d", cmd, n); err != nil {
 		return tally{}, err
 	}
 	return c.result()

@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"runtime"
 	"slices"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -73,20 +75,75 @@ func (c *countLearner) Learn(recs []benchRecord, _ *pipeline.Result) {
 	}
 }
 
-// benchObjects are the producer's maps as a model's objects.
-type benchObjects struct {
+// ModelObjects are a producer's maps as a model's objects
+// (pipeline.Objects), for benchmarks and tests: a recommendation is kept
+// in a map, not written anywhere the producer reads.
+type ModelObjects struct {
 	model.GenericModelOps
 	p   *Producer
 	ctl *loader.ControlMap
+
+	mu       sync.Mutex
+	applied  map[string]string
+	operator map[string]bool
 }
 
-func (o *benchObjects) Dir() string                                  { return "" }
-func (o *benchObjects) Control() *loader.ControlMap                  { return o.ctl }
-func (o *benchObjects) Events() *ebpf.Map                            { return o.p.Events() }
-func (o *benchObjects) Lost() *ebpf.Map                              { return o.p.Lost() }
-func (o *benchObjects) RecommendOperator(model.Recommendation) error { return nil }
-func (o *benchObjects) WithdrawLearned(string) error                 { return nil }
-func (o *benchObjects) Close() error                                 { return nil }
+// ModelObjects returns the producer's maps as a model's objects.
+func (p *Producer) ModelObjects() (*ModelObjects, error) {
+	ctl, err := loader.NewControlMap(p.objs.Control)
+	if err != nil {
+		return nil, err
+	}
+	return &ModelObjects{p: p, ctl: ctl, applied: map[string]string{}, operator: map[string]bool{}}, nil
+}
+
+// ApplyRecommendation implements model.ModelOps.
+func (o *ModelObjects) ApplyRecommendation(_ *model.Model, rec model.Recommendation) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.applied[rec.Key] = rec.Value
+	return nil
+}
+
+// RecommendOperator implements pipeline.Objects.
+func (o *ModelObjects) RecommendOperator(rec model.Recommendation) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.applied[rec.Key], o.operator[rec.Key] = rec.Value, true
+	return nil
+}
+
+// WithdrawLearned implements pipeline.Objects.
+func (o *ModelObjects) WithdrawLearned(key string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.operator[key] {
+		delete(o.applied, key)
+	}
+	return nil
+}
+
+// Applied returns the recommendations in place, by key.
+func (o *ModelObjects) Applied() map[string]string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return maps.Clone(o.applied)
+}
+
+// Dir implements pipeline.Objects: nothing is pinned.
+func (o *ModelObjects) Dir() string { return "" }
+
+// Control implements pipeline.Objects.
+func (o *ModelObjects) Control() *loader.ControlMap { return o.ctl }
+
+// Events implements pipeline.Objects.
+func (o *ModelObjects) Events() *ebpf.Map { return o.p.Events() }
+
+// Lost implements pipeline.Objects.
+func (o *ModelObjects) Lost() *ebpf.Map { return o.p.Lost() }
+
+// Close implements pipeline.Objects: the producer is the caller's.
+func (o *ModelObjects) Close() error { return nil }
 
 // RunPipeline measures the pipeline against the raw drain (Ours) with
 // opts.Repeats full rings of opts.RingBytes each, tcp/cc-sized records,
@@ -111,14 +168,14 @@ func RunPipeline(ctx context.Context, opts Options, log io.Writer) (PipelineResu
 		return res, err
 	}
 	defer cons.stop()
-	ctl, err := loader.NewControlMap(p.objs.Control)
+	objs, err := p.ModelObjects()
 	if err != nil {
 		return res, err
 	}
 	learner := &countLearner{}
 	l, err := pipeline.New(pipeline.Env{Model: "bench", Options: model.Options{SleepTimeout: time.Second, MaxMode: model.ModeLearning}},
 		pipeline.Parts[benchRecord]{
-			Subsystem: "ringbench", Objects: &benchObjects{p: p, ctl: ctl},
+			Subsystem: "ringbench", Objects: objs,
 			Records: pipeline.RecordFormat{Kind: loader.RecordTCPConn, Size: size},
 			Decode:  decodeBench, Learner: learner,
 		})

@@ -6,6 +6,7 @@ package testutil
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,16 +49,26 @@ func Missing(tb testing.TB, why string) {
 }
 
 // SkipIfNotSupported skips t if err says the kernel lacks a feature, naming
-// it; other errors fail the test.
+// it, through Missing: on CI, whose kernel has every feature, it fails.
+// Other errors fail the test.
 func SkipIfNotSupported(tb testing.TB, what string, err error) {
 	tb.Helper()
 	if err == nil {
 		return
 	}
 	if errors.Is(err, ebpf.ErrNotSupported) {
-		tb.Skipf("kernel lacks %s: %v", what, err)
+		Missing(tb, fmt.Sprintf("kernel lacks %s: %v", what, err))
+		return
 	}
 	tb.Fatalf("%s: %v", what, err)
+}
+
+// NotPackaged skips t because it needs name, which the distribution CI
+// runs on does not package, so CI cannot have it either: unlike Missing,
+// it skips under MLBPF_CI=1 too. how says how to get it.
+func NotPackaged(tb testing.TB, name, how string) {
+	tb.Helper()
+	tb.Skipf("needs %s, which Debian does not package (so CI does not run this test): %s", name, how)
 }
 
 // PinRoot returns a fresh pin root on bpffs for one test, removed when the

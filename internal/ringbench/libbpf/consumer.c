@@ -7,10 +7,13 @@
  * stdin and answers each on stdout with one line:
  *
  *   drain N    ring_buffer__consume until N records are read
- *              -> "ok <records> <ns> <sum of the first u64 of each record>"
+ *              -> "ok <records> <ns> <sum of the first u64 of each record> 0"
+ *   check N    the same, and the callback also sums every record whole
+ *              (checksum(), the same as the Go consumers')
+ *              -> "ok <records> <ns> <sum> <checksum>"
  *   live MS    print "ready", then ring_buffer__poll until MS milliseconds
  *              have passed and the ring is empty
- *              -> "ok <records> <ns> <sum>"
+ *              -> "ok <records> <ns> <sum> 0"
  *
  * Usage: consumer CPU   (the CPU to run on, -1: any)
  */
@@ -27,7 +30,32 @@
 struct tally {
 	uint64_t records;
 	uint64_t sum;
+	uint64_t check;
+	int whole; /* read every byte of each record into check */
 };
+
+/* checksum sums a record as native-endian u64 words, four at a time into
+ * four sums, then its last bytes one by one: every byte is read. The Go
+ * consumers (bench.go) have the same. */
+static uint64_t checksum(const unsigned char *p, size_t len)
+{
+	uint64_t s[4] = {}, w[4];
+
+	for (; len >= sizeof(w); p += sizeof(w), len -= sizeof(w)) {
+		memcpy(w, p, sizeof(w));
+		s[0] += w[0];
+		s[1] += w[1];
+		s[2] += w[2];
+		s[3] += w[3];
+	}
+	for (; len >= sizeof(w[0]); p += sizeof(w[0]), len -= sizeof(w[0])) {
+		memcpy(w, p, sizeof(w[0]));
+		s[0] += w[0];
+	}
+	for (; len > 0; p++, len--)
+		s[0] += *p;
+	return s[0] + s[1] + s[2] + s[3];
+}
 
 static int on_sample(void *ctx, void *data, size_t len)
 {
@@ -39,6 +67,8 @@ static int on_sample(void *ctx, void *data, size_t len)
 	memcpy(&seq, data, sizeof(seq));
 	t->records++;
 	t->sum += seq;
+	if (t->whole)
+		t->check += checksum(data, len);
 	return 0;
 }
 
@@ -80,7 +110,8 @@ int main(int argc, char **argv)
 		int err = 0;
 
 		memset(&t, 0, sizeof(t));
-		if (sscanf(line, "drain %llu", &arg) == 1) {
+		if (sscanf(line, "drain %llu", &arg) == 1 || sscanf(line, "check %llu", &arg) == 1) {
+			t.whole = line[0] == 'c';
 			start = now_ns();
 			while (t.records < arg) {
 				err = ring_buffer__consume(rb);
@@ -112,8 +143,9 @@ int main(int argc, char **argv)
 			printf("error %s\n", strerror(-err));
 			continue;
 		}
-		printf("ok %llu %llu %llu\n", (unsigned long long)t.records,
-		       (unsigned long long)(end - start), (unsigned long long)t.sum);
+		printf("ok %llu %llu %llu %llu\n", (unsigned long long)t.records,
+		       (unsigned long long)(end - start), (unsigned long long)t.sum,
+		       (unsigned long long)t.check);
 	}
 	ring_buffer__free(rb);
 	return 0;

@@ -16,15 +16,16 @@ import (
 	"strings"
 )
 
-// Kernel is a bootable kernel image and, when known, its modules.
+// Kernel is a bootable kernel. Its modules, if any, are where vng looks
+// for them: in lib/modules/<release> under a parent directory of the
+// image (an unpacked Debian package), or in the kernel tree it was built
+// in.
 type Kernel struct {
-	// Image is the kernel to boot (a bzImage, Debian's vmlinuz).
+	// Image is what vng --run boots: Debian's vmlinuz, a bzImage, a
+	// kernel tree.
 	Image string
-	// Release is the kernel release (uname -r), empty when unknown.
+	// Release is the kernel release (uname -r), else the image's name.
 	Release string
-	// ModulesDir holds the modules (lib/modules/<release>); empty when
-	// there are none.
-	ModulesDir string
 	// Source says where the kernel came from, for the log.
 	Source string
 }
@@ -38,10 +39,9 @@ var Aliases = map[string]string{
 
 // Resolve finds the kernel spec names: an alias such as "6.1", a Debian
 // package name (linux-image-…), a Debian package file or its http(s) URL
-// (….deb, for hosts without Debian's apt), or the path of a kernel image.
-// Debian kernels are unpacked into cacheDir on first use. modulesDir, if
-// not empty, overrides where the modules are.
-func Resolve(ctx context.Context, spec, cacheDir, modulesDir string, log io.Writer) (*Kernel, error) {
+// (….deb, for hosts without Debian's apt), or the path of a kernel image
+// or tree. Debian kernels are unpacked into cacheDir on first use.
+func Resolve(ctx context.Context, spec, cacheDir string, log io.Writer) (*Kernel, error) {
 	var k *Kernel
 	pkg, isAlias := Aliases[spec]
 	switch {
@@ -66,14 +66,7 @@ func Resolve(ctx context.Context, spec, cacheDir, modulesDir string, log io.Writ
 		if err != nil {
 			return nil, err
 		}
-		k = &Kernel{Image: abs, Source: abs}
-	}
-	if modulesDir != "" {
-		if _, err := os.Stat(modulesDir); err != nil {
-			return nil, fmt.Errorf("finding modules: %w", err)
-		}
-		k.ModulesDir = modulesDir
-		k.Release = filepath.Base(filepath.Clean(modulesDir))
+		k = &Kernel{Image: abs, Release: filepath.Base(abs), Source: abs}
 	}
 	return k, nil
 }
@@ -254,6 +247,11 @@ func unpackInto(ctx context.Context, cacheDir, dir, what string, get func(tmp st
 	if _, err := command(ctx, "", "dpkg-deb", "-x", deb, root); err != nil {
 		return fmt.Errorf("unpacking %s: %w", deb, err)
 	}
+	// vng looks for lib/modules above the image: give it one where the
+	// package has only usr/lib/modules (merged-/usr packages).
+	if _, err := os.Stat(filepath.Join(root, "lib")); os.IsNotExist(err) {
+		_ = os.Symlink("usr/lib", filepath.Join(root, "lib"))
+	}
 	if err := os.WriteFile(filepath.Join(root, ".complete"), []byte(what+"\n"), 0o644); err != nil {
 		return err
 	}
@@ -267,25 +265,18 @@ func unpackInto(ctx context.Context, cacheDir, dir, what string, get func(tmp st
 	return nil
 }
 
-// unpacked finds the kernel image and modules of an unpacked package.
+// unpacked finds the kernel image of an unpacked package; vng finds its
+// modules in lib/modules beside boot.
 func unpacked(dir, source string) (*Kernel, error) {
 	images, _ := filepath.Glob(filepath.Join(dir, "boot", "vmlinuz-*"))
 	if len(images) != 1 {
 		return nil, fmt.Errorf("finding the kernel in %s: %d boot/vmlinuz-* files, want 1", dir, len(images))
 	}
-	k := &Kernel{
+	return &Kernel{
 		Image:   images[0],
 		Release: strings.TrimPrefix(filepath.Base(images[0]), "vmlinuz-"),
 		Source:  source,
-	}
-	for _, lib := range []string{"lib", "usr/lib"} {
-		mods := filepath.Join(dir, lib, "modules", k.Release)
-		if _, err := os.Stat(mods); err == nil {
-			k.ModulesDir = mods
-			break
-		}
-	}
-	return k, nil
+	}, nil
 }
 
 // command runs name and returns its standard output, or an error holding

@@ -1,0 +1,152 @@
+package pipeline_test
+
+import (
+	"encoding/binary"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/mlbpf/mlbpf/internal/ringbench"
+	"github.com/mlbpf/mlbpf/internal/testutil"
+	"github.com/mlbpf/mlbpf/loader"
+	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/pipeline"
+)
+
+const (
+	recordSize = 64
+	kind       = 7
+)
+
+// seqLearner recommends, for key seq%3, the sequence number, and feeds
+// back one SHADOW outcome per record.
+type seqLearner struct{ records int }
+
+func (l *seqLearner) Learn(seqs []uint64, out *pipeline.Result) {
+	for _, seq := range seqs {
+		l.records++
+		key := strconv.FormatUint(seq%3, 10)
+		out.Recommend = append(out.Recommend, model.Recommendation{Key: key, Value: strconv.FormatUint(seq, 10)})
+		out.Feedback = append(out.Feedback, model.Feedback{Arm: model.ArmShadow, Reward: 1, Key: key, Mode: model.ModeLearning})
+	}
+}
+
+func decodeSeq(raw []byte, seq *uint64) error {
+	*seq = binary.NativeEndian.Uint64(raw[loader.RecordHeaderSize:])
+	return nil
+}
+
+type harness struct {
+	t       *testing.T
+	p       *ringbench.Producer
+	objs    *ringbench.ModelObjects
+	learner *seqLearner
+	loop    *pipeline.Loop
+	next    uint64
+}
+
+func newHarness(t *testing.T, ringBytes uint32, external bool) *harness {
+	testutil.RequireBPF(t)
+	p, err := ringbench.NewProducer(ringbench.Config{RingBytes: ringBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	objs, err := p.ModelObjects()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, p: p, objs: objs, learner: &seqLearner{}}
+	h.loop, err = pipeline.New(pipeline.Env{Model: "test", External: external,
+		Options: model.Options{SleepTimeout: time.Second, MaxMode: model.ModeLearning}},
+		pipeline.Parts[uint64]{Subsystem: "ringbench", Objects: objs,
+			Records: pipeline.RecordFormat{Kind: kind, Size: recordSize}, Decode: decodeSeq, Learner: h.learner})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.loop.Close() })
+	if err := h.loop.Model().Start(model.RunConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func (h *harness) emit(n uint64) {
+	h.t.Helper()
+	if _, err := h.p.Emit(ringbench.EmitArgs{Count: n, Size: recordSize, Kind: kind, FirstSeq: h.next}); err != nil {
+		h.t.Fatal(err)
+	}
+	h.next += n
+}
+
+func (h *harness) period() {
+	h.t.Helper()
+	if err := h.loop.Period(); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// TestLoop runs periods: every record decoded once and learned from, the
+// learner's recommendations applied but never over an operator's, the
+// outcomes fed back per arm, the kernel's losses counted once.
+func TestLoop(t *testing.T) {
+	page := os.Getpagesize()
+	h := newHarness(t, uint32(page), false)
+	h.emit(9)
+	h.period()
+	if st := h.loop.Stats(); st.Records != 9 || st.Lost != 0 || h.learner.records != 9 {
+		t.Fatalf("after 9 records: %+v, learner %d", st, h.learner.records)
+	}
+	if got := h.objs.Applied(); got["0"] != "6" || got["1"] != "7" || got["2"] != "8" {
+		t.Fatalf("applied %v, want the last seq per key", got)
+	}
+	fb := h.loop.TakeFeedback()
+	if fb == nil || fb.Outcomes != 9 || fb.Arms[model.ArmShadow.String()].N != 9 {
+		t.Fatalf("feedback %+v, want 9 SHADOW outcomes", fb)
+	}
+
+	// An operator's key is the operator's.
+	if _, err := h.loop.Recommend(model.Recommendation{Key: " 0 ", Value: "op"}, true); err != nil {
+		t.Fatal(err)
+	}
+	h.emit(3)
+	h.period()
+	if got := h.objs.Applied(); got["0"] != "op" || got["1"] != "10" {
+		t.Fatalf("applied %v after an operator's recommendation for key 0", got)
+	}
+
+	// The kernel loses records once: the loss is counted in that
+	// period's portion, not again.
+	fits := uint64(page-8) / (recordSize + 8)
+	h.emit(fits + 5)
+	h.period()
+	if st := h.loop.Stats(); st.Lost != 5 || st.Partial != 1 {
+		t.Fatalf("after losing 5: %+v", st)
+	}
+	h.emit(2)
+	h.period()
+	if st := h.loop.Stats(); st.Lost != 5 || st.Partial != 1 || st.Records != 12+fits+2 {
+		t.Fatalf("after the loss: %+v, want 5 lost in 1 partial portion, %d records", st, 12+fits+2)
+	}
+}
+
+// TestLoopExternal: with learner: external the built-in learner learns
+// and its outcomes are fed back, but only agents recommend.
+func TestLoopExternal(t *testing.T) {
+	h := newHarness(t, uint32(os.Getpagesize()), true)
+	h.emit(4)
+	h.period()
+	if got := h.objs.Applied(); len(got) != 0 {
+		t.Fatalf("the built-in learner's recommendations were applied: %v", got)
+	}
+	if fb := h.loop.TakeFeedback(); fb == nil || fb.Outcomes != 4 {
+		t.Fatalf("feedback %+v, want 4 outcomes", fb)
+	}
+	if _, err := h.loop.Recommend(model.Recommendation{Key: "1", Value: "2"}, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.objs.Applied(); got["1"] != "2" {
+		t.Fatalf("an agent's recommendation was not applied: %v", got)
+	}
+}
