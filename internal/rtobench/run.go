@@ -55,6 +55,24 @@ func tQuantile975(df int) float64 {
 	return 1.96
 }
 
+// Ratio is the geometric mean of ratios over repeats with its 95 %
+// confidence interval, computed in log space.
+type Ratio struct{ Mean, Low, High float64 }
+
+func ratio(xs []float64) Ratio {
+	logs := make([]float64, 0, len(xs))
+	for _, x := range xs {
+		if x > 0 && !math.IsInf(x, 0) {
+			logs = append(logs, math.Log(x))
+		}
+	}
+	iv := interval(logs)
+	return Ratio{Mean: math.Exp(iv.Mean), Low: math.Exp(iv.Mean - iv.Half), High: math.Exp(iv.Mean + iv.Half)}
+}
+
+// String formats r as "2.50[1.90,3.29]".
+func (r Ratio) String() string { return fmt.Sprintf("%.2f[%.2f,%.2f]", r.Mean, r.Low, r.High) }
+
 func (i Interval) fmt(prec int) string {
 	return fmt.Sprintf("%.*f±%.*f", prec, i.Mean, prec, i.Half)
 }
@@ -69,9 +87,10 @@ type PathResult struct {
 	Best    rto.Setting
 	BestP99 Interval
 	MLBPF   Interval
-	// Speedup and VsBest are per-repeat ratios default/mlbpf and
-	// best/mlbpf.
-	Speedup, VsBest Interval
+	// Speedup and VsBest are the ratios default/mlbpf and best/mlbpf of
+	// the p99s, repeat by repeat, summarised in log space (a ratio's
+	// interval is not symmetric).
+	Speedup, VsBest Ratio
 	Mode            model.Mode
 	LearnedAfter    int
 	Chosen          rto.Setting
@@ -86,7 +105,7 @@ func (r PathResult) Line() string {
 		learned = fmt.Sprint(r.LearnedAfter)
 	}
 	return fmt.Sprintf("tcprto path=%s flows=%d default_p99_ms=%s best=%s:%s mlbpf_p99_ms=%s speedup=%s vs_best=%s mode=%v learned_after=%s chosen=%s",
-		r.Path, r.Flows, r.Default.fmt(0), r.Best, r.BestP99.fmt(0), r.MLBPF.fmt(0), r.Speedup.fmt(2), r.VsBest.fmt(2),
+		r.Path, r.Flows, r.Default.fmt(0), r.Best, r.BestP99.fmt(0), r.MLBPF.fmt(0), r.Speedup, r.VsBest,
 		r.Mode, learned, r.Chosen)
 }
 
@@ -228,7 +247,7 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 				vb = append(vb, r.Fixed[r.Best][i]/m)
 			}
 		}
-		r.Speedup, r.VsBest = interval(sp), interval(vb)
+		r.Speedup, r.VsBest = ratio(sp), ratio(vb)
 	}
 	// The survey first, then the lines the issue asks for.
 	for _, p := range paths {
