@@ -6,7 +6,7 @@ VMTEST_FLAGS ?=
 TCPBENCH_FLAGS ?=
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all setup setup-run generate check-generated build test bench bench-ringbuf bench-tcp vmtest fuzz lint run
+.PHONY: all setup setup-run generate check-generated build test bench bench-ringbuf bench-tcp bench-tcp-rto vmtest fuzz lint run
 
 all: build
 
@@ -39,7 +39,7 @@ run: setup-run
 	CGO_ENABLED=0 $(GO) run ./cmd/mlbpf run
 
 ## bench: every benchmark
-bench: bench-ringbuf bench-tcp
+bench: bench-ringbuf bench-tcp bench-tcp-rto
 
 ## bench-ringbuf: our ring buffer consumer against libbpf's and cilium/ebpf's, same producer, same run
 bench-ringbuf: setup
@@ -48,6 +48,10 @@ bench-ringbuf: setup
 ## bench-tcp: iperf3 over a veth testbed at 0/2/10 % loss, through the daemon: each algorithm with mlbpf detached and attached, mlbpf after learning, 95 % intervals (~13 min; TCPBENCH_FLAGS=-h lists the knobs)
 bench-tcp: setup
 	$(GO) run ./internal/tcpbench/cmd/tcpbench $(TCPBENCH_FLAGS)
+
+## bench-tcp-rto: 64 KB flows over a lossy and a bloated path: default timers, best fixed setting, mlbpf after learning (p99 flow completion time)
+bench-tcp-rto: setup
+	$(GO) run ./internal/rtobench/cmd/rtobench
 
 ## vmtest: the privileged suite in a virtme-ng (vng) VM on another kernel (KERNEL=6.1|6.12|path/to/bzImage|….deb)
 ##   as root it runs setup first; a user in the kvm group needs no root: vng runs the tests as the guest's root

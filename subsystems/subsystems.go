@@ -7,12 +7,14 @@ import (
 	"github.com/mlbpf/mlbpf/pipeline"
 	"github.com/mlbpf/mlbpf/synthetic"
 	"github.com/mlbpf/mlbpf/tcp"
+	"github.com/mlbpf/mlbpf/tcp/rto"
 )
 
 // All returns every subsystem, in the order the CLI lists them.
 func All() []*pipeline.Subsystem {
 	return []*pipeline.Subsystem{
 		tcp.Subsystem(),
+		rto.Subsystem(),
 		synthetic.Subsystem(),
 	}
 }

@@ -93,6 +93,10 @@ type Load struct {
 // A non-empty cc is set with setsockopt(TCP_CONGESTION) before connect,
 // as an application choosing its own algorithm would.
 func (t *Testbed) Send(ctx context.Context, addr string, load Load, cc string) (Transfer, error) {
+	return sendFrom(ctx, t.Client, addr, load, cc)
+}
+
+func sendFrom(ctx context.Context, ns *Namespace, addr string, load Load, cc string) (Transfer, error) {
 	if load.Bytes <= 0 && load.Duration <= 0 {
 		return Transfer{}, fmt.Errorf("sending to %s: empty load", addr)
 	}
@@ -108,7 +112,7 @@ func (t *Testbed) Send(ctx context.Context, addr string, load Load, cc string) (
 		}
 	}
 	start := time.Now()
-	c, err := t.Client.DialWith(ctx, d, "tcp", addr)
+	c, err := ns.DialWith(ctx, d, "tcp", addr)
 	if err != nil {
 		return tr, fmt.Errorf("sending to %s: %w", addr, err)
 	}

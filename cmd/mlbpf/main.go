@@ -67,7 +67,7 @@ func commands() []command {
 		{name: "recommend", summary: "write an operator's recommendation, validated by the model's subsystem", run: cmdRecommend},
 		{name: "dataset", summary: "get, discard or export a model's dataset portion", run: cmdDataset},
 		{name: "rollback", summary: "every model to EMERGENCY, the daemon stopped, every pin removed", run: cmdRollback},
-		{name: "demo", summary: "show a model learning on a testbed of its own (tcp: lossy veth, namespaces)", run: cmdDemo},
+		{name: "demo", summary: "show a model learning on a testbed of its own (tcp: lossy veth; tcp-rto: a lossy and a bloated path)", run: cmdDemo},
 		{name: "config", summary: "print the embedded default configuration, or check a file", run: cmdConfig},
 		{name: "completion", summary: "print a shell completion script (bash, zsh)", run: cmdCompletion},
 		{name: "version", summary: "print the version", run: cmdVersion},

@@ -1,0 +1,353 @@
+// Package rtobench measures tcp/rto on the two-path testbed (testbed.Paths):
+// the flow completion time of short transfers with each grid setting fixed
+// and with mlbpf choosing per destination after it has learned, plus the
+// cost of the sock_ops program. `make bench-tcp-rto` runs it through
+// cmd/rtobench.
+package rtobench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/tcp/rto"
+	"github.com/mlbpf/mlbpf/testbed"
+)
+
+// Config configures a run. Zero fields take the defaults.
+type Config struct {
+	// Flows is the number of flows on the bloat path in one repeat of
+	// one arm (default 150) and LossyFlows on the lossy path (default
+	// twice Flows: its flows take milliseconds, and its p99 needs them),
+	// Repeats the repeats (default 3), Bytes one flow's transfer
+	// (default 64 KiB).
+	Flows, LossyFlows, Repeats int
+	Bytes                      int64
+	// Workers are the flows in flight per path (default 4 on lossy, 8 on
+	// bloat, whose flows take seconds).
+	LossyWorkers, BloatWorkers int
+	// Settings are the fixed arms measured (default rto.Grid).
+	Settings []rto.Setting
+	// LossPercent is the lossy path's loss each way (default 5).
+	LossPercent float64
+	// SkipLearn measures the fixed arms only (the knob survey).
+	SkipLearn bool
+	Logger    *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Flows == 0 {
+		c.Flows = 150
+	}
+	if c.LossyFlows == 0 {
+		c.LossyFlows = 2 * c.Flows
+	}
+	if c.Repeats == 0 {
+		c.Repeats = 3
+	}
+	if c.Bytes == 0 {
+		c.Bytes = 64 << 10
+	}
+	if c.LossyWorkers == 0 {
+		c.LossyWorkers = 4
+	}
+	if c.BloatWorkers == 0 {
+		c.BloatWorkers = 8
+	}
+	if len(c.Settings) == 0 {
+		c.Settings = rto.Grid
+	}
+	if c.LossPercent == 0 {
+		c.LossPercent = 5
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+var paths = []testbed.Path{testbed.PathLossy, testbed.PathBloat}
+
+// env is one run's testbed and model objects.
+type env struct {
+	cfg   Config
+	tb    *testbed.Paths
+	o     *rto.Objects
+	sinks map[testbed.Path]*testbed.Sink
+	pins  string
+}
+
+func setup(ctx context.Context, cfg Config) (*env, error) {
+	e := &env{cfg: cfg, sinks: map[testbed.Path]*testbed.Sink{}}
+	var err error
+	if e.pins, err = testbed.TempPinRoot("mlbpf-rtobench"); err != nil {
+		return nil, err
+	}
+	if e.tb, err = testbed.NewPaths(ctx, testbed.PathsConfig{LossPercent: cfg.LossPercent, Cgroup: true}); err != nil {
+		e.close()
+		return nil, err
+	}
+	// The queue fills in a few seconds; a little more lets the
+	// background flow reach its steady saw-tooth.
+	rtt, err := e.tb.WaitBloated(ctx, 200*time.Millisecond, 30*time.Second)
+	if err != nil {
+		e.close()
+		return nil, err
+	}
+	time.Sleep(5 * time.Second)
+	rtt, _ = e.tb.BackgroundRTT()
+	cfg.Logger.Info("bloat path queue full", "background_rtt", rtt)
+	for _, p := range paths {
+		if e.sinks[p], err = e.tb.NewSink(p, false); err != nil {
+			e.close()
+			return nil, err
+		}
+	}
+	if e.o, err = rto.Open(rto.Config{PinRoot: e.pins, Cgroup: e.tb.Cgroup()}); err != nil {
+		e.close()
+		return nil, err
+	}
+	if err := e.o.Attach(); err != nil {
+		e.close()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *env) close() error {
+	var errs []error
+	if e.o != nil {
+		errs = append(errs, e.o.Remove())
+	}
+	for _, s := range e.sinks {
+		_ = s.Close()
+	}
+	if e.tb != nil {
+		errs = append(errs, e.tb.Close())
+	}
+	if e.pins != "" {
+		errs = append(errs, os.RemoveAll(e.pins))
+	}
+	return errors.Join(errs...)
+}
+
+// flows sends lossy flows on the lossy path and bloat on the bloat path,
+// each path's workers in flight at a time, both paths at once.
+func (e *env) flows(ctx context.Context, lossy, bloat int) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for _, p := range paths {
+		workers, n := e.cfg.LossyWorkers, lossy
+		if p == testbed.PathBloat {
+			workers, n = e.cfg.BloatWorkers, bloat
+		}
+		next := make(chan struct{}, n)
+		for range n {
+			next <- struct{}{}
+		}
+		close(next)
+		for range workers {
+			wg.Go(func() {
+				for range next {
+					fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+					_, err := e.tb.Send(fctx, e.sinks[p].Addr(), testbed.Load{Bytes: e.cfg.Bytes})
+					cancel()
+					if err != nil && ctx.Err() == nil {
+						select {
+						case errs <- fmt.Errorf("%s flow: %w", p, err):
+						default:
+						}
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	// Single flows may fail under 5 % loss both ways (a SYN retried to
+	// exhaustion is not expected, but a reset is possible): count them,
+	// the record still has their time.
+	var n2 int
+	for range errs {
+		n2++
+	}
+	if n2 > 0 {
+		e.cfg.Logger.Warn("flows failed", "count", n2)
+	}
+	return nil
+}
+
+func pathOf(a netip.Addr) (testbed.Path, bool) {
+	for _, p := range paths {
+		if p.Addrs().Prefix.Contains(a) || p.Addrs().Prefix6.Contains(a) {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+// drain reads every record now in the ring buffer.
+func drain(rd *ringbuf.Reader, fn func(*rto.Flow)) error {
+	var rec ringbuf.Record
+	var f rto.Flow
+	rd.SetDeadline(time.Now().Add(50 * time.Millisecond))
+	for {
+		err := rd.ReadInto(&rec)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if rto.DecodeFlow(rec.RawSample, &f) == nil {
+			fn(&f)
+		}
+	}
+}
+
+// Stats summarises flows of one arm on one path.
+type Stats struct {
+	N                   int
+	Mean, P50, P90, P99 float64 // ms
+	SynRetrans, Retrans float64 // per flow
+	DSACKs, Timeouts    float64
+	NotDone             int
+}
+
+func summarize(fs []rto.Flow) Stats {
+	s := Stats{N: len(fs)}
+	if len(fs) == 0 {
+		return s
+	}
+	ms := make([]float64, len(fs))
+	for i, f := range fs {
+		ms[i] = float64(f.FCT) / 1e6
+		s.Mean += ms[i]
+		s.SynRetrans += float64(f.SynRetrans)
+		s.Retrans += float64(f.Retrans)
+		s.DSACKs += float64(f.DSACKs)
+		s.Timeouts += float64(f.Timeouts)
+		if !f.Done {
+			s.NotDone++
+		}
+	}
+	n := float64(len(fs))
+	s.Mean /= n
+	s.SynRetrans /= n
+	s.Retrans /= n
+	s.DSACKs /= n
+	s.Timeouts /= n
+	slices.Sort(ms)
+	s.P50, s.P90, s.P99 = pct(ms, 0.5), pct(ms, 0.9), pct(ms, 0.99)
+	return s
+}
+
+// pct is the q-quantile of sorted xs (nearest rank).
+func pct(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	i := int(math.Ceil(q*float64(len(xs)))) - 1
+	return xs[min(max(i, 0), len(xs)-1)]
+}
+
+// fixed measures one setting on both paths: every flow gets it (holdout
+// 0), or the kernel's defaults for rto.Default (no recommendation).
+func (e *env) fixed(ctx context.Context, rd *ringbuf.Reader, s rto.Setting) (map[testbed.Path][]rto.Flow, error) {
+	recs := map[netip.Prefix][]rto.Setting{}
+	for _, p := range paths {
+		if s != rto.Default {
+			recs[p.Addrs().Prefix] = []rto.Setting{s}
+		}
+	}
+	return e.measure(ctx, rd, recs, 0)
+}
+
+// measure writes recs (every path's prefix not in it withdrawn) and a
+// control block RUNNING in RECOMMENDATION with holdout permille and an
+// endless lease, sends Flows flows on each path and returns their
+// records by path.
+func (e *env) measure(ctx context.Context, rd *ringbuf.Reader, recs map[netip.Prefix][]rto.Setting, holdout uint32) (map[testbed.Path][]rto.Flow, error) {
+	for _, p := range paths {
+		pfx := p.Addrs().Prefix
+		var err error
+		if s, ok := recs[pfx]; ok {
+			err = e.o.Write(pfx, s)
+		} else {
+			err = e.o.Withdraw(pfx)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	c, err := e.o.Control().LoadControl()
+	if err != nil {
+		return nil, err
+	}
+	if err := e.o.Control().StoreControl(model.Control{
+		State: model.StateRunning, Mode: model.ModeRecommendation, LeaseExpiresNs: math.MaxUint64,
+		HoldoutPermille: holdout, Generation: c.Generation + 1,
+	}); err != nil {
+		return nil, err
+	}
+	if err := drain(rd, func(*rto.Flow) {}); err != nil {
+		return nil, err
+	}
+	if err := e.flows(ctx, e.cfg.LossyFlows, e.cfg.Flows); err != nil {
+		return nil, err
+	}
+	out := map[testbed.Path][]rto.Flow{}
+	err = drain(rd, func(f *rto.Flow) {
+		if p, ok := pathOf(f.Peer); ok {
+			out[p] = append(out[p], *f)
+		}
+	})
+	return out, err
+}
+
+// Survey measures every configured setting once on both paths and prints
+// one line per setting and path: the knob survey.
+func Survey(ctx context.Context, w io.Writer, cfg Config) error {
+	cfg = cfg.withDefaults()
+	e, err := setup(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	rd, err := ringbuf.NewReader(e.o.Events())
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	for _, s := range cfg.Settings {
+		if err := s.Validate(rto.KernelHZ()); err != nil {
+			return err
+		}
+		res, err := e.fixed(ctx, rd, s)
+		if err != nil {
+			return err
+		}
+		for _, p := range paths {
+			st := summarize(res[p])
+			fmt.Fprintf(w, "tcprto survey path=%s setting=%s flows=%d mean_ms=%.1f p50_ms=%.1f p90_ms=%.1f p99_ms=%.1f syn_retrans=%.2f retrans=%.2f rto_timeouts=%.2f dsacks=%.2f not_done=%d\n",
+				p, s, st.N, st.Mean, st.P50, st.P90, st.P99, st.SynRetrans, st.Retrans, st.Timeouts, st.DSACKs, st.NotDone)
+		}
+	}
+	arms, _ := e.o.ArmCounts()
+	fmt.Fprintf(w, "tcprto survey arms=%v\n", arms)
+	return nil
+}

@@ -1,0 +1,72 @@
+// Command rtobench runs the tcp/rto benchmark on the two-path testbed
+// (make bench-tcp-rto):
+//
+//	sudo go run ./internal/rtobench/cmd/rtobench
+//	sudo go run ./internal/rtobench/cmd/rtobench -survey -settings default,syn=20ms,rto_min=8ms -flows 100
+//
+// It prints one line per path and one line for the program's cost; with
+// -survey, one line per setting and path.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+
+	"github.com/mlbpf/mlbpf/internal/rtobench"
+	"github.com/mlbpf/mlbpf/loader"
+	"github.com/mlbpf/mlbpf/tcp/rto"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "rtobench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("rtobench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	survey := fs.Bool("survey", false, "measure each setting fixed on both paths (the knob survey) and stop")
+	settings := fs.String("settings", "", "settings measured, ';'-separated (default the grid), e.g. 'default;syn=20ms,rto_min=8ms'")
+	flows := fs.Int("flows", 0, "bloat-path flows per repeat of each arm (default 150; the lossy path gets twice as many)")
+	repeats := fs.Int("repeats", 0, "repeats (default 3)")
+	verbose := fs.Bool("v", false, "log progress to stderr")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := loader.CheckPrivileges(); err != nil {
+		return err
+	}
+	cfg := rtobench.Config{Flows: *flows, Repeats: *repeats}
+	if *settings != "" {
+		for s := range strings.SplitSeq(*settings, ";") {
+			v, err := rto.ParseSetting(s)
+			if err != nil {
+				return fmt.Errorf("-settings: %w", err)
+			}
+			cfg.Settings = append(cfg.Settings, v)
+		}
+	}
+	if *verbose {
+		cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil))
+	}
+	start := time.Now()
+	var err error
+	if *survey {
+		err = rtobench.Survey(ctx, stdout, cfg)
+	} else {
+		err = rtobench.Run(ctx, stdout, cfg)
+	}
+	fmt.Fprintf(stderr, "rtobench: %v\n", time.Since(start).Round(time.Second))
+	return err
+}

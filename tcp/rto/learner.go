@@ -1,0 +1,317 @@
+package rto
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/mlbpf/mlbpf/model"
+)
+
+// LearnConfig tunes the Learner. Zero fields take the defaults.
+type LearnConfig struct {
+	// Grid is the ordered grid of settings, Grid[0] the default (default
+	// the package's Grid).
+	Grid []Setting
+	// Quantile sets the tail minimised (default 0.9): the mean flow
+	// completion time of the worst 1-Quantile of the flows (expected
+	// shortfall), not the mean of all, since a wrong timer costs whole
+	// timeouts.
+	Quantile float64
+	// Z is the normal quantile of the confidence bounds of that tail mean
+	// (default 1.645: one-sided 95 %).
+	Z float64
+	// MinSamples is how many flows each arm needs before a prefix decides
+	// (default 40).
+	MinSamples int
+	// MaxFlows: a prefix decides on what it has after this many flows
+	// (default 300).
+	MaxFlows int
+	// Window is how many recent flows per arm are kept (default 400).
+	Window int
+	// Bits4 and Bits6 are the prefix lengths destinations are grouped by
+	// (default 24 and 64).
+	Bits4, Bits6 int
+}
+
+func (c LearnConfig) withDefaults() LearnConfig {
+	if len(c.Grid) == 0 {
+		c.Grid = Grid
+	}
+	if c.Quantile == 0 {
+		c.Quantile = 0.9
+	}
+	if c.Z == 0 {
+		c.Z = 1.645
+	}
+	if c.MinSamples == 0 {
+		c.MinSamples = 40
+	}
+	if c.MaxFlows == 0 {
+		c.MaxFlows = 300
+	}
+	if c.Window == 0 {
+		c.Window = 400
+	}
+	if c.Bits4 == 0 {
+		c.Bits4 = 24
+	}
+	if c.Bits6 == 0 {
+		c.Bits6 = 64
+	}
+	return c
+}
+
+// Validate checks the configuration.
+func (c LearnConfig) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.Grid[0] != Default:
+		return fmt.Errorf("grid: the first setting must be the default, not %s", c.Grid[0])
+	case len(c.Grid) < 2 || len(c.Grid)-1 > MaxCandidates:
+		return fmt.Errorf("grid: %d settings, want 2 to %d", len(c.Grid), MaxCandidates+1)
+	case c.Quantile <= 0 || c.Quantile >= 1:
+		return fmt.Errorf("quantile %g out of (0, 1)", c.Quantile)
+	case c.MinSamples < 5 || c.MaxFlows < c.MinSamples:
+		return fmt.Errorf("min samples %d, max flows %d: want 5 <= min samples <= max flows", c.MinSamples, c.MaxFlows)
+	case c.Bits4 < 0 || c.Bits4 > 32 || c.Bits6 < 0 || c.Bits6 > 128:
+		return fmt.Errorf("prefix lengths /%d and /%d out of range", c.Bits4, c.Bits6)
+	}
+	return nil
+}
+
+// Destination is what the learner knows of one prefix.
+type Destination struct {
+	Prefix netip.Prefix `json:"prefix"`
+	// Flows counts the flows seen; LearnedAfter the flows seen when it
+	// first decided (0 while exploring).
+	Flows        int `json:"flows"`
+	LearnedAfter int `json:"learned_after"`
+	// Chosen is the grid index in force, -1 while exploring.
+	Chosen  int       `json:"chosen"`
+	Setting Setting   `json:"setting"`
+	Arms    []ArmView `json:"arms"`
+
+	fct [][]float64 // per grid index, ms, the last Window flows
+}
+
+// ArmView summarises one grid setting's flows at a prefix.
+type ArmView struct {
+	Setting Setting `json:"setting"`
+	Flows   int     `json:"flows"`
+	// Q is the mean flow completion time of the worst 1-Quantile of the
+	// flows, with its confidence bounds, in ms.
+	Q     float64 `json:"tail_ms"`
+	QLow  float64 `json:"tail_low_ms"`
+	QHigh float64 `json:"tail_high_ms"`
+}
+
+// Learner chooses a grid setting per prefix; safe for concurrent use.
+type Learner struct {
+	cfg   LearnConfig
+	mu    sync.Mutex
+	dests map[netip.Prefix]*Destination
+}
+
+// NewLearner returns a learner; cfg must be valid (Validate).
+func NewLearner(cfg LearnConfig) *Learner {
+	return &Learner{cfg: cfg.withDefaults(), dests: map[netip.Prefix]*Destination{}}
+}
+
+// Config is the effective configuration.
+func (l *Learner) Config() LearnConfig { return l.cfg }
+
+// PrefixOf is the prefix a peer is learned under.
+func (l *Learner) PrefixOf(a netip.Addr) netip.Prefix {
+	a = a.Unmap()
+	bits := l.cfg.Bits6
+	if a.Is4() {
+		bits = l.cfg.Bits4
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+// armOf maps a flow to the grid index whose outcome it is, or -1: a flow
+// on any arm but MODEL ran the kernel's defaults, so it is an outcome of
+// the default setting; a MODEL flow is its setting's if that is in the
+// grid (an operator's may not be). REJECTED flows say nothing of a
+// setting.
+func (l *Learner) armOf(f *Flow) int {
+	switch f.Arm {
+	case model.ArmModel:
+		return slices.Index(l.cfg.Grid, f.Setting)
+	case model.ArmRejected:
+		return -1
+	default:
+		return 0
+	}
+}
+
+// Observe learns from one flow. It reports whether the prefix's
+// recommendation changed.
+func (l *Learner) Observe(f *Flow) bool {
+	arm := l.armOf(f)
+	if arm < 0 {
+		return false
+	}
+	p := l.PrefixOf(f.Peer)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	d := l.dests[p]
+	if d == nil {
+		d = &Destination{Prefix: p, Chosen: -1, fct: make([][]float64, len(l.cfg.Grid))}
+		l.dests[p] = d
+	}
+	d.Flows++
+	s := append(d.fct[arm], float64(f.FCT)/1e6)
+	if len(s) > l.cfg.Window {
+		s = s[len(s)-l.cfg.Window:]
+	}
+	d.fct[arm] = s
+	before := d.Chosen
+	l.decide(d)
+	return d.Chosen != before
+}
+
+// tail returns the mean of the worst (1-q) share of xs (the expected
+// shortfall, or CVaR, at level q: the risk of a setting, whose bad flows
+// cost whole timeouts) and its confidence bounds, mean ± z standard
+// errors of the tail's mean. Unlike the q-quantile itself it does not jump
+// when q falls between the fast flows and the stalled ones of a bimodal
+// distribution.
+func tail(xs []float64, q, z float64) (est, lo, hi float64) {
+	n := len(xs)
+	if n == 0 {
+		return math.NaN(), math.NaN(), math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	k := max(int(math.Ceil(float64(n)*(1-q))), 2)
+	t := s[max(n-k, 0):]
+	var m, v float64
+	for _, x := range t {
+		m += x
+	}
+	m /= float64(len(t))
+	for _, x := range t {
+		v += (x - m) * (x - m)
+	}
+	se := 0.0
+	if len(t) > 1 {
+		se = math.Sqrt(v/float64(len(t)-1)) / math.Sqrt(float64(len(t)))
+	}
+	return m, m - z*se, m + z*se
+}
+
+// decide chooses once every arm has MinSamples flows (or the prefix has
+// MaxFlows): the setting with the lowest tail mean among those whose upper
+// bound is below the default's lower bound, the default if none is. After
+// that it keeps watching the setting in force against the default (the
+// holdout): if the default's upper bound falls below the setting's lower
+// bound, it goes back to the default.
+func (l *Learner) decide(d *Destination) {
+	c := l.cfg
+	if d.Chosen < 0 {
+		ready := d.Flows >= c.MaxFlows
+		if !ready {
+			ready = true
+			for _, s := range d.fct {
+				ready = ready && len(s) >= c.MinSamples
+			}
+		}
+		if !ready {
+			return
+		}
+		_, lo0, _ := tail(d.fct[0], c.Quantile, c.Z)
+		best, bestQ := 0, math.Inf(1)
+		for i := 1; i < len(d.fct); i++ {
+			if len(d.fct[i]) < c.MinSamples {
+				continue
+			}
+			q, _, hi := tail(d.fct[i], c.Quantile, c.Z)
+			if hi < lo0 && q < bestQ {
+				best, bestQ = i, q
+			}
+		}
+		d.Chosen, d.Setting, d.LearnedAfter = best, c.Grid[best], d.Flows
+		return
+	}
+	if d.Chosen == 0 || len(d.fct[0]) < c.MinSamples || len(d.fct[d.Chosen]) < c.MinSamples {
+		return
+	}
+	_, _, hi0 := tail(d.fct[0], c.Quantile, c.Z)
+	if _, lo, _ := tail(d.fct[d.Chosen], c.Quantile, c.Z); hi0 < lo {
+		d.Chosen, d.Setting = 0, Default
+	}
+}
+
+// Recommendations returns the settings the map should hold per prefix:
+// the grid's non-default settings while a prefix explores, the chosen
+// setting after; a prefix that chose the default has none.
+func (l *Learner) Recommendations() map[netip.Prefix][]Setting {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[netip.Prefix][]Setting{}
+	for p, d := range l.dests {
+		switch {
+		case d.Chosen < 0:
+			out[p] = slices.Clone(l.cfg.Grid[1:])
+		case d.Chosen > 0:
+			out[p] = []Setting{l.cfg.Grid[d.Chosen]}
+		}
+	}
+	return out
+}
+
+// Mode is the mode the learner wants: COLLABORATION while some prefix
+// explores, RECOMMENDATION once every prefix has chosen; ok is false
+// while it knows no prefix (the mode stays as it is).
+func (l *Learner) Mode() (mode model.Mode, why string, ok bool) {
+	l.mu.Lock()
+	n := len(l.dests)
+	l.mu.Unlock()
+	if n == 0 {
+		return 0, "", false
+	}
+	if l.Exploring() {
+		return model.ModeCollaboration, "tcp/rto: exploring the grid", true
+	}
+	return model.ModeRecommendation, "tcp/rto: every prefix chose its setting", true
+}
+
+// Exploring reports whether some prefix has not decided yet.
+func (l *Learner) Exploring() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, d := range l.dests {
+		if d.Chosen < 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Destinations returns a snapshot of every prefix, sorted.
+func (l *Learner) Destinations() []Destination {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]Destination, 0, len(l.dests))
+	for _, d := range l.dests {
+		v := *d
+		v.fct = nil
+		v.Arms = make([]ArmView, len(d.fct))
+		for i, s := range d.fct {
+			v.Arms[i] = ArmView{Setting: l.cfg.Grid[i], Flows: len(s)}
+			if len(s) > 0 {
+				a := &v.Arms[i]
+				a.Q, a.QLow, a.QHigh = tail(s, l.cfg.Quantile, l.cfg.Z)
+			}
+		}
+		out = append(out, v)
+	}
+	slices.SortFunc(out, func(a, b Destination) int { return a.Prefix.Addr().Compare(b.Prefix.Addr()) })
+	return out
+}

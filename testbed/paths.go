@@ -1,0 +1,594 @@
+package testbed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/mlbpf/mlbpf/loader"
+)
+
+// Path names a route of a Paths testbed from its client to its server.
+type Path string
+
+// The two paths of a Paths testbed.
+const (
+	// PathLossy is a direct veth pair with random loss both ways and a
+	// round trip of microseconds.
+	PathLossy Path = "lossy"
+	// PathBloat crosses a router whose deep tbf queue toward the server is
+	// kept full by a background bulk flow: no random loss, a round trip of
+	// tens to hundreds of milliseconds that varies.
+	PathBloat Path = "bloat"
+)
+
+// PathAddrs are a path's addresses.
+type PathAddrs struct {
+	Client, Server   netip.Addr
+	Client6, Server6 netip.Addr
+	// Prefix and Prefix6 hold the server's address (the destination a
+	// per-prefix model learns for).
+	Prefix, Prefix6 netip.Prefix
+}
+
+// Addresses of the two paths. The bloat path's client and server are on
+// two subnets joined by the router (.254 and ::fe on both).
+var (
+	LossyAddrs = PathAddrs{
+		Client: netip.MustParseAddr("198.18.1.1"), Server: netip.MustParseAddr("198.18.1.2"),
+		Client6: netip.MustParseAddr("fd00:6d6c:6271::1"), Server6: netip.MustParseAddr("fd00:6d6c:6271::2"),
+		Prefix: netip.MustParsePrefix("198.18.1.0/24"), Prefix6: netip.MustParsePrefix("fd00:6d6c:6271::/64"),
+	}
+	BloatAddrs = PathAddrs{
+		Client: netip.MustParseAddr("198.18.2.1"), Server: netip.MustParseAddr("198.18.3.2"),
+		Client6: netip.MustParseAddr("fd00:6d6c:6272::1"), Server6: netip.MustParseAddr("fd00:6d6c:6273::2"),
+		Prefix: netip.MustParsePrefix("198.18.3.0/24"), Prefix6: netip.MustParsePrefix("fd00:6d6c:6273::/64"),
+	}
+	bloatClientNet  = netip.MustParsePrefix("198.18.2.0/24")
+	bloatClientNet6 = netip.MustParsePrefix("fd00:6d6c:6272::/64")
+	routerClient    = netip.MustParseAddr("198.18.2.254")
+	routerServer    = netip.MustParseAddr("198.18.3.254")
+	routerClient6   = netip.MustParseAddr("fd00:6d6c:6272::fe")
+	routerServer6   = netip.MustParseAddr("fd00:6d6c:6273::fe")
+)
+
+// Addrs returns the path's addresses.
+func (p Path) Addrs() PathAddrs {
+	if p == PathBloat {
+		return BloatAddrs
+	}
+	return LossyAddrs
+}
+
+// ServerURL returns host:port of the path's server for a port.
+func (p Path) ServerURL(ipv6 bool, port int) string {
+	a := p.Addrs()
+	if ipv6 {
+		return netip.AddrPortFrom(a.Server6, uint16(port)).String()
+	}
+	return netip.AddrPortFrom(a.Server, uint16(port)).String()
+}
+
+// Interface names of the Paths testbed.
+const (
+	lossyLink      = "lossy0" // client <-> server
+	bloatLink      = "bloat0" // client <-> router
+	bloatLinkInner = "bloat1" // router <-> server
+)
+
+// PathsConfig describes a Paths testbed.
+type PathsConfig struct {
+	// Name prefixes the namespaces' names (default "mlbpf-paths").
+	Name string
+	// LossPercent is the lossy path's random loss in each direction
+	// (default 5; negative means none).
+	LossPercent float64
+	// BloatRateMbit is the router's tbf rate toward the server (default
+	// 20), BloatBurstBytes its burst (default 4000: 32 kbit) and
+	// BloatLimitBytes its queue (default 1000000: 400 ms at 20 Mbit/s).
+	BloatRateMbit   uint64
+	BloatBurstBytes uint32
+	BloatLimitBytes uint32
+	// NoBackground leaves the bloat path's queue empty: no background
+	// bulk flow.
+	NoBackground bool
+	// Cgroup and CgroupRoot are as in Config. The background flow's
+	// socket is created before the process enters the cgroup, so that a
+	// sock_ops program attached there never sees it.
+	Cgroup     bool
+	CgroupRoot string
+}
+
+// Paths is one client and one server joined by two paths, lossy and
+// bloat (see the package documentation):
+//
+//	client lossy0 <----- veth, tc-BPF loss both ways -----> lossy0 server
+//	client bloat0 <-> bloat0 router bloat1 <-> bloat1 server
+//	                         egress: tbf 20mbit, 1 MB queue, kept full
+type Paths struct {
+	Client, Router, Server *Namespace
+
+	cfg    PathsConfig
+	lossy  lossyObjects
+	loaded bool
+	cg     *cgroup
+
+	bgCancel context.CancelFunc
+	bgDone   sync.WaitGroup
+	bgSink   *Sink
+	bgConn   atomic.Pointer[net.TCPConn]
+
+	closeMu sync.Mutex
+	closed  bool
+	stop    func() bool
+}
+
+// NewPaths builds a Paths testbed, torn down by Close or when ctx is
+// cancelled.
+func NewPaths(ctx context.Context, cfg PathsConfig) (p *Paths, err error) {
+	if cfg.Name == "" {
+		cfg.Name = "mlbpf-paths"
+	}
+	if cfg.LossPercent == 0 {
+		cfg.LossPercent = 5
+	}
+	cfg.LossPercent = max(cfg.LossPercent, 0)
+	if cfg.LossPercent > 100 {
+		return nil, fmt.Errorf("building paths testbed: loss %.2f%% out of range [0, 100]", cfg.LossPercent)
+	}
+	if cfg.BloatRateMbit == 0 {
+		cfg.BloatRateMbit = 20
+	}
+	if cfg.BloatBurstBytes == 0 {
+		cfg.BloatBurstBytes = 4000
+	}
+	if cfg.BloatLimitBytes == 0 {
+		cfg.BloatLimitBytes = 1000000
+	}
+	if err := loader.CheckPrivileges(); err != nil {
+		return nil, fmt.Errorf("building paths testbed: %w", err)
+	}
+	p = &Paths{cfg: cfg}
+	defer func() {
+		if err != nil {
+			err = errors.Join(fmt.Errorf("building paths testbed: %w", err), p.Close())
+		}
+	}()
+	if cfg.Cgroup && cfg.CgroupRoot == "" {
+		if cfg.CgroupRoot, err = loader.Cgroup2Root(); err != nil {
+			return p, err
+		}
+	}
+	sweep(cfg.Name, cfg.CgroupRoot)
+	base := fmt.Sprintf("%s-%d-%d", cfg.Name, os.Getpid(), seq.Add(1))
+	for _, n := range []struct {
+		ns   **Namespace
+		name string
+	}{{&p.Client, "client"}, {&p.Router, "router"}, {&p.Server, "server"}} {
+		if *n.ns, err = newNamespace(base + "-" + n.name); err != nil {
+			return p, err
+		}
+	}
+	if err := p.wire(); err != nil {
+		return p, err
+	}
+	if err := p.attachLoss(); err != nil {
+		return p, err
+	}
+	if err := p.SetLoss(cfg.LossPercent); err != nil {
+		return p, err
+	}
+	if err := addTbf(p.Router, bloatLinkInner, cfg.BloatRateMbit*1000*1000/8, cfg.BloatBurstBytes, cfg.BloatLimitBytes); err != nil {
+		return p, err
+	}
+	if !cfg.NoBackground {
+		if err := p.startBackground(); err != nil {
+			return p, err
+		}
+	}
+	if cfg.Cgroup {
+		if p.cg, err = enterCgroup(cfg.CgroupRoot, base); err != nil {
+			return p, err
+		}
+	}
+	p.stop = context.AfterFunc(ctx, func() { _ = p.Close() })
+	return p, nil
+}
+
+type linkEnd struct {
+	ns   *Namespace
+	link string
+	addr []netip.Prefix
+}
+
+func (p *Paths) wire() error {
+	pfx := func(a netip.Addr, bits int) netip.Prefix { return netip.PrefixFrom(a, bits) }
+	la, ba := LossyAddrs, BloatAddrs
+	pairs := [][2]linkEnd{
+		{
+			{p.Client, lossyLink, []netip.Prefix{pfx(la.Client, 24), pfx(la.Client6, 64)}},
+			{p.Server, lossyLink, []netip.Prefix{pfx(la.Server, 24), pfx(la.Server6, 64)}},
+		},
+		{
+			{p.Client, bloatLink, []netip.Prefix{pfx(ba.Client, 24), pfx(ba.Client6, 64)}},
+			{p.Router, bloatLink, []netip.Prefix{pfx(routerClient, 24), pfx(routerClient6, 64)}},
+		},
+		{
+			{p.Router, bloatLinkInner, []netip.Prefix{pfx(routerServer, 24), pfx(routerServer6, 64)}},
+			{p.Server, bloatLinkInner, []netip.Prefix{pfx(ba.Server, 24), pfx(ba.Server6, 64)}},
+		},
+	}
+	for _, pr := range pairs {
+		if err := addVethPair(pr[0], pr[1]); err != nil {
+			return err
+		}
+	}
+	for _, r := range []struct {
+		ns       *Namespace
+		dst      netip.Prefix
+		gw, link string
+	}{
+		{p.Client, ba.Prefix, routerClient.String(), bloatLink},
+		{p.Client, ba.Prefix6, routerClient6.String(), bloatLink},
+		{p.Server, bloatClientNet, routerServer.String(), bloatLinkInner},
+		{p.Server, bloatClientNet6, routerServer6.String(), bloatLinkInner},
+	} {
+		if err := addRoute(r.ns, r.link, r.dst, netip.MustParseAddr(r.gw)); err != nil {
+			return err
+		}
+	}
+	for _, kv := range [][2]string{
+		{"net.ipv4.ip_forward", "1"},
+		{"net.ipv6.conf.all.forwarding", "1"},
+	} {
+		if err := p.Router.Sysctl(kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	for _, ns := range []*Namespace{p.Client, p.Server} {
+		if err := ns.Sysctl("net.ipv4.tcp_no_metrics_save", "1"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addVethPair creates a veth pair between two namespaces, addresses both
+// ends and brings them up (with lo).
+func addVethPair(a, b linkEnd) error {
+	host, err := netlink.NewHandle()
+	if err != nil {
+		return fmt.Errorf("opening netlink: %w", err)
+	}
+	defer host.Close()
+	veth := &netlink.Veth{
+		LinkAttrs: netlink.LinkAttrs{
+			Name: a.link, Namespace: netlink.NsFd(int(a.ns.handle)), TxQLen: 1000,
+		},
+		PeerName: b.link, PeerNamespace: netlink.NsFd(int(b.ns.handle)), PeerTxQLen: 1000,
+	}
+	if err := host.LinkAdd(veth); err != nil {
+		return fmt.Errorf("creating veth pair %s/%s: %w", a.ns.name, a.link, err)
+	}
+	for _, end := range []linkEnd{a, b} {
+		if err := upWithAddrs(end); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func upWithAddrs(end linkEnd) error {
+	h, err := netlink.NewHandleAt(end.ns.handle)
+	if err != nil {
+		return fmt.Errorf("opening netlink in netns %s: %w", end.ns.name, err)
+	}
+	defer h.Close()
+	for _, name := range []string{"lo", end.link} {
+		l, err := h.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("finding %s in netns %s: %w", name, end.ns.name, err)
+		}
+		if name != "lo" {
+			for _, a := range end.addr {
+				nl := &netlink.Addr{IPNet: &net.IPNet{IP: a.Addr().AsSlice(), Mask: net.CIDRMask(a.Bits(), a.Addr().BitLen())}}
+				if a.Addr().Is6() {
+					nl.Flags = unix.IFA_F_NODAD
+				}
+				if err := h.AddrAdd(l, nl); err != nil {
+					return fmt.Errorf("adding %s in netns %s: %w", a, end.ns.name, err)
+				}
+			}
+		}
+		if err := h.LinkSetUp(l); err != nil {
+			return fmt.Errorf("bringing %s up in netns %s: %w", name, end.ns.name, err)
+		}
+	}
+	return nil
+}
+
+// linkIn opens netlink in a namespace and finds a link there; the caller
+// closes the handle.
+func linkIn(ns *Namespace, link string) (*netlink.Handle, netlink.Link, error) {
+	h, err := netlink.NewHandleAt(ns.handle)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening netlink in netns %s: %w", ns.name, err)
+	}
+	l, err := h.LinkByName(link)
+	if err != nil {
+		h.Close()
+		return nil, nil, fmt.Errorf("finding %s in netns %s: %w", link, ns.name, err)
+	}
+	return h, l, nil
+}
+
+func addRoute(ns *Namespace, link string, dst netip.Prefix, gw netip.Addr) error {
+	h, l, err := linkIn(ns, link)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	r := &netlink.Route{
+		LinkIndex: l.Attrs().Index,
+		Dst:       &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(dst.Bits(), dst.Addr().BitLen())},
+		Gw:        gw.AsSlice(),
+	}
+	if err := h.RouteAdd(r); err != nil {
+		return fmt.Errorf("adding route to %s via %s in netns %s: %w", dst, gw, ns.name, err)
+	}
+	return nil
+}
+
+// attachLoss attaches the drop program to the ingress of both ends of the
+// lossy link, so that each direction loses packets on the "wire" (see
+// Testbed.attachLossy for why ingress).
+func (p *Paths) attachLoss() error {
+	if err := loadLossyObjects(&p.lossy, nil); err != nil {
+		return fmt.Errorf("loading the loss program: %w", err)
+	}
+	p.loaded = true
+	for _, ns := range []*Namespace{p.Client, p.Server} {
+		if err := attachIngress(ns, lossyLink, p.lossy.Lossy); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func attachIngress(ns *Namespace, link string, prog *ebpf.Program) error {
+	h, l, err := linkIn(ns, link)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	clsact := &netlink.Clsact{QdiscAttrs: netlink.QdiscAttrs{
+		LinkIndex: l.Attrs().Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT,
+	}}
+	if err := h.QdiscAdd(clsact); err != nil {
+		return fmt.Errorf("adding clsact qdisc in netns %s: %w (is sch_clsact available?)", ns.name, err)
+	}
+	filter := &netlink.BpfFilter{
+		FilterAttrs: netlink.FilterAttrs{
+			LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_MIN_INGRESS,
+			Handle: netlink.MakeHandle(0, 1), Protocol: unix.ETH_P_ALL, Priority: 1,
+		},
+		Fd: prog.FD(), Name: "mlbpf-lossy", DirectAction: true,
+	}
+	if err := h.FilterAdd(filter); err != nil {
+		return fmt.Errorf("adding the loss filter in netns %s: %w (is cls_bpf available?)", ns.name, err)
+	}
+	return nil
+}
+
+// addTbf puts a tbf qdisc at the root of a link: rate in bytes/s, burst
+// and limit in bytes.
+func addTbf(ns *Namespace, link string, rate uint64, burst, limit uint32) error {
+	h, l, err := linkIn(ns, link)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	tbf := &netlink.Tbf{
+		QdiscAttrs: netlink.QdiscAttrs{
+			LinkIndex: l.Attrs().Index, Handle: netlink.MakeHandle(1, 0), Parent: netlink.HANDLE_ROOT,
+		},
+		Rate: rate, Limit: limit, Buffer: netlink.Xmittime(rate, burst),
+	}
+	if err := h.QdiscAdd(tbf); err != nil {
+		return fmt.Errorf("adding tbf qdisc in netns %s: %w (is sch_tbf available?)", ns.name, err)
+	}
+	return nil
+}
+
+// startBackground starts the bulk cubic flow that keeps the bloat path's
+// queue full, from the client to a sink on the server, restarted if it
+// ends, until Close.
+func (p *Paths) startBackground() error {
+	sink, err := p.NewSink(PathBloat, false)
+	if err != nil {
+		return err
+	}
+	p.bgSink = sink
+	ctx, cancel := context.WithCancel(context.Background())
+	p.bgCancel = cancel
+	// The first connection is made here, before the process enters the
+	// cgroup; later ones (after an error) would be inside it.
+	c, err := p.Client.Dial(ctx, "tcp4", sink.Addr())
+	if err != nil {
+		cancel()
+		return fmt.Errorf("starting the background flow: %w", err)
+	}
+	if err := setCC(c.(*net.TCPConn), "cubic"); err != nil {
+		c.Close()
+		cancel()
+		return err
+	}
+	p.bgConn.Store(c.(*net.TCPConn))
+	p.bgDone.Add(1)
+	go func() {
+		defer p.bgDone.Done()
+		context.AfterFunc(ctx, func() { _ = c.Close() })
+		for ctx.Err() == nil {
+			_, err := c.Write(chunk)
+			if err != nil && ctx.Err() == nil {
+				c.Close()
+				time.Sleep(100 * time.Millisecond)
+				if c, err = p.Client.Dial(ctx, "tcp4", sink.Addr()); err != nil {
+					return
+				}
+				p.bgConn.Store(c.(*net.TCPConn))
+			}
+		}
+	}()
+	return nil
+}
+
+func setCC(c *net.TCPConn, cc string) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, cc)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("setting TCP_CONGESTION %s: %w", cc, serr)
+	}
+	return nil
+}
+
+// BackgroundRTT is the smoothed round trip time the background flow's
+// socket measures: how deep the bloat path's queue is now.
+func (p *Paths) BackgroundRTT() (time.Duration, error) {
+	c := p.bgConn.Load()
+	if c == nil {
+		return 0, errors.New("reading the background flow's RTT: no background flow")
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("reading the background flow's RTT: %w", err)
+	}
+	var info *unix.TCPInfo
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil {
+		return 0, fmt.Errorf("reading the background flow's RTT: %w", err)
+	}
+	if gerr != nil {
+		return 0, fmt.Errorf("reading the background flow's RTT: %w", gerr)
+	}
+	return time.Duration(info.Rtt) * time.Microsecond, nil
+}
+
+// WaitBloated waits until the background flow's RTT reaches rtt (its
+// queue has filled), or timeout passes.
+func (p *Paths) WaitBloated(ctx context.Context, rtt, timeout time.Duration) (time.Duration, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		got, err := p.BackgroundRTT()
+		if err != nil || got >= rtt {
+			return got, err
+		}
+		if time.Now().After(deadline) {
+			return got, fmt.Errorf("waiting for the bloat path's queue: RTT %v after %v, want %v", got, timeout, rtt)
+		}
+		select {
+		case <-ctx.Done():
+			return got, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// NewSink starts a sink (see Testbed.NewSink) on the server's address of
+// a path.
+func (p *Paths) NewSink(path Path, ipv6 bool) (*Sink, error) {
+	network := "tcp4"
+	if ipv6 {
+		network = "tcp6"
+	}
+	l, err := p.Server.Listen(network, path.ServerURL(ipv6, 0))
+	if err != nil {
+		return nil, fmt.Errorf("starting sink on the %s path: %w", path, err)
+	}
+	s := &Sink{l: l}
+	s.wg.Add(1)
+	go s.serve()
+	return s, nil
+}
+
+// Send sends load from the client to addr (a sink's) as Testbed.Send does.
+func (p *Paths) Send(ctx context.Context, addr string, load Load) (Transfer, error) {
+	return sendFrom(ctx, p.Client, addr, load, "")
+}
+
+// SetLoss sets the lossy path's loss in each direction, in percent.
+func (p *Paths) SetLoss(percent float64) error {
+	if percent < 0 || percent > 100 {
+		return fmt.Errorf("setting loss: %.2f%% out of range [0, 100]", percent)
+	}
+	s := lossyLossySettings{DropPpm: uint32(percent*1e4 + 0.5)}
+	if err := p.lossy.Settings.Update(uint32(0), &s, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("setting loss: %w", err)
+	}
+	p.cfg.LossPercent = percent
+	return nil
+}
+
+// Cgroup is the testbed's cgroup v2 directory, or "" without
+// PathsConfig.Cgroup.
+func (p *Paths) Cgroup() string {
+	if p.cg == nil {
+		return ""
+	}
+	return p.cg.path
+}
+
+// Close stops the background flow and removes the namespaces, the loss
+// program and the cgroup. It may be called more than once.
+func (p *Paths) Close() error {
+	p.closeMu.Lock()
+	defer p.closeMu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	if p.stop != nil {
+		p.stop()
+	}
+	var errs []error
+	if p.bgCancel != nil {
+		p.bgCancel()
+		p.bgDone.Wait()
+	}
+	if p.bgSink != nil {
+		_ = p.bgSink.Close()
+	}
+	if p.cg != nil {
+		errs = append(errs, p.cg.close())
+	}
+	for _, ns := range []*Namespace{p.Client, p.Router, p.Server} {
+		if ns != nil {
+			errs = append(errs, ns.close())
+		}
+	}
+	if p.loaded {
+		errs = append(errs, p.lossy.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("closing paths testbed: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,62 @@
+package testbed
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/mlbpf/mlbpf/internal/testutil"
+)
+
+func TestPaths(t *testing.T) {
+	testutil.RequireBPF(t)
+	p, err := NewPaths(t.Context(), PathsConfig{LossPercent: 5, Cgroup: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	if p.Cgroup() == "" {
+		t.Fatal("no cgroup with PathsConfig.Cgroup")
+	}
+	if v, err := p.Router.ReadSysctl("net.ipv4.ip_forward"); err != nil || v != "1" {
+		t.Fatalf("router ip_forward %q, %v", v, err)
+	}
+	rtt, err := p.WaitBloated(t.Context(), 100*time.Millisecond, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := map[Path]time.Duration{}
+	for _, path := range []Path{PathLossy, PathBloat} {
+		for _, v6 := range []bool{false, true} {
+			sink, err := p.NewSink(path, v6)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			tr, err := p.Send(ctx, sink.Addr(), Load{Bytes: 64 << 10})
+			cancel()
+			sink.Close()
+			if err != nil || tr.Bytes != 64<<10 {
+				t.Fatalf("%s ipv6=%v: %+v %v", path, v6, tr, err)
+			}
+			took[path] = max(took[path], tr.Duration)
+		}
+	}
+	var per []uint64
+	if err := p.lossy.Counters.Lookup(uint32(lossyLossyCounterLOSSY_DROPPED), &per); err != nil {
+		t.Fatal(err)
+	}
+	var dropped uint64
+	for _, n := range per {
+		dropped += n
+	}
+	if dropped == 0 {
+		t.Fatal("no drops on the lossy path at 5% loss")
+	}
+	// The background flow keeps the router's queue full: a handshake and
+	// 64 KB take several of its round trips of tens of milliseconds.
+	if took[PathBloat] < 20*time.Millisecond {
+		t.Fatalf("64 KB over the bloat path took %v: its queue is not full", took[PathBloat])
+	}
+	t.Logf("64 KB: lossy %v, bloat %v; %d drops; background RTT %v", took[PathLossy], took[PathBloat], dropped, rtt)
+}
