@@ -1,0 +1,146 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/mlbpf/mlbpf/agent"
+)
+
+// bin runs the built mlbpf binary with the session's paths, returning its
+// stdout, and its stderr in the error.
+func (s *session) bin(args ...string) (string, error) {
+	s.t.Helper()
+	cmd := mlbpfCommand(s.t, append(args, s.flags...)...)
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if err != nil {
+		err = fmt.Errorf("mlbpf %s: %w: %s", strings.Join(args, " "), err, errOut.String())
+	}
+	return out.String(), err
+}
+
+func (s *session) mustBin(args ...string) string {
+	s.t.Helper()
+	out, err := s.bin(args...)
+	if err != nil {
+		s.t.Fatalf("%v\nlogs:\n%s", err, s.logs)
+	}
+	return out
+}
+
+// entries lists a model's recommendations with the binary, -o json.
+func (s *session) entries(name string) map[string]agent.Entry {
+	s.t.Helper()
+	var es []agent.Entry
+	if err := json.Unmarshal([]byte(s.mustBin("recommendations", name, "-o", "json")), &es); err != nil {
+		s.t.Fatal(err)
+	}
+	m := map[string]agent.Entry{}
+	for _, e := range es {
+		m[e.Key] = e
+	}
+	return m
+}
+
+// TestWithdrawAndList runs the binary against a daemon process: the
+// per-key listing says who wrote each key, when and on what evidence; an
+// operator's key and a learned one are withdrawn (exit 0 only once gone
+// from the kernel's map), an invalid key is refused; with no daemon the
+// same commands work on the pins.
+func TestWithdrawAndList(t *testing.T) {
+	s := newSession(t, fmt.Sprintf(sessionConfig, syscallLoad(t)))
+	p := s.spawn()
+
+	// The learner writes keys, with the outcomes fed back for them.
+	var learned agent.Entry
+	s.waitFor("a learned key with evidence", func() bool {
+		for _, e := range s.entries("synthetic/demo") {
+			if e.By == "learner" && e.Written != "" && len(e.Evidence) > 0 {
+				learned = e
+				return true
+			}
+		}
+		return false
+	})
+	if _, err := time.Parse(time.RFC3339, learned.Written); err != nil {
+		t.Errorf("written: %v", err)
+	}
+
+	s.mustBin("recommend", "synthetic/demo", "4000000", "7")
+	e, ok := s.entries("synthetic/demo")["4000000"]
+	if !ok || e.By != "operator" || e.Value != "7" || e.Written == "" {
+		t.Fatalf("the operator's key: %+v (present %v)", e, ok)
+	}
+	out := s.mustBin("recommendations", "synthetic/demo")
+	for _, want := range []string{"KEY", "4000000", "operator", "learner", "EVIDENCE"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the listing has no %q:\n%s", want, out)
+		}
+	}
+
+	// Withdrawn through the daemon: gone from the kernel's map.
+	out = s.mustBin("recommend", "--withdraw", "synthetic/demo", " 4000000 ")
+	if !strings.Contains(out, "4000000 withdrawn through the daemon") {
+		t.Errorf("withdraw: %s", out)
+	}
+	if _, ok := s.entries("synthetic/demo")["4000000"]; ok {
+		t.Fatal("the operator's key is still listed")
+	}
+	if _, ok := s.pinnedRecommendation(4000000); ok {
+		t.Fatal("the operator's key is still in the kernel's map")
+	}
+	s.mustBin("recommend", "--withdraw", "synthetic/demo", learned.Key)
+	if _, ok := s.entries("synthetic/demo")[learned.Key]; ok {
+		t.Fatal("the learned key is still listed")
+	}
+	// Validated like a recommendation.
+	if _, err := s.bin("recommend", "--withdraw", "synthetic/demo", "x"); err == nil || !strings.Contains(err.Error(), "unsigned 32-bit") {
+		t.Errorf("an invalid key: %v", err)
+	}
+	if _, err := s.bin("recommend", "--withdraw", "synthetic/demo"); err == nil {
+		t.Error("withdraw with no key: exit 0")
+	}
+
+	// No daemon: on the pins.
+	p.signal(syscall.SIGTERM)
+	if code, _ := p.wait(15 * time.Second); code != 0 {
+		t.Fatalf("the daemon exited %d\n%s", code, p.logs)
+	}
+	s.mustBin("recommend", "synthetic/demo", "4000001", "9")
+	es := s.entries("synthetic/demo")
+	if e := es["4000001"]; e.Value != "9" {
+		t.Fatalf("on the pins: %+v", es)
+	}
+	out = s.mustBin("recommend", "--withdraw", "synthetic/demo", "4000001")
+	if !strings.Contains(out, "the pinned maps") {
+		t.Errorf("withdraw on the pins: %s", out)
+	}
+	if _, ok := s.pinnedRecommendation(4000001); ok {
+		t.Fatal("withdrawn on the pins, still in the map")
+	}
+}
+
+// pinnedRecommendation reads synthetic/demo's pinned map for key, as the
+// kernel does.
+func (s *session) pinnedRecommendation(key uint32) (uint32, bool) {
+	s.t.Helper()
+	m, err := ebpf.LoadPinnedMap(filepath.Join(s.root, "synthetic", "demo", "recommend"), nil)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer m.Close()
+	var v struct{ Value, Generation uint32 }
+	if err := m.Lookup(key, &v); err != nil {
+		return 0, false
+	}
+	return v.Value, true
+}
