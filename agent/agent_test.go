@@ -122,6 +122,10 @@ func (b *fakeBackend) Recommendations(model string) ([]Entry, error) {
 	return es, nil
 }
 
+func (b *fakeBackend) Reload(context.Context, string) (ReloadResult, error) {
+	return ReloadResult{Changes: []string{}}, nil
+}
+
 func (b *fakeBackend) Shutdown(reason string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -289,6 +289,19 @@ func (c *Client) Recommendations(ctx context.Context, model string) ([]Entry, er
 	return *resp.Entries, nil
 }
 
+// Reload has the daemon re-read its configuration: it answers once every
+// change applies, or refuses the whole file saying why.
+func (c *Client) Reload(ctx context.Context) (ReloadResult, error) {
+	resp, err := c.call(ctx, Request{Op: OpReload})
+	if err != nil {
+		return ReloadResult{}, err
+	}
+	if resp.Reload == nil {
+		return ReloadResult{}, errors.New("reload: empty answer")
+	}
+	return *resp.Reload, nil
+}
+
 // Shutdown asks the daemon to stop every model and exit, as SIGTERM does.
 func (c *Client) Shutdown(ctx context.Context) error {
 	_, err := c.call(ctx, Request{Op: OpShutdown})

@@ -23,7 +23,9 @@ const (
 	// Key back; OpRecommendations lists the model's recommendation map.
 	OpWithdraw        = "withdraw"
 	OpRecommendations = "recommendations"
-	OpShutdown        = "shutdown"
+	// OpReload has the daemon re-read its configuration.
+	OpReload   = "reload"
+	OpShutdown = "shutdown"
 )
 
 // Actions of an operator's control request.
@@ -91,7 +93,15 @@ type Response struct {
 	Recommendation *Recommendation `json:"recommendation,omitempty"`
 	Control        *ControlResult  `json:"control,omitempty"`
 	// Entries answers OpRecommendations (its key present, maybe empty).
-	Entries *[]Entry `json:"entries,omitempty"`
+	Entries *[]Entry      `json:"entries,omitempty"`
+	Reload  *ReloadResult `json:"reload,omitempty"`
+}
+
+// ReloadResult is what a reload changed: one line per change, none when
+// the file says what already runs.
+type ReloadResult struct {
+	File    string   `json:"file"`
+	Changes []string `json:"changes"`
 }
 
 // Entry is one key of a model's recommendation map: its value, who wrote

@@ -44,6 +44,9 @@ type Backend interface {
 	Withdraw(ctx context.Context, rec Recommendation, agent string) (Recommendation, error)
 	// Recommendations lists a model's recommendation map.
 	Recommendations(model string) ([]Entry, error)
+	// Reload has the daemon re-read its configuration and apply it, all
+	// of it or, refusing, nothing.
+	Reload(ctx context.Context, agent string) (ReloadResult, error)
 	// Shutdown asks the daemon to stop its models and exit, as SIGTERM
 	// does ('mlbpf rollback').
 	Shutdown(reason string)
@@ -433,13 +436,19 @@ func (c *serverConn) handle(req *Request) Response {
 			es = []Entry{}
 		}
 		resp.Entries = &es
+	case OpReload:
+		res, err := b.Reload(context.Background(), c.name())
+		if err != nil {
+			return fail(err)
+		}
+		resp.Reload = &res
 	case OpShutdown:
 		c.mu.Lock()
 		name := c.agent
 		c.mu.Unlock()
 		b.Shutdown(fmt.Sprintf("shutdown requested on the socket by %s (pid %d)", cmp.Or(name, "a client"), c.pid))
 	default:
-		return fail(fmt.Errorf("unknown op %q (want hello, models, subscribe, unsubscribe, fetch, discard, recommend, control, withdraw, recommendations, shutdown)", req.Op))
+		return fail(fmt.Errorf("unknown op %q (want hello, models, subscribe, unsubscribe, fetch, discard, recommend, control, withdraw, recommendations, reload, shutdown)", req.Op))
 	}
 	resp.OK = true
 	return resp

@@ -39,7 +39,13 @@ type operatorOp struct {
 	mode   model.Mode
 	who    string
 	reply  chan operatorReply
+	// retune is a reload's (actionRetune).
+	retune *retune
 }
+
+// actionRetune is a reload's retuning of the model's options, carried out
+// in the supervisor's loop as an operator's command is.
+const actionRetune = "retune"
 
 type operatorReply struct {
 	res agent.ControlResult
@@ -194,6 +200,10 @@ func (d *Daemon) Control(ctx context.Context, req agent.ControlRequest, who stri
 // serveOperator carries out an operator's command and answers it; an
 // error it returns (the adoption failed) ends the supervisor.
 func (s *supervisor) serveOperator(ctx context.Context, op *operatorOp) error {
+	if op.action == actionRetune {
+		op.reply <- operatorReply{err: s.applyRetune(op.retune)}
+		return nil
+	}
 	rep, err := s.operate(ctx, op)
 	if rep.err != nil && rep.w != nil {
 		s.g.unwatch(rep.w)
@@ -213,7 +223,7 @@ func (s *supervisor) operate(ctx context.Context, op *operatorOp) (operatorReply
 	if op.action == agent.ActionMode {
 		switch {
 		case op.mode > s.maxMode:
-			return fail("%v is above the daemon's max_mode %v: nothing was changed; raise max_mode in its configuration and restart it", op.mode, s.maxMode)
+			return fail("%v is above the daemon's max_mode %v: nothing was changed; raise max_mode in its configuration and reload it ('mlbpf reload', or systemctl reload mlbpf)", op.mode, s.maxMode)
 		case op.mode != model.ModeEmergency && !running:
 			return fail("the model is stopped, so the kernel takes its default whatever the mode: nothing was changed; 'mlbpf start %s' first, then set the mode", s.name)
 		}

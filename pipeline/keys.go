@@ -175,3 +175,13 @@ func (s *Subsystem) OpenPinnedKeys(cfg config.Section, pinRoot, model string) (P
 	}
 	return s.Pinned(cfg, pinRoot, model)
 }
+
+// Reconfigurer is Objects that can take a changed section of the
+// configuration (a reload) while they run. Reconfigure checks next
+// against old, the section they were opened with, and refuses what it
+// cannot apply live, saying what; otherwise it returns the change to
+// commit, which cannot fail. Objects that are not Reconfigurers take a
+// changed section only at the next start.
+type Reconfigurer interface {
+	Reconfigure(old, next config.Section) (commit func(), err error)
+}

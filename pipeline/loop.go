@@ -192,11 +192,17 @@ func (l *Loop) Run(ctx context.Context) (err error) {
 	}
 	opts := m.Options()
 	l.log.Info("model running", "model", l.name, "pins", l.obj.Dir(), "mode", m.Mode(), "max_mode", opts.MaxMode, "period", opts.SleepTimeout)
-	tick := time.NewTicker(opts.SleepTimeout)
+	period := opts.SleepTimeout
+	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for {
 		if err := l.Period(); err != nil {
 			return err
+		}
+		if p := m.Options().SleepTimeout; p != period {
+			// Retuned (a reloaded configuration): the new period.
+			period = p
+			tick.Reset(p)
 		}
 		if l.env.AfterPeriod != nil {
 			l.env.AfterPeriod()

@@ -66,6 +66,7 @@ func commands() []command {
 		{name: "stop", summary: "stop a model: the kernel goes back to its default at once", run: cmdStop},
 		{name: "recommend", summary: "write an operator's recommendation, validated by the model's subsystem", run: cmdRecommend},
 		{name: "recommendations", summary: "list a model's recommendation map: value, operator or learner, when, evidence", run: cmdRecommendations},
+		{name: "reload", summary: "have the daemon re-read its configuration and apply it live, or refuse it whole", run: cmdReload},
 		{name: "dataset", summary: "get, discard or export a model's dataset portion", run: cmdDataset},
 		{name: "rollback", summary: "every model to EMERGENCY, the daemon stopped, every pin removed", run: cmdRollback},
 		{name: "demo", summary: "show a model learning on a testbed of its own (tcp: lossy veth; tcp-rto: a lossy and a bloated path)", run: cmdDemo},

@@ -202,13 +202,7 @@ said only where the map keeps it.`, `
 	out := addOutput(fs, "text")
 	var wait time.Duration
 	addWait(fs, &wait)
-	if err := fs.parse(args); err != nil {
-		return err
-	}
-	if err := fs.want(1, "a model: mlbpf recommendations tcp/cc"); err != nil {
-		return err
-	}
-	if err := out.check(); err != nil {
+	if err := fs.parseArgs(args, 1, "a model: mlbpf recommendations tcp/cc", out); err != nil {
 		return err
 	}
 	name := fs.Arg(0)
