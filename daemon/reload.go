@@ -127,6 +127,7 @@ func (d *Daemon) reload(ctx context.Context, req *reloadReq, launch func(*superv
 	for _, c := range plan.commits {
 		c()
 	}
+	res.Changes = append(res.Changes, plan.sections...)
 	if plan.level != nil {
 		plan.level(next.Log.Level)
 		res.Changes = append(res.Changes, "log level: "+next.Log.Level)
@@ -169,8 +170,10 @@ type reloadPlan struct {
 	removed []*supervisor
 	retunes []plannedRetune
 	commits []func()
-	metrics bool
-	level   func(string)
+	// sections say which sections the commits apply.
+	sections []string
+	metrics  bool
+	level    func(string)
 }
 
 type plannedRetune struct {
@@ -233,6 +236,7 @@ func (d *Daemon) plan(next *config.Config) (*reloadPlan, error) {
 				fixed = append(fixed, fmt.Sprintf("%s: its %s: section: %v", s.name, s.sub.Name, err))
 			} else {
 				p.commits = append(p.commits, commit)
+				p.sections = append(p.sections, fmt.Sprintf("%s: its %s: section, applied live", s.name, s.sub.Name))
 			}
 		}
 		opts := cm.Options(next.Interval)
