@@ -273,3 +273,23 @@ models:
 		t.Fatalf("the daemon exited %d\n%s", code, p.logs)
 	}
 }
+
+// TestManPage: mlbpf(8) holds every command's help, and no line of it
+// that roff would take for a request.
+func TestManPage(t *testing.T) {
+	out := mustMlbpf(t, "__man")
+	if !strings.HasPrefix(out, ".TH MLBPF 8") {
+		t.Fatalf("no .TH:\n%.200s", out)
+	}
+	for _, c := range commands() {
+		if !c.hidden && (!strings.Contains(out, "\n.SS "+c.name+"\n") || !strings.Contains(out, "Usage: mlbpf "+c.name)) {
+			t.Errorf("no section with the help of %s", c.name)
+		}
+	}
+	macros := map[string]bool{".TH": true, ".SH": true, ".SS": true, ".nf": true, ".fi": true, ".B": true, ".I": true, ".TP": true, ".BR": true}
+	for line := range strings.SplitSeq(out, "\n") {
+		if strings.HasPrefix(line, ".") && !macros[strings.Fields(line)[0]] {
+			t.Errorf("a line roff takes for a request: %q", line)
+		}
+	}
+}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/mlbpf/mlbpf/config"
 	"github.com/mlbpf/mlbpf/daemon"
+	"github.com/mlbpf/mlbpf/internal/sdnotify"
+	"github.com/mlbpf/mlbpf/loader"
 )
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -108,18 +110,31 @@ does: see 'mlbpf reload --help'.`, `
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	ready := d.Ready()
 	go func() {
 		for {
 			select {
 			case <-ctx.Done():
 				return
+			case <-ready:
+				// systemd's Type=notify: every model runs, the socket
+				// listens.
+				if _, err := sdnotify.Notify(fmt.Sprintf("%s\nMAINPID=%d\nSTATUS=running", sdnotify.Ready, os.Getpid())); err != nil {
+					log.Warn("telling systemd the daemon is ready", "err", err)
+				}
+				ready = nil
 			case <-hup:
+				_, _ = sdnotify.Notify(fmt.Sprintf("%s\nMONOTONIC_USEC=%d", sdnotify.Reloading, loader.MonotonicNs()/1000))
+				status := "STATUS=running, configuration reloaded"
 				if _, err := d.Reload(ctx, "SIGHUP"); err != nil {
 					log.Warn("SIGHUP: configuration not reloaded", "err", err)
+					status = "STATUS=running, reload refused (see the log)"
 				}
+				_, _ = sdnotify.Notify(sdnotify.Ready + "\n" + status)
 			}
 		}
 	}()
+	defer func() { _, _ = sdnotify.Notify(sdnotify.Stopping) }()
 	if *duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, *duration, fmt.Errorf("--duration %v reached", *duration))
