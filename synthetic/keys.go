@@ -1,9 +1,11 @@
 package synthetic
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 
 	"github.com/mlbpf/mlbpf/config"
@@ -11,17 +13,26 @@ import (
 	"github.com/mlbpf/mlbpf/pipeline"
 )
 
-// Entries implements pipeline.Keyed: every key with its value, by key.
+// Entries implements pipeline.Keyed: every key with its value, in key
+// order.
 // The map does not say who wrote an entry; the daemon does.
 func (s *Objects) Entries() ([]pipeline.Entry, error) {
+	type entry struct {
+		k uint32
+		v synthSynthRecommendation
+	}
 	var (
-		out []pipeline.Entry
-		k   uint32
-		v   synthSynthRecommendation
+		es []entry
+		e  entry
 	)
 	it := s.objs.Recommend.Iterate()
-	for it.Next(&k, &v) {
-		out = append(out, pipeline.Entry{Key: strconv.FormatUint(uint64(k), 10), Value: strconv.FormatUint(uint64(v.Value), 10), Generation: v.Generation})
+	for it.Next(&e.k, &e.v) {
+		es = append(es, e)
+	}
+	slices.SortFunc(es, func(a, b entry) int { return cmp.Compare(a.k, b.k) })
+	out := make([]pipeline.Entry, len(es))
+	for i, e := range es {
+		out[i] = pipeline.Entry{Key: strconv.FormatUint(uint64(e.k), 10), Value: strconv.FormatUint(uint64(e.v.Value), 10), Generation: e.v.Generation}
 	}
 	if err := it.Err(); err != nil {
 		return out, fmt.Errorf("listing recommendations: %w", err)
