@@ -166,7 +166,7 @@ func (d Decision) String() string {
 	return fmt.Sprintf("%v: %s", d.From, d.Reason)
 }
 
-// Controller is the mode controller (the seed's estimate_system_state and
+// Controller is the mode controller (the RFC's estimate_system_state and
 // correct_system_state): it gathers outcomes in the current mode and
 // decides whether the evidence warrants a promotion or a demotion.
 //

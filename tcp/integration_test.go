@@ -201,7 +201,12 @@ func TestLearnsBBRUnderLoss(t *testing.T) {
 	h := newHarness(t, 10, "")
 	mode := func() model.Mode { return h.sub.Model().Mode() }
 
-	made := h.drive(load, 3, 150, 100*time.Second, func() bool { return mode() == model.ModeRecommendation })
+	// The controller spends one α budget over the model's life: the
+	// promotion out of LEARNING takes part of it, so COLLABORATION's first
+	// looks run at a smaller α with Student t quantiles and need about 30
+	// connections per arm (measured 103–150 in all; 61–83 before the
+	// budget was per model).
+	made := h.drive(load, 3, 300, 200*time.Second, func() bool { return mode() == model.ModeRecommendation })
 	st := h.sub.Status()
 	t.Logf("after %d connections: mode %v, arms %v; %s", len(made), st.Mode, st.Arms, st.Decision)
 	for _, d := range st.Destinations {
@@ -213,8 +218,8 @@ func TestLearnsBBRUnderLoss(t *testing.T) {
 	if st.Mode != model.ModeRecommendation {
 		t.Fatalf("mode %v after %d connections at 10%% loss, want RECOMMENDATION", st.Mode, len(made))
 	}
-	if len(made) > 100 {
-		t.Errorf("learned after %d connections, want at most 100", len(made))
+	if len(made) > 250 {
+		t.Errorf("learned after %d connections, want at most 250", len(made))
 	}
 	recs, err := h.sub.Recommendations()
 	if err != nil {
