@@ -61,6 +61,20 @@
 //	            max_mode, a mode other than EMERGENCY for a stopped model.
 //	            Each block is {"state", "mode", "generation",
 //	            "lease_left_ms"}.
+//	withdraw    {"model", "key"} → {"recommendation": {"model", "key"}}:
+//	            the recommendation for key (validated as a recommendation's
+//	            key is, returned normalized) taken back, an operator's or
+//	            the learner's, answered once the kernel's map no longer
+//	            holds it ('mlbpf recommend --withdraw').
+//	recommendations {"model"} → {"entries": [{"key", "value", "by",
+//	            "generation", "written"?, "evidence"?}]}: the model's
+//	            recommendation map; "by" is "operator" or "learner",
+//	            "written" when this daemon wrote the key (RFC 3339),
+//	            "evidence" the outcomes fed back for the key since the
+//	            daemon started, per arm: {"n", "mean_reward"}.
+//	reload      → {"reload": {"file", "changes": [...]}}: the daemon
+//	            re-reads its configuration and applies it live, or
+//	            refuses it whole saying why ('mlbpf reload', SIGHUP).
 //	shutdown    → ok; the daemon stops its models and exits, as on SIGTERM.
 //
 // # Events

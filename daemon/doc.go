@@ -108,4 +108,11 @@
 // dies, the program stays attached and the kernel falls back to its
 // default when the lease runs out, with nothing to clean up; the next
 // daemon adopts the pins, and 'mlbpf rollback' removes them.
+//
+// # Reloading
+//
+// Daemon.Reload (SIGHUP, 'mlbpf reload', the agent op "reload")
+// re-reads the configuration through Options.Reread and applies it
+// live, all of it or nothing: see reload.go. Run's goroutine carries it
+// out, between its other events, so a reload never races a shutdown.
 package daemon
