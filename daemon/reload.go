@@ -62,6 +62,8 @@ func (d *Daemon) Reload(ctx context.Context, who string) (agent.ReloadResult, er
 	req := &reloadReq{who: who, reply: make(chan reloadReply, 1)}
 	select {
 	case d.reloads <- req:
+	case <-d.done:
+		return agent.ReloadResult{}, fmt.Errorf("%w: the daemon is stopping", ErrReloadRefused)
 	case <-d.ready:
 		select {
 		case d.reloads <- req:
@@ -121,6 +123,11 @@ func (d *Daemon) reload(ctx context.Context, req *reloadReq, launch func(*superv
 		}
 		d.stopMetrics()
 		d.stopMetrics = stop
+		if next.Metrics.Addr == "" {
+			d.mu.Lock()
+			d.metricsAddr = ""
+			d.mu.Unlock()
+		}
 		res.Changes = append(res.Changes, fmt.Sprintf("metrics: %q", next.Metrics.Addr))
 	}
 	// Then what cannot.
@@ -197,7 +204,8 @@ func (d *Daemon) plan(next *config.Config) (*reloadPlan, error) {
 			fixed = append(fixed, fmt.Sprintf("%s (%q → %q)", f.name, f.a, f.b))
 		}
 	}
-	p := &reloadPlan{metrics: cur.Metrics != next.Metrics}
+	// allow_remote only says which addresses the file may give.
+	p := &reloadPlan{metrics: cur.Metrics.Addr != next.Metrics.Addr}
 	if cur.Log.Level != next.Log.Level {
 		if d.setLevel == nil {
 			fixed = append(fixed, "log.level")

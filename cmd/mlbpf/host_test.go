@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -242,6 +243,18 @@ models:
 		m := st()
 		return m.Mode == "LEARNING" && m.Daemon.MaxMode == "LEARNING"
 	})
+
+	// The metrics endpoint, turned on.
+	addr := freePort(t)
+	write(fmt.Sprintf(base, "learning", load) + fmt.Sprintf("metrics:\n  addr: %s\n", addr))
+	if out := s.mustBin("reload"); !strings.Contains(out, "metrics: ") {
+		t.Errorf("reload turning metrics on: %s", out)
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("metrics after the reload: %v %v", resp, err)
+	}
+	resp.Body.Close()
 
 	// A model added runs; removed, it stops.
 	write(fmt.Sprintf(base, "learning", load) + fmt.Sprintf("  - name: synthetic/other\n    synthetic:\n      pid: %d\n", load))
