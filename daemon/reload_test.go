@@ -12,6 +12,7 @@ import (
 	"github.com/mlbpf/mlbpf/config"
 	"github.com/mlbpf/mlbpf/internal/testutil"
 	"github.com/mlbpf/mlbpf/loader"
+	"github.com/mlbpf/mlbpf/model"
 )
 
 // TestReloadTCPAllowList: tcp/cc's allow-list changes live by a reload,
@@ -40,6 +41,10 @@ func TestReloadTCPAllowList(t *testing.T) {
 	next := c
 	td := start(t, c)
 	td.d.reread = func() (*config.Config, error) { return next, nil } // before any reload
+	waitFor(t, "RUNNING", func() bool {
+		pm, err := loader.ReadPinned(c.PinRoot, "tcp", "cc")
+		return err == nil && model.State(pm.Control.State) == model.StateRunning
+	})
 	ctx := context.Background()
 	reno := agent.Recommendation{Model: "tcp/cc", Key: "10.0.0.0/8", Value: "reno", Operator: true}
 	if _, err := td.d.Recommend(ctx, reno, "test"); err != nil {
