@@ -74,6 +74,17 @@ func pinnedSection(c *config.Config, pinRoot, name string) (*pipeline.Subsystem,
 	return sub, modelName, sec, err
 }
 
+// Restore puts back what a pinned model applied from user space
+// (pipeline.Subsystem.Restore), and says what it did; "" when its
+// subsystem applies only in BPF.
+func Restore(pinRoot, name string) (string, error) {
+	sub, modelName, err := SplitName(name)
+	if err != nil || sub.Restore == nil {
+		return "", nil
+	}
+	return sub.Restore(pinRoot, modelName)
+}
+
 // Rollback removes what one pinned model put in the kernel: its pinned
 // programs are detached and its pins removed.
 func Rollback(pinRoot, name string) error {

@@ -326,4 +326,21 @@ func execStartUnderUnitCaps(t *testing.T, unit map[string]string, cgroot string)
 	case <-time.After(30 * time.Second):
 		t.Fatal("the daemon did not stop on SIGTERM")
 	}
+	// ExecStopPost, under the same capabilities: the pins stay.
+	post := strings.Fields(unit["ExecStopPost"])
+	for i, a := range post {
+		if a == "/etc/mlbpf/mlbpf.yaml" {
+			post[i] = cfg
+		}
+	}
+	if len(post) == 0 {
+		t.Fatal("the unit has no ExecStopPost")
+	}
+	args = append([]string{"--bounding-set", setprivCaps(t, unit["CapabilityBoundingSet"]), "--inh-caps", "-all", "--no-new-privs"}, post...)
+	if out, err := exec.Command("setpriv", args...).CombinedOutput(); err != nil || !strings.Contains(string(out), "tcp/cc: applied in BPF: nothing to restore") {
+		t.Errorf("ExecStopPost: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(root, "tcp", "cc", "link")); err != nil {
+		t.Errorf("tcp/cc's pins after ExecStopPost: %v", err)
+	}
 }

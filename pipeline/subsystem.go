@@ -72,6 +72,13 @@ type Subsystem struct {
 	// Rollback removes what one model put in the kernel; nil means
 	// removing its pins (which detaches pinned links).
 	Rollback func(pinRoot, model string) error
+	// Restore puts back, as the kernel had it, what a model applied from
+	// user space, for when the daemon ended without doing so (killed):
+	// 'mlbpf rollback --restore', the unit's ExecStopPost. It leaves the
+	// pins and the control block. nil: the model applies only in BPF,
+	// where the kernel falls back to its default by itself when the lease
+	// runs out.
+	Restore func(pinRoot, model string) (string, error)
 }
 
 // Env is what a model gets from the daemon (or whoever runs it).

@@ -40,13 +40,22 @@ Undo everything mlbpf put in the kernel, for every pinned model:
 
 The learned state in the state directory is kept (remove it by hand to
 forget what was learned). --dry-run prints what would be done, with the
-commands an administrator could run by hand instead (bpftool, kill, rm).`, `
+commands an administrator could run by hand instead (bpftool, kill, rm).
+
+--restore does only what the kernel does not do by itself once the
+daemon is gone: it puts back what the models applied from user space
+(none of tcp/cc's or synthetic's: they apply in BPF, and the kernel takes
+its default when the lease runs out), leaving the pins for the next
+daemon. The systemd unit runs it after the daemon stops (ExecStopPost),
+however it stopped.`, `
   mlbpf rollback --dry-run
+  mlbpf rollback --restore
   mlbpf rollback
   mlbpf rollback -o json`, stdout, stderr)
 	p := addPaths(fs)
 	out := addOutput(fs, "text")
 	dryRun := fs.Bool("dry-run", false, "print what would be done, and the commands to do it by hand, and do nothing")
+	restore := fs.Bool("restore", false, "only put back what the models applied from user space, leaving the pins (the unit's ExecStopPost)")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -65,6 +74,9 @@ commands an administrator could run by hand instead (bpftool, kill, rm).`, `
 	models, err := pinnedNames(p.pinRoot)
 	if err != nil {
 		return err
+	}
+	if *restore {
+		return restoreModels(stdout, out, p.pinRoot, models)
 	}
 	rep := rollbackReport{DryRun: *dryRun, DaemonPID: max(p.daemonPID(), 0), Models: models}
 	say := func(format string, a ...any) {
@@ -237,4 +249,43 @@ func stopDaemon(ctx context.Context, p *paths, pid int) error {
 		}
 	}
 	return fmt.Errorf("the daemon (pid %d) did not stop within 15s: kill it (kill -9 %d) and run rollback again", pid, pid)
+}
+
+// restoreModels is 'mlbpf rollback --restore'.
+func restoreModels(stdout io.Writer, out *output, pinRoot string, models []string) error {
+	type restored struct {
+		Model string `json:"model"`
+		Did   string `json:"restored,omitempty"`
+		Error string `json:"error,omitempty"`
+	}
+	var rep []restored
+	var errs []error
+	for _, name := range models {
+		did, err := daemon.Restore(pinRoot, name)
+		r := restored{Model: name, Did: did}
+		if err != nil {
+			r.Error = err.Error()
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+		rep = append(rep, r)
+		if out.json() {
+			continue
+		}
+		switch {
+		case err != nil:
+		case did == "":
+			fmt.Fprintf(stdout, "%s: applied in BPF: nothing to restore\n", name)
+		default:
+			fmt.Fprintf(stdout, "%s: %s\n", name, did)
+		}
+	}
+	if out.json() {
+		if rep == nil {
+			rep = []restored{}
+		}
+		if err := writeJSON(stdout, rep); err != nil {
+			return err
+		}
+	}
+	return errors.Join(errs...)
 }
