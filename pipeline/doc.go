@@ -45,7 +45,10 @@
 //     model.GenericModelOps, override Start and Stop (attach, detach),
 //     PreprocessRecommendation (parse and validate Key and Value) and
 //     ApplyRecommendation (write the map); add RecommendOperator,
-//     WithdrawLearned, Events, Lost, Control, Dir and Close.
+//     WithdrawLearned, Events, Lost, Control, Dir and Close; and Keyed
+//     (Entries, WithdrawKey: 'mlbpf recommendations', 'mlbpf recommend
+//     --withdraw'). Optionally Reconfigurer, for a section that may
+//     change on a reload.
 //  3. Write the decoder, func(raw []byte, r *R) error, and a Learner[R]:
 //     Learn gets a portion's decoded records and appends to Result the
 //     outcomes (model.Feedback: the arm, the reward, the applied value)
@@ -55,9 +58,12 @@
 //     names the field it rejects (config.Field).
 //  5. Return a *Subsystem describing it (name, models, needs, program
 //     types, record format), with Open calling New(env, Parts[R]{...}),
-//     and add it to the list in package subsystems: one line.
+//     RecommendPinned and Pinned for the CLI with no daemon, and Restore
+//     if the model applies anything from user space; add it to the list
+//     in package subsystems: one line.
 //
 // The daemon then loads, pins, runs, supervises and publishes the new
-// models, and the CLI's status, mode, recommend, dataset and rollback
-// commands work on them, with no change to either.
+// models, and the CLI's status, mode, recommend, recommendations,
+// dataset, reload and rollback commands work on them, with no change to
+// either.
 package pipeline
