@@ -306,3 +306,29 @@ func TestManPage(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadAfterCapabilitiesDropped: a daemon that dropped its
+// capabilities refuses a reload adding a model, whole, saying why; the
+// rest of the file does not apply either.
+func TestReloadAfterCapabilitiesDropped(t *testing.T) {
+	load := syscallLoad(t)
+	s := newSession(t, fmt.Sprintf(sessionConfig, load))
+	s.spawn()
+	s.waitFor("the capabilities dropped", func() bool {
+		st, err := s.status()
+		return err == nil && len(st) == 1 && st[0].Daemon != nil && st[0].Daemon.Capabilities == "dropped"
+	})
+	more := strings.Replace(fmt.Sprintf(sessionConfig, load), "max_mode: collaboration", "max_mode: learning", 1) +
+		fmt.Sprintf("  - name: synthetic/other\n    synthetic:\n      pid: %d\n", load)
+	if err := os.WriteFile(s.config, []byte(more), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.bin("reload")
+	if err == nil || !strings.Contains(err.Error(), "synthetic/other") || !strings.Contains(err.Error(), "dropped its capabilities") {
+		t.Fatalf("adding a model: %v", err)
+	}
+	st, err := s.status()
+	if err != nil || len(st) != 1 || st[0].Daemon.MaxMode != "COLLABORATION" {
+		t.Fatalf("after the refused reload: %+v %v", st, err)
+	}
+}
