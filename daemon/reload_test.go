@@ -95,3 +95,56 @@ func TestReloadTCPAllowList(t *testing.T) {
 		t.Fatalf("after the withdrawal: %+v", es)
 	}
 }
+
+// TestReloadModels: a reload adds a model, which runs beside the first,
+// and removes it again, the first running throughout; the models, the
+// socket and the supervisors stay consistent (run with -race).
+func TestReloadModels(t *testing.T) {
+	testutil.RequireBPF(t)
+	pid := testutil.SyscallLoad(t)
+	c := testConfig(t, pid, "")
+	next := c
+	td := start(t, c)
+	td.d.reread = func() (*config.Config, error) { return next, nil } // before any reload
+	again := func(models string) *config.Config {
+		y := fmt.Sprintf("pin_root: %s\nstate_dir: %s\nsocket: %s\ninterval: 100ms\nmodels:\n  - name: synthetic/demo\n    max_mode: recommendation\n    lease: 3s\n    synthetic:\n      pid: %d\n%s",
+			c.PinRoot, c.StateDir, c.Socket, pid, models)
+		n, err := config.Parse("reloaded.yaml", []byte(y))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	ctx := context.Background()
+	next = again(fmt.Sprintf("  - name: synthetic/other\n    synthetic:\n      pid: %d\n", pid))
+	res, err := td.d.Reload(ctx, "test")
+	if err != nil || len(res.Changes) != 1 || res.Changes[0] != "synthetic/other: added" {
+		t.Fatalf("adding: %+v %v", res, err)
+	}
+	waitFor(t, "synthetic/other running", func() bool {
+		s, err := td.d.find("synthetic/other")
+		return err == nil && s.m.State() == model.StateRunning
+	})
+	if len(td.d.Models()) != 2 {
+		t.Fatalf("models: %+v", td.d.Models())
+	}
+	next = again("")
+	if res, err := td.d.Reload(ctx, "test"); err != nil || len(res.Changes) != 1 || !strings.Contains(res.Changes[0], "synthetic/other: removed") {
+		t.Fatalf("removing: %+v %v", res, err)
+	}
+	if _, err := td.d.find("synthetic/other"); err == nil {
+		t.Fatal("synthetic/other still run")
+	}
+	pm, err := loader.ReadPinned(c.PinRoot, "synthetic", "other")
+	if err != nil || model.State(pm.Control.State) != model.StateStopped {
+		t.Fatalf("synthetic/other's pins after its removal: %+v %v", pm.Control, err)
+	}
+	s, _ := td.d.find("synthetic/demo")
+	if s == nil || s.m.State() != model.StateRunning {
+		t.Fatal("synthetic/demo stopped with the other")
+	}
+	// The same file again: nothing to do.
+	if res, err := td.d.Reload(ctx, "test"); err != nil || len(res.Changes) != 0 {
+		t.Fatalf("reloading the same file: %+v %v", res, err)
+	}
+}
