@@ -41,8 +41,9 @@ type Config struct {
 	Settings []rto.Setting
 	// LossPercent is the lossy path's loss each way (default 5).
 	LossPercent float64
-	// SkipLearn measures the fixed arms only (the knob survey).
-	SkipLearn bool
+	// NoTimestamps turns TCP timestamps off on the client
+	// (testbed.PathsConfig.NoTimestamps).
+	NoTimestamps bool
 	Logger    *slog.Logger
 }
 
@@ -94,7 +95,7 @@ func setup(ctx context.Context, cfg Config) (*env, error) {
 	if e.pins, err = testbed.TempPinRoot("mlbpf-rtobench"); err != nil {
 		return nil, err
 	}
-	if e.tb, err = testbed.NewPaths(ctx, testbed.PathsConfig{LossPercent: cfg.LossPercent, Cgroup: true}); err != nil {
+	if e.tb, err = testbed.NewPaths(ctx, testbed.PathsConfig{LossPercent: cfg.LossPercent, Cgroup: true, NoTimestamps: cfg.NoTimestamps}); err != nil {
 		e.close()
 		return nil, err
 	}
