@@ -44,7 +44,7 @@ type Config struct {
 	// NoTimestamps turns TCP timestamps off on the client
 	// (testbed.PathsConfig.NoTimestamps).
 	NoTimestamps bool
-	Logger    *slog.Logger
+	Logger       *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
