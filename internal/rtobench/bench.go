@@ -28,7 +28,7 @@ import (
 // Config configures a run. Zero fields take the defaults.
 type Config struct {
 	// Flows is the number of flows on the bloat path in one repeat of
-	// one arm (default 150) and LossyFlows on the lossy path (default
+	// one arm (default 100) and LossyFlows on the lossy path (default
 	// twice Flows: its flows take milliseconds, and its p99 needs them),
 	// Repeats the repeats (default 3), Bytes one flow's transfer
 	// (default 64 KiB).
@@ -49,7 +49,7 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.Flows == 0 {
-		c.Flows = 150
+		c.Flows = 100
 	}
 	if c.LossyFlows == 0 {
 		c.LossyFlows = 2 * c.Flows
