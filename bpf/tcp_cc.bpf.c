@@ -16,7 +16,8 @@
  *     delivery-rate sample the kernel measured (RTT_CB), the evidence the
  *     learner's counterfactual model needs (see tcp/doc.go);
  *   - while the connection runs the model's algorithm (MODEL arm),
- *     re-checks the control block at every RTT sample (RTT_CB) and, once
+ *     re-checks the control block at every RTT sample (RTT_CB) and
+ *     retransmission timeout (RTO_CB) and, once
  *     the model may no longer apply anything (not RUNNING, lease expired,
  *     EMERGENCY, or demoted to LEARNING), sets the connection back to its
  *     network namespace's default algorithm (net.ipv4.tcp_congestion_control)
@@ -232,12 +233,22 @@ static __always_inline bool wants_rtt(__u8 arm)
 	return arm == MLBPF_ARM_MODEL || (rate_probe && on_default(arm));
 }
 
-static __always_inline void set_callbacks(struct bpf_sock_ops *ops, bool rtt)
+/*
+ * A connection on the model's algorithm asks for RTO callbacks too: they
+ * re-check the block when a stalled connection times out, and the flag
+ * marks the socket as one to re-check, so that an RTT callback knows it
+ * without a lookup in conns.
+ */
+#define MODEL_CB_FLAG BPF_SOCK_OPS_RTO_CB_FLAG
+
+static __always_inline void set_callbacks(struct bpf_sock_ops *ops, bool rtt, bool model)
 {
 	__u32 cb = ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG;
 
 	if (rtt)
 		cb |= BPF_SOCK_OPS_RTT_CB_FLAG;
+	if (model)
+		cb |= MODEL_CB_FLAG;
 	bpf_sock_ops_cb_flags_set(ops, cb);
 }
 
@@ -249,7 +260,7 @@ static __always_inline void established(struct bpf_sock_ops *ops)
 	struct tcp_cc_sk *st = conn_state(ops);
 
 	if (st && wants_rtt(st->arm))
-		set_callbacks(ops, true);
+		set_callbacks(ops, true, false);
 }
 
 static __always_inline void decide(struct bpf_sock_ops *ops, bool passive)
@@ -311,15 +322,19 @@ static __always_inline void decide(struct bpf_sock_ops *ops, bool passive)
 	/* The close, always (a connection that fails before it is
 	 * established must free its entry too); RTT samples from now on for
 	 * a passive connection, from establishment for an active one. */
-	set_callbacks(ops, passive && wants_rtt(arm));
+	set_callbacks(ops, passive && wants_rtt(arm), arm == MLBPF_ARM_MODEL);
 }
 
-static __always_inline void sample_rate(struct bpf_sock_ops *ops, struct tcp_cc_sk *st)
+static __always_inline void sample_rate(struct bpf_sock_ops *ops)
 {
 	__u32 delivered = ops->rate_delivered, interval = ops->rate_interval_us;
+	struct tcp_cc_sk *st;
 	__u64 rate;
 
 	if (!delivered || !interval || interval > (1U << 31))
+		return;
+	st = conn_state(ops);
+	if (!st)
 		return;
 	rate = (__u64)delivered * ops->mss_cache * 1000000 / interval;
 	if (rate > st->max_rate_bps)
@@ -350,27 +365,29 @@ static __always_inline bool namespace_default(struct bpf_sock_ops *ops,
 }
 
 /*
- * revert - a connection on the model's algorithm, at one of its RTT
- * samples: does the model still apply? If it fell back (the same
- * conditions under which decide() would take FALLBACK, or a demotion to
- * LEARNING, where nothing is applied), set the connection back to its
- * namespace's default and stop its RTT callbacks; the record says
- * TCP_CONN_REVERTED.
+ * revert - a connection on the model's algorithm (MODEL_CB_FLAG), at one
+ * of its RTT samples or RTOs: does the model still apply? If it fell back
+ * (the same conditions under which decide() would take FALLBACK, or a
+ * demotion to LEARNING, where nothing is applied), set the connection back
+ * to its namespace's default and stop its callbacks; the record says
+ * TCP_CONN_REVERTED. While the model applies, a re-check costs a snapshot
+ * of the block and no lookup.
  *
  * An RTT sample comes with every ACK that acknowledges new data, so the
  * fallback reaches a connection that moves data within about one RTT; an
  * idle connection takes no callback and keeps the model's algorithm until
- * it sends again (its first ACK after that reverts it). Nothing
+ * it sends again (its first ACK, or RTO, after that reverts it). Nothing
  * kernel-side fires on an idle socket without a timer of our own.
  */
-static __always_inline void revert(struct bpf_sock_ops *ops, struct tcp_cc_sk *st)
+static __always_inline void revert(struct bpf_sock_ops *ops)
 {
 	char dflt[TCP_CC_NAME_MAX] = {};
 	struct mlbpf_snapshot snap;
+	struct tcp_cc_sk *st;
 	__u32 zero = 0;
 
 	/* A block being rewritten right now is no reason to revert: the next
-	 * sample will see it whole. */
+	 * callback will see it whole. */
 	if (!mlbpf_snapshot_take(bpf_map_lookup_elem(&control, &zero), &snap))
 		return;
 	if (mlbpf_may_act(&snap) && (snap.mode == MLBPF_MODE_COLLABORATION ||
@@ -379,23 +396,12 @@ static __always_inline void revert(struct bpf_sock_ops *ops, struct tcp_cc_sk *s
 	if (!namespace_default(ops, &dflt))
 		return;
 	if (bpf_setsockopt(ops, SOL_TCP, TCP_CONGESTION, dflt, sizeof(dflt)))
-		return; /* tried again at the next sample */
-	st->flags |= TCP_CONN_REVERTED;
-	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
-}
-
-static __always_inline void rtt_sample(struct bpf_sock_ops *ops)
-{
-	struct tcp_cc_sk *st = conn_state(ops);
-
-	if (!st)
-		return;
-	if (st->arm == MLBPF_ARM_MODEL) {
-		if (!(st->flags & TCP_CONN_REVERTED))
-			revert(ops, st);
-		return;
-	}
-	sample_rate(ops, st);
+		return; /* tried again at the next callback */
+	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags &
+				       ~(BPF_SOCK_OPS_RTT_CB_FLAG | MODEL_CB_FLAG));
+	st = conn_state(ops);
+	if (st)
+		st->flags |= TCP_CONN_REVERTED;
 }
 
 static __always_inline void emit(struct bpf_sock_ops *ops)
@@ -459,7 +465,14 @@ int tcp_cc_sockops(struct bpf_sock_ops *ops)
 			decide(ops, true);
 		break;
 	case BPF_SOCK_OPS_RTT_CB:
-		rtt_sample(ops);
+		if (ops->bpf_sock_ops_cb_flags & MODEL_CB_FLAG)
+			revert(ops);
+		else
+			sample_rate(ops);
+		break;
+	case BPF_SOCK_OPS_RTO_CB:
+		if (ops->bpf_sock_ops_cb_flags & MODEL_CB_FLAG)
+			revert(ops);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (ops->args[1] == BPF_TCP_CLOSE)

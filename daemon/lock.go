@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,7 +40,7 @@ func AcquireLock(path string) (*Lock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the lock file: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := flockProbed(f); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			pid, _ := readPID(path)
@@ -59,6 +60,24 @@ func AcquireLock(path string) (*Lock, error) {
 		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return &Lock{f: f, path: path}, nil
+}
+
+// lockProbeGrace is how long AcquireLock retries a lock someone holds:
+// Holder, run by every command that asks whether a daemon runs, holds it
+// shared for an instant; a daemon holds it for good.
+const lockProbeGrace = 250 * time.Millisecond
+
+// flockProbed takes f's lock exclusively, without waiting for a daemon
+// holding it but through another process's probe (Holder).
+func flockProbed(f *os.File) error {
+	deadline := time.Now().Add(lockProbeGrace)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // Release releases the lock and removes the file.

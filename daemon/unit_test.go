@@ -44,6 +44,45 @@ func TestLock(t *testing.T) {
 	l.Release()
 }
 
+// TestLockThroughProbes starts daemons while commands ask, as fast as
+// they can, whether one runs (Holder holds the lock shared for an
+// instant): every start takes the lock. (A daemon started while a command
+// probed refused to start, naming "another process".)
+func TestLockThroughProbes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run", LockFile)
+	l, err := AcquireLock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Release()
+	stop := make(chan struct{})
+	probed := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				probed <- n
+				return
+			default:
+				Holder(path)
+				n++
+			}
+		}
+	}()
+	for i := range 300 {
+		l, err := AcquireLock(path)
+		if err != nil {
+			close(stop)
+			<-probed
+			t.Fatalf("start %d: %v", i, err)
+		}
+		l.Release()
+	}
+	close(stop)
+	t.Logf("300 starts through %d probes", <-probed)
+}
+
 func TestCheck(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
 		{"models:\n  - name: disk/io\n", `x.yaml:2: models[0].name: unknown subsystem "disk" (want tcp, synthetic)`},

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mlbpf/mlbpf/agent"
+	"github.com/mlbpf/mlbpf/config"
 	"github.com/mlbpf/mlbpf/daemon"
 	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
@@ -146,7 +147,8 @@ func (o *operatorFlags) command(ctx context.Context, stdout io.Writer, req agent
 	if _, _, err := daemon.SplitName(req.Model); err != nil {
 		return err
 	}
-	if _, err := o.p.load(); err != nil {
+	cfg, err := o.p.load()
+	if err != nil {
 		return err
 	}
 	if err := loader.CheckPrivileges(); err != nil {
@@ -163,7 +165,7 @@ func (o *operatorFlags) command(ctx context.Context, stdout io.Writer, req agent
 			}
 			return o.report(stdout, req, res, pid)
 		}
-		res, err := o.writePinned(req)
+		res, err := o.writePinned(cfg, req)
 		if err != nil {
 			return err
 		}
@@ -229,7 +231,7 @@ func (o *operatorFlags) askDaemon(ctx context.Context, pid int, req agent.Contro
 
 // writePinned carries req out on the pinned block, with no daemon
 // running: only what puts the kernel on its default.
-func (o *operatorFlags) writePinned(req agent.ControlRequest) (agent.ControlResult, error) {
+func (o *operatorFlags) writePinned(cfg *config.Config, req agent.ControlRequest) (agent.ControlResult, error) {
 	name := req.Model
 	noDaemon := func(then string) error {
 		return fmt.Errorf("%s: no daemon is running, and only a daemon renews the lease the kernel acts on: nothing was changed; start one ('mlbpf run', or its service), then %s", name, then)
@@ -238,6 +240,12 @@ func (o *operatorFlags) writePinned(req agent.ControlRequest) (agent.ControlResu
 	case req.Action == agent.ActionStart:
 		return agent.ControlResult{}, noDaemon("'mlbpf start " + name + "'")
 	case req.Action == agent.ActionMode && req.Mode != "emergency":
+		mode, _ := model.ParseMode(req.Mode)
+		if m := cfg.Find(name); m != nil {
+			if maxMode := m.Options(cfg.Interval).MaxMode; mode > maxMode {
+				return agent.ControlResult{}, fmt.Errorf("%s: %v is above max_mode %v in the configuration: nothing was changed; raise max_mode there, start a daemon ('mlbpf run'), then set the mode", name, mode, maxMode)
+			}
+		}
 		return agent.ControlResult{}, noDaemon(fmt.Sprintf("'mlbpf mode %s %s'", name, req.Mode))
 	}
 	dir, err := daemon.PinnedDir(o.p.pinRoot, name)
@@ -294,7 +302,7 @@ func (o *operatorFlags) report(stdout io.Writer, req agent.ControlRequest, res a
 	k := res.Kernel
 	kernel := fmt.Sprintf("%s %s (generation %d", k.State, k.Mode, k.Generation)
 	if k.LeaseLeftMs > 0 {
-		kernel += fmt.Sprintf(", lease %v left", time.Duration(k.LeaseLeftMs)*time.Millisecond)
+		kernel += fmt.Sprintf(", lease %v left", (time.Duration(k.LeaseLeftMs) * time.Millisecond).Round(100*time.Millisecond))
 	}
 	kernel += ")"
 	switch {

@@ -6,10 +6,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/mlbpf/mlbpf/daemon"
 	"github.com/mlbpf/mlbpf/loader"
@@ -38,14 +41,15 @@ type operatorPromise struct {
 	epoch int
 }
 
-// broken says how c breaks the promise, "" if it keeps it. full checks
-// what lasts only during the life of the daemon that took the command.
-func (p operatorPromise) broken(c loader.Control, full bool) string {
+// broken says how c, and the recommendation map (rec), break the
+// promise, "" if they keep it. full checks what lasts only during the
+// life of the daemon that took the command.
+func (p operatorPromise) broken(c loader.Control, rec func(key uint32) (uint32, bool), full bool) string {
 	state, mode := model.State(c.State), model.Mode(c.Mode)
 	acting := state == model.StateRunning && c.LeaseExpiresNs > loader.MonotonicNs()
 	switch p.args[0] {
 	case "mode":
-		want, _ := model.ParseMode(p.args[1])
+		want, _ := model.ParseMode(p.args[2])
 		switch {
 		case mode != want:
 			return fmt.Sprintf("the kernel has mode %v", mode)
@@ -60,6 +64,14 @@ func (p operatorPromise) broken(c loader.Control, full bool) string {
 		if state == model.StateStarted || state == model.StateRunning {
 			return fmt.Sprintf("the model is %v", state)
 		}
+	case "recommend":
+		// The map keeps it across restarts: no learner overwrites an
+		// operator's recommendation.
+		key, _ := strconv.ParseUint(p.args[2], 10, 32)
+		want, _ := strconv.ParseUint(p.args[3], 10, 32)
+		if v, ok := rec(uint32(key)); !ok || v != uint32(want) {
+			return fmt.Sprintf("the recommendation map holds %d (present %v) for key %d", v, ok, key)
+		}
 	}
 	return ""
 }
@@ -71,23 +83,26 @@ func leaseLeft(c loader.Control) string {
 	return "expired"
 }
 
-// TestOperatorCommandsThroughStartup issues 'mlbpf mode', 'start' and
-// 'stop' at every point of a daemon's life: before its pins exist, with
-// pins and no daemon, while a daemon (the real binary, in a process of
-// its own) starts (its lock taken, the model not open yet, opening), and
-// while it runs; and again across restarts. A command that exits 0 must
-// leave the kernel where it asked, and keep it there until the next
-// command (a mode, an operator's EMERGENCY and a stop across restarts
-// too): the mode set, acting in it (RUNNING, a live lease) unless it is
-// EMERGENCY; the model running; the model stopped. One that does not
-// must say why. max_mode is LEARNING (the embedded default's), so
-// COLLABORATION and RECOMMENDATION must be refused whenever they are
-// asked.
+// TestOperatorCommandsThroughStartup issues 'mlbpf mode', 'start', 'stop'
+// and 'recommend' at every point of a daemon's life: before its pins
+// exist, with pins and no daemon, while a daemon (the real binary, in a
+// process of its own) starts (its lock not yet taken; taken, the model
+// opening), and while it serves; and again across restarts. A command
+// that exits 0 must leave the kernel where it asked, and keep it there
+// until the next command (a mode, an operator's EMERGENCY, a stop and a
+// recommendation across restarts too): the mode set, acting in it
+// (RUNNING, a live lease) unless it is EMERGENCY; the model running; the
+// model stopped; the recommendation in the model's map. One that does
+// not must say why and what to do. max_mode is LEARNING (the embedded
+// default's), so COLLABORATION and RECOMMENDATION must be refused
+// whenever they are asked; falling back to the kernel's default (stop,
+// EMERGENCY) never is, once the model is pinned.
 //
-// (This test found 'mlbpf mode synthetic/demo recommendation' reporting
-// success when the daemon had not yet published its max_mode, and a
-// block written before the model was open, which the daemon then
-// overwrote.)
+// (On the code before it, this test found 'mlbpf mode synthetic/demo
+// recommendation' exiting 0 while the daemon had not yet published its
+// max_mode, or with no daemon; blocks written before the model was
+// open, which the daemon then overwrote; 'mode learning' on a stopped
+// model and 'start' with no daemon reported done.)
 func TestOperatorCommandsThroughStartup(t *testing.T) {
 	s := newSession(t, fmt.Sprintf(learningConfig, syscallLoad(t)))
 	commands := [][]string{
@@ -97,25 +112,57 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 		{"mode", "synthetic/demo", "emergency"},
 		{"start", "synthetic/demo"},
 		{"stop", "synthetic/demo"},
+		{"recommend", "synthetic/demo", "5", "value"},
 	}
 	r := rand.New(rand.NewPCG(11, 1))
 	control := filepath.Join(s.root, "synthetic", "demo", "control")
+	// read reads the control block the kernel reads, once it is pinned
+	// (the daemon pins its maps one after the other).
+	var ctl *ebpf.Map
 	read := func() (loader.Control, bool) {
-		pm, err := loader.ReadPinned(s.root, "synthetic", "demo")
-		if err != nil {
-			if _, serr := os.Stat(control); os.IsNotExist(serr) {
-				return loader.Control{}, false
+		var c loader.Control
+		if ctl == nil {
+			m, err := ebpf.LoadPinnedMap(control, nil)
+			if err != nil {
+				return c, false
 			}
-			t.Fatal(err)
+			ctl = m
 		}
-		return pm.Control, true
+		if err := ctl.Lookup(uint32(0), &c); err != nil {
+			t.Fatalf("reading the control block: %v", err)
+		}
+		return c, true
+	}
+	var recs *ebpf.Map // once pinned
+	t.Cleanup(func() {
+		for _, m := range []*ebpf.Map{ctl, recs} {
+			if m != nil {
+				m.Close()
+			}
+		}
+	})
+	rec := func(key uint32) (uint32, bool) {
+		var v struct{ Value, Generation uint32 }
+		if recs == nil {
+			m, err := ebpf.LoadPinnedMap(filepath.Join(s.root, "synthetic", "demo", "recommend"), nil)
+			if err != nil {
+				return 0, false
+			}
+			recs = m
+		}
+		if err := recs.Lookup(key, &v); err != nil {
+			return 0, false
+		}
+		return v.Value, true
 	}
 	var (
 		epoch  int
 		last   *operatorPromise // the last command that exited 0
 		phases = map[string]int{}
 		ok     = map[string]int{}
-		logs   = func() string { return s.logs.String() }
+		// refusals counts the refusals by command and message.
+		refusals = map[string]int{}
+		logs     = func() string { return s.logs.String() }
 	)
 	// fail reports a broken promise; the first few, then the logs.
 	failures := 0
@@ -133,7 +180,7 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 		if last == nil || !pinned {
 			return
 		}
-		if why := last.broken(c, last.epoch == epoch); why != "" {
+		if why := last.broken(c, rec, last.epoch == epoch); why != "" {
 			fail("'mlbpf %s' exited 0; %s %s (block %v)",
 				strings.Join(last.args, " "), when, why, pinnedControl(c))
 			last = nil
@@ -141,16 +188,18 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 	}
 	// phase names the point of the daemon's life a command is issued at.
 	phase := func(p *proc) string {
-		if _, err := os.Stat(control); err != nil {
-			return "no pins"
-		}
-		if p == nil {
-			return "pins, no daemon"
-		}
-		if _, running := daemon.Holder(daemon.LockPath(s.socket)); !running {
-			return "daemon not locked yet"
-		}
-		if _, err := os.Stat(s.socket); err != nil {
+		_, err := os.Stat(control)
+		pinned := err == nil
+		_, locked := daemon.Holder(daemon.LockPath(s.socket))
+		_, err = os.Stat(s.socket)
+		switch {
+		case p == nil && !pinned:
+			return "no daemon, no pins"
+		case p == nil:
+			return "no daemon, pins"
+		case !locked:
+			return "daemon starting, not locked yet"
+		case err != nil:
 			return "daemon locked, opening the model"
 		}
 		return "daemon serving"
@@ -159,8 +208,13 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 		t.Helper()
 		check("before the next command:")
 		args := commands[r.IntN(len(commands))]
+		if args[0] == "recommend" {
+			args = append(args[:3:3], strconv.Itoa(1+r.IntN(1000)))
+		}
 		ph := phase(p)
 		phases[ph]++
+		_, serr := os.Stat(control)
+		pinned := serr == nil
 		var stdout, stderr strings.Builder
 		err := run(context.Background(), append(append([]string(nil), args...), s.flags...), &stdout, &stderr)
 		if err != nil {
@@ -168,18 +222,26 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 			if msg == "" {
 				t.Fatalf("'mlbpf %s' (%s) failed without saying why", strings.Join(args, " "), ph)
 			}
-			pinned := ph != "no pins"
 			if pinned && (args[0] == "stop" || args[0] == "mode" && args[2] == "emergency") {
 				// Falling back to the kernel's default is always possible.
 				fail("'mlbpf %s' (%s) refused: %v", strings.Join(args, " "), ph, err)
 			}
+			if !strings.Contains(msg, "'mlbpf ") && !strings.Contains(msg, "max_mode") {
+				fail("'mlbpf %s' (%s) refused without saying what to do: %v", strings.Join(args, " "), ph, err)
+			}
+			refusals[args[0]+": "+msg]++
 			return ph
 		}
-		ok[args[0]+" "+args[len(args)-1]]++
+		if args[0] == "recommend" {
+			ok["recommend"]++
+		} else {
+			ok[args[0]+" "+args[len(args)-1]]++
+		}
 		if args[0] == "mode" && (args[2] == "collaboration" || args[2] == "recommendation") {
 			c, _ := read()
 			fail("'mlbpf %s' (%s) exited 0 above max_mode LEARNING: %s; the kernel has %v",
 				strings.Join(args, " "), ph, strings.TrimSpace(stdout.String()), pinnedControl(c))
+			last = nil
 			return ph
 		}
 		last = &operatorPromise{args: args, epoch: epoch}
@@ -191,16 +253,16 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 		return ph
 	}
 
-	for round := range 5 {
+	for round := range 8 {
 		// With no daemon: before the first one, no pins at all.
 		for range 2 {
 			issue(nil)
 		}
 		epoch++
 		p := s.launch()
-		// From the first instant of its start-up until it has served a
-		// dozen commands.
-		for served := 0; served < 12; {
+		// From the first instant of its start-up until it has served
+		// sixteen commands.
+		for served := 0; served < 16; {
 			select {
 			case <-p.done:
 				t.Fatalf("round %d: the daemon exited: %v\n%s", round, p.err, p.logs)
@@ -221,12 +283,15 @@ func TestOperatorCommandsThroughStartup(t *testing.T) {
 		t.Logf("the last daemon's logs:\n%s", logs())
 	}
 	t.Logf("commands issued by phase: %v; exited 0: %v", phases, ok)
-	for _, ph := range []string{"no pins", "pins, no daemon", "daemon serving"} {
+	for msg, n := range refusals {
+		t.Logf("refused %d times: %s", n, msg)
+	}
+	for _, ph := range []string{"no daemon, no pins", "no daemon, pins", "daemon serving"} {
 		if phases[ph] == 0 {
 			t.Errorf("no command was issued with %s", ph)
 		}
 	}
-	if ok["mode learning"] == 0 || ok["mode emergency"] == 0 || ok["start synthetic/demo"] == 0 || ok["stop synthetic/demo"] == 0 {
+	if ok["mode learning"] == 0 || ok["mode emergency"] == 0 || ok["start synthetic/demo"] == 0 || ok["stop synthetic/demo"] == 0 || ok["recommend"] == 0 {
 		t.Errorf("some command never succeeded: %v", ok)
 	}
 }

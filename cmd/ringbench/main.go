@@ -8,7 +8,9 @@
 //	ringbuf size=64 read=zerocopy ...   our NextBatch, in place, against libbpf's callback and cilium's ReadInto
 //
 // Each ratio is the median over the repeats of the ratio within a repeat,
-// followed by its 95 % confidence interval (_ci95=low-high).
+// followed by a distribution-free interval of at least 95 % confidence for
+// it, from order statistics, named by its exact level (_ci97=low-high
+// with 31 repeats).
 //
 // It needs root (it loads BPF programs), tracefs, a C compiler and
 // libbpf-dev (it builds the libbpf consumer at run time). `make
@@ -56,7 +58,9 @@ consumer reads every byte of each record; the goals, >= 1.0x libbpf,
 >= 1.5x cilium, 0 allocations per record, are judged on it), read=readinto
 (our ReadInto against cilium's ReadInto, a copy each) and read=zerocopy (our
 NextBatch against libbpf's callback and cilium's ReadInto, 8 bytes read per
-record). Ratios are medians over the repeats with a 95 % interval.
+record). Ratios are medians over the repeats, each with an interval of at
+least 95 % confidence named by its level (ours/libbpf_ci97=low-high with 31
+repeats).
 
 Example:
 

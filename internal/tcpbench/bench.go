@@ -23,7 +23,9 @@
 // the application overrides it: attached/detached is what an application
 // that chooses its algorithm after connecting pays for mlbpf being there.
 // An application that chooses before connecting is skipped (arm
-// SKIPPED) and is not measured here. The learning phase makes one
+// SKIPPED): the preset arms measure that, with the testbed's own sender
+// (Parallel connections of RunDuration each, the default algorithm set
+// before connect) attached and detached. The learning phase makes one
 // connection at a time, so that connections on different arms never
 // compete for the CPUs or the link.
 package tcpbench
@@ -155,8 +157,13 @@ type Result struct {
 	// default, as a host without mlbpf has it.
 	Detached, Attached map[string]Estimate
 	// Cost is Attached/Detached per algorithm, paired by round: 1 when
-	// being attached costs a skipped connection nothing.
+	// being attached costs the connection nothing.
 	Cost map[string]Estimate
+	// Preset is the default algorithm set before connect by the
+	// testbed's sender, attached/detached, paired by round: what being
+	// attached costs a connection mlbpf skips. PresetDetached and
+	// PresetAttached are its goodputs.
+	Preset, PresetDetached, PresetAttached Estimate
 	// BestCC is the algorithm with the highest detached goodput.
 	BestCC string
 	MLBPF  Estimate
@@ -209,6 +216,8 @@ func (r Result) CostLine() string {
 	for _, a := range slices.Sorted(maps.Keys(r.Cost)) {
 		fmt.Fprintf(&b, " %s=%s", a, r.Cost[a].format(1, 2))
 	}
+	fmt.Fprintf(&b, " skipped:%s=%s (set before connect: detached=%s attached=%s)", defaultCC, r.Preset.format(1, 2),
+		r.PresetDetached.format(1e6, 0), r.PresetAttached.format(1e6, 0))
 	return b.String()
 }
 
@@ -430,6 +439,7 @@ type arm struct {
 	mlbpf    bool
 	label    string
 	attached bool
+	preset   bool // the testbed's sender, cc set before connect
 }
 
 func arms(algs []string) []arm {
@@ -441,7 +451,48 @@ func arms(algs []string) []arm {
 		}
 		out = append(out, det, arm{cc: a, label: a, attached: true})
 	}
-	return append(out, arm{mlbpf: true, label: "mlbpf"})
+	return append(out, arm{mlbpf: true, label: "mlbpf"},
+		arm{cc: defaultCC, preset: true, outside: true, label: "preset"},
+		arm{cc: defaultCC, preset: true, attached: true, label: "preset"})
+}
+
+// sinks starts two sinks in the server namespace: one in the testbed's
+// cgroup, one outside it, whose accepted connections mlbpf does not see.
+func sinks(tb *testbed.Testbed) (inside, outside *testbed.Sink, err error) {
+	if inside, err = tb.NewSink(false); err != nil {
+		return nil, nil, err
+	}
+	if err := tb.Outside(func() (err error) {
+		outside, err = tb.NewSink(false)
+		return err
+	}); err != nil {
+		_ = inside.Close()
+		return nil, nil, err
+	}
+	return inside, outside, nil
+}
+
+// presetSend runs parallel connections of the testbed's sender for d to
+// addr, each with cc set before connect, and returns their total
+// goodput in bits/s.
+func presetSend(ctx context.Context, tb *testbed.Testbed, addr, cc string, parallel int, d time.Duration) (float64, error) {
+	var mu sync.Mutex
+	var total float64
+	var errs []error
+	var wg sync.WaitGroup
+	for range parallel {
+		wg.Go(func() {
+			sctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
+			tr, err := tb.Send(sctx, addr, testbed.Load{Duration: d}, cc)
+			cancel()
+			mu.Lock()
+			defer mu.Unlock()
+			total += 8 * tr.Goodput()
+			errs = append(errs, err)
+		})
+	}
+	wg.Wait()
+	return total, errors.Join(errs...)
 }
 
 func measureLoss(ctx context.Context, tb *testbed.Testbed, cfg Config, algs []string, loss float64, rng *rand.Rand) (Result, error) {
@@ -455,10 +506,12 @@ func measureLoss(ctx context.Context, tb *testbed.Testbed, cfg Config, algs []st
 
 	// Learning, from short connections, one at a time: the arms the
 	// model compares never compete with each other.
-	sink, err := tb.NewSink(false)
+	sink, outSink, err := sinks(tb)
 	if err != nil {
 		return r, err
 	}
+	defer sink.Close()
+	defer outSink.Close()
 	made := 0
 	for ctx.Err() == nil && m.mode() != model.ModeRecommendation && made < cfg.MaxLearn {
 		made++
@@ -466,11 +519,9 @@ func measureLoss(ctx context.Context, tb *testbed.Testbed, cfg Config, algs []st
 		_, err := tb.Send(tctx, sink.Addr(), cfg.Learn, "")
 		cancel()
 		if err != nil {
-			_ = sink.Close()
 			return r, fmt.Errorf("learning: %w", err)
 		}
 	}
-	_ = sink.Close()
 	if m.mode() == model.ModeRecommendation {
 		r.LearnedAfter = made
 	}
@@ -516,7 +567,21 @@ func measureLoss(ctx context.Context, tb *testbed.Testbed, cfg Config, algs []st
 			o := testbed.IperfOptions{Duration: cfg.RunDuration, Parallel: cfg.Parallel, CC: a.cc}
 			var res testbed.IperfResult
 			var err error
-			if a.outside {
+			if a.preset {
+				send := func() (err error) {
+					addr := sink.Addr()
+					if a.outside {
+						addr = outSink.Addr()
+					}
+					res.BitsPerSecond, err = presetSend(ctx, tb, addr, a.cc, cfg.Parallel, cfg.RunDuration)
+					return err
+				}
+				if a.outside {
+					err = tb.Outside(send)
+				} else {
+					err = send()
+				}
+			} else if a.outside {
 				o.Port = outsidePort
 				err = tb.Outside(func() error {
 					res, err = tb.Iperf(ctx, o)
@@ -551,6 +616,8 @@ func measureLoss(ctx context.Context, tb *testbed.Testbed, cfg Config, algs []st
 		r.Attached[a] = meanCI(runs[a+"_attached"])
 		r.Cost[a] = ratioCI(runs[a+"_attached"], runs[a])
 	}
+	r.PresetDetached, r.PresetAttached = meanCI(runs["preset"]), meanCI(runs["preset_attached"])
+	r.Preset = ratioCI(runs["preset_attached"], runs["preset"])
 	r.BestCC = best
 	r.MLBPF = meanCI(runs["mlbpf"])
 	r.VsDefault = ratioCI(runs["mlbpf"], runs[defaultCC])
@@ -569,18 +636,11 @@ func measureCost(ctx context.Context, tb *testbed.Testbed, cfg Config) (Cost, er
 		return c, err
 	}
 	defer func() { _ = m.close() }()
-	inside, err := tb.NewSink(false)
+	inside, outside, err := sinks(tb)
 	if err != nil {
 		return c, err
 	}
 	defer inside.Close()
-	var outside *testbed.Sink
-	if err := tb.Outside(func() (err error) {
-		outside, err = tb.NewSink(false)
-		return err
-	}); err != nil {
-		return c, err
-	}
 	defer outside.Close()
 
 	var with, without []float64

@@ -51,9 +51,10 @@ func TestRatioCIPaired(t *testing.T) {
 func TestLine(t *testing.T) {
 	e := func(v float64) Estimate { return Estimate{v, 0.9 * v, 1.1 * v} }
 	r := Result{Loss: 10, Rounds: 12, Target: 0.05,
-		Detached:  map[string]Estimate{"cubic": e(140e6), "bbr": e(700e6)},
-		Attached:  map[string]Estimate{"cubic": e(45e6), "bbr": e(690e6)},
-		Cost:      map[string]Estimate{"cubic": e(0.32), "bbr": e(0.99)},
+		Detached: map[string]Estimate{"cubic": e(140e6), "bbr": e(700e6)},
+		Attached: map[string]Estimate{"cubic": e(45e6), "bbr": e(690e6)},
+		Cost:     map[string]Estimate{"cubic": e(0.32), "bbr": e(0.99)},
+		Preset:   e(0.98), PresetDetached: e(150e6), PresetAttached: e(147e6),
 		BestCC:    "bbr",
 		MLBPF:     e(680e6),
 		VsDefault: e(4.86), VsBest: Estimate{0.97, 0.95, 0.99},
@@ -63,7 +64,7 @@ func TestLine(t *testing.T) {
 	if got := r.Line(); got != want {
 		t.Fatalf("line\n%s\nwant\n%s", got, want)
 	}
-	if got, want := r.CostLine(), "tcp attached/detached loss=10% bbr=0.99 [0.89..1.09] cubic=0.32 [0.29..0.35]"; got != want {
+	if got, want := r.CostLine(), "tcp attached/detached loss=10% bbr=0.99 [0.89..1.09] cubic=0.32 [0.29..0.35] skipped:cubic=0.98 [0.88..1.08] (set before connect: detached=150 [135..165] attached=147 [132..162])"; got != want {
 		t.Fatalf("cost line\n%s\nwant\n%s", got, want)
 	}
 	r.LearnedAfter = 0
@@ -90,7 +91,8 @@ func TestRunSmoke(t *testing.T) {
 	}
 	t.Log("\n" + out.String())
 	if len(res) != 1 || res[0].Rounds != 2 || res[0].Default().Value <= 0 || res[0].Attached["cubic"].Value <= 0 ||
-		res[0].MLBPF.Value <= 0 || res[0].Modes[model.ModeLearning] == 0 {
+		res[0].MLBPF.Value <= 0 || res[0].PresetAttached.Value <= 0 || res[0].PresetDetached.Value <= 0 ||
+		res[0].Modes[model.ModeLearning] == 0 {
 		t.Fatalf("results %+v", res)
 	}
 	if cost.RateWith.Value <= 0 || cost.RateWithout.Value <= 0 || cost.NsPerCall <= 0 {
