@@ -6,7 +6,7 @@ VMTEST_FLAGS ?=
 TCPBENCH_FLAGS ?=
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all setup setup-run generate check-generated build test bench bench-ringbuf bench-tcp bench-tcp-rto vmtest fuzz lint run
+.PHONY: all setup setup-run generate check-generated build deb test bench bench-ringbuf bench-tcp bench-tcp-rto vmtest fuzz lint run
 
 all: build
 
@@ -29,6 +29,10 @@ check-generated: generate
 
 build:
 	$(GO) build ./...
+
+## deb: the Debian package, dist/mlbpf_<version>_<arch>.deb: static binary, /etc/mlbpf/mlbpf.yaml, hardened systemd unit, completion, mlbpf(8)
+deb:
+	./scripts/deb.sh dist
 
 ## test: the whole suite; as root every BPF test runs
 test: setup

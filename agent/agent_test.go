@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -102,6 +103,27 @@ func (b *fakeBackend) Control(_ context.Context, req ControlRequest, who string)
 		return ControlResult{}, fmt.Errorf("%s is stopped: 'mlbpf start' first", req.Model)
 	}
 	return ControlResult{Model: req.Model, Changed: true, Kernel: ControlBlock{State: "RUNNING", Mode: strings.ToUpper(req.Mode), Generation: 8}}, nil
+}
+
+func (b *fakeBackend) Withdraw(_ context.Context, rec Recommendation, who string) (Recommendation, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.recs = slices.DeleteFunc(b.recs, func(r Recommendation) bool { return r.Key == rec.Key })
+	return rec, nil
+}
+
+func (b *fakeBackend) Recommendations(model string) ([]Entry, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var es []Entry
+	for _, r := range b.recs {
+		es = append(es, Entry{Key: r.Key, Value: r.Value, By: "operator"})
+	}
+	return es, nil
+}
+
+func (b *fakeBackend) Reload(context.Context, string) (ReloadResult, error) {
+	return ReloadResult{Changes: []string{}}, nil
 }
 
 func (b *fakeBackend) Shutdown(reason string) {

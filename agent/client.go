@@ -263,6 +263,45 @@ func (c *Client) Control(ctx context.Context, req ControlRequest) (ControlResult
 	return *resp.Control, nil
 }
 
+// Withdraw takes the recommendation for key back, an operator's or the
+// learner's; it returns the key as the subsystem normalized it, once it
+// is gone from the kernel's map.
+func (c *Client) Withdraw(ctx context.Context, model, key string) (Recommendation, error) {
+	resp, err := c.call(ctx, Request{Op: OpWithdraw, Model: model, Key: key, Operator: true})
+	if err != nil {
+		return Recommendation{}, err
+	}
+	if resp.Recommendation == nil {
+		return Recommendation{}, errors.New("withdraw: empty answer")
+	}
+	return *resp.Recommendation, nil
+}
+
+// Recommendations lists a model's recommendation map.
+func (c *Client) Recommendations(ctx context.Context, model string) ([]Entry, error) {
+	resp, err := c.call(ctx, Request{Op: OpRecommendations, Model: model})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Entries == nil {
+		return nil, errors.New("recommendations: empty answer")
+	}
+	return *resp.Entries, nil
+}
+
+// Reload has the daemon re-read its configuration: it answers once every
+// change applies, or refuses the whole file saying why.
+func (c *Client) Reload(ctx context.Context) (ReloadResult, error) {
+	resp, err := c.call(ctx, Request{Op: OpReload})
+	if err != nil {
+		return ReloadResult{}, err
+	}
+	if resp.Reload == nil {
+		return ReloadResult{}, errors.New("reload: empty answer")
+	}
+	return *resp.Reload, nil
+}
+
 // Shutdown asks the daemon to stop every model and exit, as SIGTERM does.
 func (c *Client) Shutdown(ctx context.Context) error {
 	_, err := c.call(ctx, Request{Op: OpShutdown})

@@ -19,7 +19,13 @@ const (
 	OpDiscard     = "discard"
 	OpRecommend   = "recommend"
 	OpControl     = "control"
-	OpShutdown    = "shutdown"
+	// OpWithdraw takes an operator's or the learner's recommendation for
+	// Key back; OpRecommendations lists the model's recommendation map.
+	OpWithdraw        = "withdraw"
+	OpRecommendations = "recommendations"
+	// OpReload has the daemon re-read its configuration.
+	OpReload   = "reload"
+	OpShutdown = "shutdown"
 )
 
 // Actions of an operator's control request.
@@ -86,6 +92,29 @@ type Response struct {
 	Portion        *Portion        `json:"portion,omitempty"`
 	Recommendation *Recommendation `json:"recommendation,omitempty"`
 	Control        *ControlResult  `json:"control,omitempty"`
+	// Entries answers OpRecommendations (its key present, maybe empty).
+	Entries *[]Entry      `json:"entries,omitempty"`
+	Reload  *ReloadResult `json:"reload,omitempty"`
+}
+
+// ReloadResult is what a reload changed: one line per change, none when
+// the file says what already runs.
+type ReloadResult struct {
+	File    string   `json:"file"`
+	Changes []string `json:"changes"`
+}
+
+// Entry is one key of a model's recommendation map: its value, who wrote
+// it ("operator" or "learner"), when (RFC 3339, empty when not by this
+// daemon), and the outcomes fed back for the key since the daemon
+// started, per arm.
+type Entry struct {
+	Key        string                 `json:"key"`
+	Value      string                 `json:"value"`
+	By         string                 `json:"by,omitempty"`
+	Generation uint32                 `json:"generation"`
+	Written    string                 `json:"written,omitempty"`
+	Evidence   map[string]ArmFeedback `json:"evidence,omitempty"`
 }
 
 // Hello describes the daemon.

@@ -38,6 +38,15 @@ type Backend interface {
 	// 'stop'): it answers once the kernel holds what was asked, or
 	// refuses saying why.
 	Control(ctx context.Context, req ControlRequest, agent string) (ControlResult, error)
+	// Withdraw removes the recommendation for rec.Key (validated as a
+	// recommendation's key is), an operator's or the learner's, and
+	// answers once the key is gone from the kernel's map.
+	Withdraw(ctx context.Context, rec Recommendation, agent string) (Recommendation, error)
+	// Recommendations lists a model's recommendation map.
+	Recommendations(model string) ([]Entry, error)
+	// Reload has the daemon re-read its configuration and apply it, all
+	// of it or, refusing, nothing.
+	Reload(ctx context.Context, agent string) (ReloadResult, error)
 	// Shutdown asks the daemon to stop its models and exit, as SIGTERM
 	// does ('mlbpf rollback').
 	Shutdown(reason string)
@@ -412,13 +421,34 @@ func (c *serverConn) handle(req *Request) Response {
 			return fail(err)
 		}
 		resp.Control = &res
+	case OpWithdraw:
+		rec, err := b.Withdraw(context.Background(), Recommendation{Model: req.Model, Key: req.Key, Operator: true}, c.name())
+		if err != nil {
+			return fail(err)
+		}
+		resp.Recommendation = &rec
+	case OpRecommendations:
+		es, err := b.Recommendations(req.Model)
+		if err != nil {
+			return fail(err)
+		}
+		if es == nil {
+			es = []Entry{}
+		}
+		resp.Entries = &es
+	case OpReload:
+		res, err := b.Reload(context.Background(), c.name())
+		if err != nil {
+			return fail(err)
+		}
+		resp.Reload = &res
 	case OpShutdown:
 		c.mu.Lock()
 		name := c.agent
 		c.mu.Unlock()
 		b.Shutdown(fmt.Sprintf("shutdown requested on the socket by %s (pid %d)", cmp.Or(name, "a client"), c.pid))
 	default:
-		return fail(fmt.Errorf("unknown op %q (want hello, models, subscribe, unsubscribe, fetch, discard, recommend, control, shutdown)", req.Op))
+		return fail(fmt.Errorf("unknown op %q (want hello, models, subscribe, unsubscribe, fetch, discard, recommend, control, withdraw, recommendations, reload, shutdown)", req.Op))
 	}
 	resp.OK = true
 	return resp

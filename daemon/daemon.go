@@ -37,6 +37,12 @@ type Options struct {
 	// loader.KeepAfterAttach. The daemon's process must be its own: a
 	// test running a daemon in-process leaves it false.
 	DropCapabilities bool
+	// Reread re-reads the configuration for a reload (SIGHUP, 'mlbpf
+	// reload'), as the daemon was started with it; nil: reloads are
+	// refused. SetLogLevel changes the level of Log ("debug", ...); nil:
+	// a reload changing it is refused.
+	Reread      func() (*config.Config, error)
+	SetLogLevel func(level string) error
 }
 
 // Daemon runs the configured models: see the package documentation.
@@ -49,6 +55,13 @@ type Daemon struct {
 
 	stopOnce sync.Once
 	stop     chan string // a shutdown asked on the socket, with its reason
+
+	// Reloads (reload.go), carried out by Run's goroutine.
+	reread      func() (*config.Config, error)
+	setLevel    func(string) error
+	reloads     chan *reloadReq
+	done        chan struct{} // closed when Run returns
+	stopMetrics func()
 
 	mu          sync.Mutex
 	sups        []*supervisor
@@ -80,7 +93,8 @@ func New(o Options) (*Daemon, error) {
 		o.Version = "dev"
 	}
 	return &Daemon{cfg: o.Config, log: o.Log, version: o.Version, dropCaps: o.DropCapabilities,
-		ready: make(chan struct{}), stop: make(chan string, 1), byName: map[string]*supervisor{}}, nil
+		ready: make(chan struct{}), stop: make(chan string, 1), byName: map[string]*supervisor{},
+		reread: o.Reread, setLevel: o.SetLogLevel, reloads: make(chan *reloadReq), done: make(chan struct{})}, nil
 }
 
 // Ready is closed once every model runs and the agent socket listens.
@@ -145,14 +159,13 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer lock.Release()
+	defer close(d.done)
 
 	defer func() {
 		for _, s := range d.supervisors() {
-			if cerr := s.r.Close(); cerr != nil {
-				err = errors.Join(err, fmt.Errorf("closing %s: %w", s.name, cerr))
+			if cerr := s.close(); cerr != nil {
+				err = errors.Join(err, cerr)
 			}
-			s.lock.dir.Close()
-			s.hub.close()
 		}
 	}()
 	for _, cm := range cfg.Enabled() {
@@ -174,27 +187,35 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	d.server = srv
 	d.mu.Unlock()
 	defer srv.Close()
-	stopMetrics, err := d.serveMetrics(ctx)
-	if err != nil {
+	if d.stopMetrics, err = d.serveMetricsOf(ctx, cfg.Metrics); err != nil {
 		return err
 	}
-	defer stopMetrics()
+	defer func() { d.stopMetrics() }()
 
 	type result struct {
-		i   int
+		s   *supervisor
 		err error
 	}
-	results := make(chan result, len(d.sups))
-	cancels := make([]context.CancelFunc, len(d.sups))
-	dones := make([]chan error, len(d.sups))
-	for i, s := range d.sups {
+	results := make(chan result, 1)
+	launch := func(s *supervisor) {
 		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		cancels[i], dones[i] = cancel, make(chan error, 1)
+		s.cancelRun, s.runDone = cancel, make(chan error, 1)
 		go func() {
 			err := s.run(sctx)
-			dones[i] <- err
-			results <- result{i, err}
+			s.runDone <- err
+			s.mu.Lock()
+			retired := s.retired
+			s.mu.Unlock()
+			if !retired {
+				select {
+				case results <- result{s, err}:
+				default: // another model failed first
+				}
+			}
 		}()
+	}
+	for _, s := range d.sups {
+		launch(s)
 	}
 	names := make([]string, len(d.sups))
 	for i, s := range d.sups {
@@ -217,23 +238,31 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	close(d.ready)
 
 	var runErr error
-	failed := -1
-	select {
-	case <-ctx.Done():
-		d.log.Info("stopping", "reason", context.Cause(ctx))
-	case why := <-d.stop:
-		d.log.Info("stopping", "reason", why)
-	case r := <-results:
-		failed, runErr = r.i, r.err
-		d.log.Error("model failed: stopping every model", "model", d.sups[r.i].name, "err", r.err)
-	}
-	// Stop the models one after the other, in configuration order.
-	for i, s := range d.sups {
-		if i == failed {
+	var failed *supervisor
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			d.log.Info("stopping", "reason", context.Cause(ctx))
+		case why := <-d.stop:
+			d.log.Info("stopping", "reason", why)
+		case r := <-results:
+			failed, runErr = r.s, r.err
+			d.log.Error("model failed: stopping every model", "model", r.s.name, "err", r.err)
+		case req := <-d.reloads:
+			res, err := d.reload(ctx, req, launch)
+			req.reply <- reloadReply{res, err}
 			continue
 		}
-		cancels[i]()
-		if err := <-dones[i]; err != nil {
+		break wait
+	}
+	// Stop the models one after the other, in configuration order.
+	for _, s := range d.supervisors() {
+		if s == failed {
+			continue
+		}
+		s.cancelRun()
+		if err := <-s.runDone; err != nil {
 			runErr = errors.Join(runErr, err)
 		}
 		d.log.Info("model stopped: the kernel is on its default", "model", s.name, "mode", s.m.Mode(), "state", s.m.State())
@@ -298,7 +327,11 @@ func (d *Daemon) supervisors() []*supervisor {
 }
 
 func (d *Daemon) open(cm *config.Model) (*supervisor, error) {
-	cfg := d.cfg
+	return d.openWith(d.cfg, cm)
+}
+
+// openWith opens a model of cfg.
+func (d *Daemon) openWith(cfg *config.Config, cm *config.Model) (*supervisor, error) {
 	sub, err := Lookup(cm.Name)
 	if err != nil {
 		return nil, err
@@ -412,7 +445,7 @@ func (d *Daemon) Models() []agent.ModelInfo {
 	var out []agent.ModelInfo
 	for _, s := range d.supervisors() {
 		out = append(out, agent.ModelInfo{
-			Model: s.name, State: s.m.State().String(), Mode: s.m.Mode().String(), MaxMode: s.maxMode.String(),
+			Model: s.name, State: s.m.State().String(), Mode: s.m.Mode().String(), MaxMode: s.m.Options().MaxMode.String(),
 			Learner: s.cm.Learner, Datasets: true,
 			RecordKind: s.sub.Records.Kind, RecordSize: s.sub.Records.Size,
 			Portions: s.hub.offsets(),

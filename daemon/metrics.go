@@ -92,7 +92,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for i := model.StateCreated; i < model.StateCount; i++ {
 			gauge(c.state, b2f(i == state), name, i.String())
 		}
-		if pm, err := loader.ReadPinned(c.d.cfg.PinRoot, s.cm.SubsystemName(), s.cm.ModelName()); err == nil {
+		if pm, err := loader.ReadPinned(c.d.config().PinRoot, s.cm.SubsystemName(), s.cm.ModelName()); err == nil {
 			counter(c.lost, float64(pm.Lost), name)
 			for arm, n := range pm.Arms {
 				counter(c.decisions, float64(n), name, model.Arm(arm).String())
@@ -131,8 +131,7 @@ func (d *Daemon) MetricsHandler() http.Handler {
 
 // serveMetrics serves /metrics on the configured address until ctx is
 // done; the address was checked (loopback unless allowed).
-func (d *Daemon) serveMetrics(ctx context.Context) (func(), error) {
-	m := d.cfg.Metrics
+func (d *Daemon) serveMetricsOf(ctx context.Context, m config.Metrics) (func(), error) {
 	if m.Addr == "" {
 		return func() {}, nil
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/mlbpf/mlbpf/agent"
 	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/pipeline"
 )
 
 // An operator's command ('mlbpf mode', 'start', 'stop') with a daemon
@@ -38,7 +39,13 @@ type operatorOp struct {
 	mode   model.Mode
 	who    string
 	reply  chan operatorReply
+	// retune is a reload's (actionRetune).
+	retune *retune
 }
+
+// actionRetune is a reload's retuning of the model's options, carried out
+// in the supervisor's loop as an operator's command is.
+const actionRetune = "retune"
 
 type operatorReply struct {
 	res agent.ControlResult
@@ -193,6 +200,10 @@ func (d *Daemon) Control(ctx context.Context, req agent.ControlRequest, who stri
 // serveOperator carries out an operator's command and answers it; an
 // error it returns (the adoption failed) ends the supervisor.
 func (s *supervisor) serveOperator(ctx context.Context, op *operatorOp) error {
+	if op.action == actionRetune {
+		op.reply <- operatorReply{err: s.applyRetune(op.retune)}
+		return nil
+	}
 	rep, err := s.operate(ctx, op)
 	if rep.err != nil && rep.w != nil {
 		s.g.unwatch(rep.w)
@@ -212,7 +223,7 @@ func (s *supervisor) operate(ctx context.Context, op *operatorOp) (operatorReply
 	if op.action == agent.ActionMode {
 		switch {
 		case op.mode > s.maxMode:
-			return fail("%v is above the daemon's max_mode %v: nothing was changed; raise max_mode in its configuration and restart it", op.mode, s.maxMode)
+			return fail("%v is above the daemon's max_mode %v: nothing was changed; raise max_mode in its configuration and reload it ('mlbpf reload', or systemctl reload mlbpf)", op.mode, s.maxMode)
 		case op.mode != model.ModeEmergency && !running:
 			return fail("the model is stopped, so the kernel takes its default whatever the mode: nothing was changed; 'mlbpf start %s' first, then set the mode", s.name)
 		}
@@ -306,4 +317,60 @@ func ControlBlock(c model.Control) agent.ControlBlock {
 		b.LeaseLeftMs = int64(time.Duration(c.LeaseExpiresNs-now) / time.Millisecond)
 	}
 	return b
+}
+
+// Withdraw implements agent.Backend: the key is validated by the model's
+// subsystem and removed, an operator's or the learner's; the answer comes
+// once the kernel's map no longer holds it.
+func (d *Daemon) Withdraw(_ context.Context, rec agent.Recommendation, who string) (agent.Recommendation, error) {
+	s, err := d.find(rec.Model)
+	if err != nil {
+		return rec, err
+	}
+	key, err := s.r.Withdraw(rec.Key)
+	if err != nil {
+		s.log.Warn("withdrawal refused", "model", rec.Model, "key", rec.Key, "from", who, "err", err)
+		return rec, fmt.Errorf("%s: withdrawing %q: %w", rec.Model, rec.Key, err)
+	}
+	es, err := s.r.Recommendations()
+	if err != nil {
+		return rec, err
+	}
+	if pipeline.Has(es, key) {
+		return rec, fmt.Errorf("%s: %s is still in the kernel's map after the withdrawal: the learner wrote it again meanwhile? list it with 'mlbpf recommendations %s'", rec.Model, key, rec.Model)
+	}
+	s.log.Info("recommendation withdrawn", "model", rec.Model, "key", key, "from", who)
+	return agent.Recommendation{Model: rec.Model, Key: key, Operator: true}, nil
+}
+
+// Recommendations implements agent.Backend.
+func (d *Daemon) Recommendations(name string) ([]agent.Entry, error) {
+	s, err := d.find(name)
+	if err != nil {
+		return nil, err
+	}
+	es, err := s.r.Recommendations()
+	if err != nil {
+		return nil, err
+	}
+	return Entries(es), nil
+}
+
+// Entries are es as the agent protocol says them.
+func Entries(es []pipeline.Entry) []agent.Entry {
+	out := make([]agent.Entry, 0, len(es))
+	for _, e := range es {
+		a := agent.Entry{Key: e.Key, Value: e.Value, By: e.By, Generation: e.Generation}
+		if !e.Written.IsZero() {
+			a.Written = e.Written.UTC().Format(time.RFC3339)
+		}
+		if len(e.Evidence) > 0 {
+			a.Evidence = map[string]agent.ArmFeedback{}
+			for arm, ev := range e.Evidence {
+				a.Evidence[arm] = agent.ArmFeedback{N: ev.N, MeanReward: ev.MeanReward}
+			}
+		}
+		out = append(out, a)
+	}
+	return out
 }

@@ -35,25 +35,43 @@ func PinnedDir(pinRoot, name string) (string, error) {
 // subsystem, configured by c (its allow-list, for example), and writes it
 // into the pinned maps.
 func RecommendPinned(c *config.Config, pinRoot, name string, rec model.Recommendation) (model.Recommendation, error) {
-	sub, modelName, err := SplitName(name)
+	sub, modelName, sec, err := pinnedSection(c, pinRoot, name)
 	if err != nil {
 		return rec, err
 	}
+	if sub.RecommendPinned == nil {
+		return rec, fmt.Errorf("%s: the subsystem takes no recommendations", name)
+	}
+	return sub.RecommendPinned(sec, pinRoot, modelName, rec)
+}
+
+// PinnedKeys opens a model's pinned recommendation map with no daemon
+// running (listing it, an operator's withdrawal), its subsystem
+// configured by c.
+func PinnedKeys(c *config.Config, pinRoot, name string) (pipeline.PinnedKeys, error) {
+	sub, modelName, sec, err := pinnedSection(c, pinRoot, name)
+	if err != nil {
+		return nil, err
+	}
+	return sub.OpenPinnedKeys(sec, pinRoot, modelName)
+}
+
+// pinnedSection finds a pinned model's subsystem and its section of c
+// (the defaults when c does not configure the model).
+func pinnedSection(c *config.Config, pinRoot, name string) (*pipeline.Subsystem, string, config.Section, error) {
+	sub, modelName, err := SplitName(name)
+	if err != nil {
+		return nil, "", nil, err
+	}
 	if _, err := PinnedDir(pinRoot, name); err != nil {
-		return rec, err
+		return nil, "", nil, err
 	}
 	m := c.Find(name)
 	if m == nil {
 		m = &config.Model{Name: name}
 	}
-	if sub.RecommendPinned == nil {
-		return rec, fmt.Errorf("%s: the subsystem takes no recommendations", name)
-	}
 	sec, err := section(c, m)
-	if err != nil {
-		return rec, err
-	}
-	return sub.RecommendPinned(sec, pinRoot, modelName, rec)
+	return sub, modelName, sec, err
 }
 
 // Rollback removes what one pinned model put in the kernel: its pinned

@@ -207,6 +207,23 @@ type supervisor struct {
 	opsOnce sync.Once
 	ops     chan *operatorOp
 	exited  chan struct{} // closed when run returns
+
+	// Set by Run: cancelRun ends run, which then sends on runDone;
+	// retired: a reload removed the model (reload.go).
+	cancelRun context.CancelFunc
+	runDone   chan error
+	retired   bool
+}
+
+// close releases the model, leaving its pins for the next run.
+func (s *supervisor) close() error {
+	err := s.r.Close()
+	s.lock.dir.Close()
+	s.hub.close()
+	if err != nil {
+		return fmt.Errorf("closing %s: %w", s.name, err)
+	}
+	return nil
 }
 
 // evidenceEvery bounds how often status.json is rewritten.

@@ -37,6 +37,7 @@ type Loop struct {
 
 	mu        sync.Mutex
 	operator  map[string]bool // keys an operator recommended
+	keys      map[string]*keyStats
 	records   uint64
 	corrupted uint64
 	partial   uint64
@@ -103,7 +104,7 @@ func New[R any](env Env, p Parts[R]) (*Loop, error) {
 	if env.Log == nil {
 		env.Log = slog.New(slog.DiscardHandler)
 	}
-	l := &Loop{name: name, obj: p.Objects, env: env, log: env.Log, operator: map[string]bool{}}
+	l := &Loop{name: name, obj: p.Objects, env: env, log: env.Log, operator: map[string]bool{}, keys: map[string]*keyStats{}}
 	fail := func(err error) (*Loop, error) {
 		l.Close()
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -191,11 +192,17 @@ func (l *Loop) Run(ctx context.Context) (err error) {
 	}
 	opts := m.Options()
 	l.log.Info("model running", "model", l.name, "pins", l.obj.Dir(), "mode", m.Mode(), "max_mode", opts.MaxMode, "period", opts.SleepTimeout)
-	tick := time.NewTicker(opts.SleepTimeout)
+	period := opts.SleepTimeout
+	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for {
 		if err := l.Period(); err != nil {
 			return err
+		}
+		if p := m.Options().SleepTimeout; p != period {
+			// Retuned (a reloaded configuration): the new period.
+			period = p
+			tick.Reset(p)
 		}
 		if l.env.AfterPeriod != nil {
 			l.env.AfterPeriod()
@@ -356,6 +363,9 @@ func (l *Loop) recommend() {
 		if err := l.m.ExecuteOperation(rec, model.Request{Key: rec.Key}); err != nil {
 			l.log.Warn("executing the recommendation", "model", l.name, "key", rec.Key, "err", err)
 		}
+		l.mu.Lock()
+		l.wroteLocked(rec.Key)
+		l.mu.Unlock()
 		l.log.Debug("recommendation made", "model", l.name, "key", rec.Key, "value", rec.Value)
 	}
 	for _, key := range l.res.Withdraw {
@@ -381,6 +391,9 @@ func (l *Loop) backpropagate() {
 		pf.add(fb, n.Accepted)
 	}
 	l.mu.Lock()
+	for _, fb := range l.res.Feedback {
+		l.evidenceLocked(fb)
+	}
 	l.fb.merge(pf)
 	l.mu.Unlock()
 }
@@ -395,13 +408,20 @@ func (l *Loop) Recommend(rec model.Recommendation, operator bool) (model.Recomme
 		return rec, err
 	}
 	if !operator {
-		return rec, l.m.ApplyRecommendation(rec)
+		if err := l.m.ApplyRecommendation(rec); err != nil {
+			return rec, err
+		}
+		l.mu.Lock()
+		l.wroteLocked(rec.Key)
+		l.mu.Unlock()
+		return rec, nil
 	}
 	if err := l.obj.RecommendOperator(rec); err != nil {
 		return rec, err
 	}
 	l.mu.Lock()
 	l.operator[rec.Key] = true
+	l.wroteLocked(rec.Key)
 	l.mu.Unlock()
 	return rec, nil
 }

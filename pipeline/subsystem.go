@@ -65,6 +65,10 @@ type Subsystem struct {
 	// it into a model's pinned maps, with no daemon running; nil: the
 	// subsystem takes no recommendations.
 	RecommendPinned func(cfg config.Section, pinRoot, model string, rec model.Recommendation) (model.Recommendation, error)
+	// Pinned opens a model's pinned recommendation map with no daemon
+	// running, for 'mlbpf recommendations' and 'mlbpf recommend
+	// --withdraw'; nil: the subsystem offers neither without a daemon.
+	Pinned func(cfg config.Section, pinRoot, model string) (PinnedKeys, error)
 	// Rollback removes what one model put in the kernel; nil means
 	// removing its pins (which detaches pinned links).
 	Rollback func(pinRoot, model string) error
@@ -128,6 +132,8 @@ type Objects interface {
 	WithdrawLearned(key string) error
 	// Close releases the objects, leaving the pins for the next run.
 	Close() error
+	// Objects should also be Keyed (listing the map, an operator's
+	// withdrawal).
 }
 
 // Learner is a subsystem's built-in learner, fed records decoded to R.

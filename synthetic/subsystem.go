@@ -30,6 +30,7 @@ func Subsystem() *pipeline.Subsystem {
 		Config:          func() config.Section { return &Config{} },
 		Open:            openLoop,
 		RecommendPinned: recommendPinned,
+		Pinned:          pinnedKeys,
 	}
 }
 

@@ -299,7 +299,11 @@ func (s *Objects) Cgroup() string { return s.cfg.Cgroup }
 func (s *Objects) Default() string { return s.cfg.Default }
 
 // Allowed lists the algorithms that may be recommended.
-func (s *Objects) Allowed() []string { return s.cfg.Allowed }
+func (s *Objects) Allowed() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg.Allowed
+}
 
 // Program is the sock_ops program.
 func (s *Objects) Program() *ebpf.Program { return s.objs.TcpCcSockops }

@@ -114,9 +114,9 @@ func (s *Objects) validate(p netip.Prefix, cc string) error {
 		return fmt.Errorf("%w: %w: %q is not available in this kernel (available: %s)",
 			model.ErrInvalidRecommendation, ErrNotAllowed, cc, strings.Join(available, ", "))
 	}
-	if len(s.cfg.Allowed) > 0 && !slices.Contains(s.cfg.Allowed, cc) {
+	if allowed := s.Allowed(); len(allowed) > 0 && !slices.Contains(allowed, cc) {
 		return fmt.Errorf("%w: %w: %q is not in the allow-list (%s)",
-			model.ErrInvalidRecommendation, ErrNotAllowed, cc, strings.Join(s.cfg.Allowed, ", "))
+			model.ErrInvalidRecommendation, ErrNotAllowed, cc, strings.Join(allowed, ", "))
 	}
 	return nil
 }

@@ -50,6 +50,7 @@ func Subsystem() *pipeline.Subsystem {
 			rec.Key = p.String()
 			return rec, nil
 		},
+		Pinned: pinnedKeys,
 		Rollback: func(pinRoot, _ string) error {
 			s, err := OpenPinned(Config{PinRoot: pinRoot})
 			if err != nil {

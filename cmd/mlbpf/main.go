@@ -65,6 +65,8 @@ func commands() []command {
 		{name: "start", summary: "start a model an operator stopped", run: cmdStart},
 		{name: "stop", summary: "stop a model: the kernel goes back to its default at once", run: cmdStop},
 		{name: "recommend", summary: "write an operator's recommendation, validated by the model's subsystem", run: cmdRecommend},
+		{name: "recommendations", summary: "list a model's recommendation map: value, operator or learner, when, evidence", run: cmdRecommendations},
+		{name: "reload", summary: "have the daemon re-read its configuration and apply it live, or refuse it whole", run: cmdReload},
 		{name: "dataset", summary: "get, discard or export a model's dataset portion", run: cmdDataset},
 		{name: "rollback", summary: "every model to EMERGENCY, the daemon stopped, every pin removed", run: cmdRollback},
 		{name: "demo", summary: "show a model learning on a testbed of its own (tcp: lossy veth; tcp-rto: a lossy and a bloated path)", run: cmdDemo},
@@ -72,6 +74,7 @@ func commands() []command {
 		{name: "completion", summary: "print a shell completion script (bash, zsh)", run: cmdCompletion},
 		{name: "version", summary: "print the version", run: cmdVersion},
 		{name: "__models", run: cmdModels, hidden: true},
+		{name: "__man", run: cmdMan, hidden: true},
 	}
 }
 
@@ -99,7 +102,7 @@ func printUsage(w io.Writer) {
 	var list strings.Builder
 	for _, c := range commands() {
 		if !c.hidden {
-			fmt.Fprintf(&list, "  %-11s %s\n", c.name, c.summary)
+			fmt.Fprintf(&list, "  %-15s %s\n", c.name, c.summary)
 		}
 	}
 	fmt.Fprintf(w, usage, list.String())

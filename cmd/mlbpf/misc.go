@@ -180,7 +180,7 @@ _mlbpf() {
 	mode)
 		if [ "$COMP_CWORD" -eq 2 ]; then COMPREPLY=($(compgen -W "$(mlbpf __models 2>/dev/null)" -- "$cur"));
 		else COMPREPLY=($(compgen -W "emergency learning collaboration recommendation" -- "$cur")); fi ;;
-	status|start|stop|recommend)
+	status|start|stop|recommend|recommendations)
 		COMPREPLY=($(compgen -W "$(mlbpf __models 2>/dev/null)" -- "$cur")) ;;
 	esac
 }
@@ -204,7 +204,7 @@ _mlbpf() {
 	completion) compadd bash zsh ;;
 	mode)
 		if (( CURRENT == 3 )); then compadd -a models; else compadd emergency learning collaboration recommendation; fi ;;
-	status|start|stop|recommend) compadd -a models ;;
+	status|start|stop|recommend|recommendations) compadd -a models ;;
 	run) _arguments '--config[configuration file]:file:_files' '--metrics-addr[host:port]' '--metrics-allow-remote' '--log-format:format:(text json)' '--log-level:level:(debug info warn error)' '--duration[stop after]' ;;
 	esac
 }

@@ -5,9 +5,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/mlbpf/mlbpf/config"
 	"github.com/mlbpf/mlbpf/daemon"
+	"github.com/mlbpf/mlbpf/internal/sdnotify"
+	"github.com/mlbpf/mlbpf/loader"
 )
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -28,7 +33,10 @@ runs out; the next 'mlbpf run' adopts the pins.
 With no --config it runs the embedded default ('mlbpf config default'):
 tcp/cc learning, capped at LEARNING by max_mode, so it changes nothing on
 the host until a configuration lets it. Only one daemon runs per socket:
-a second one refuses to start and names the first.`, `
+a second one refuses to start and names the first.
+
+SIGHUP (systemctl reload) re-reads the configuration, as 'mlbpf reload'
+does: see 'mlbpf reload --help'.`, `
   mlbpf run
   mlbpf run --config /etc/mlbpf/mlbpf.yaml
   mlbpf run --config demo.toml --metrics-addr 127.0.0.1:9464 --log-format json
@@ -48,35 +56,85 @@ a second one refuses to start and names the first.`, `
 	if err := fs.want(0, "no arguments"); err != nil {
 		return err
 	}
-	cfg, err := p.load()
-	if err != nil {
-		return err
-	}
-	if *metricsAddr != "" {
-		cfg.Metrics.Addr = *metricsAddr
-	}
-	if *metricsRemote {
-		cfg.Metrics.AllowRemote = true
-	}
-	if cfg.Metrics.Addr != "" {
-		if err := config.CheckMetricsAddr(cfg.Metrics.Addr, cfg.Metrics.AllowRemote); err != nil {
-			return fmt.Errorf("--metrics-addr: %w", err)
+	// load loads the configuration, the flags over it: at start, and
+	// again at every reload.
+	load := func() (*config.Config, error) {
+		cfg, err := p.load()
+		if err != nil {
+			return nil, err
 		}
+		if *metricsAddr != "" {
+			cfg.Metrics.Addr = *metricsAddr
+		}
+		if *metricsRemote {
+			cfg.Metrics.AllowRemote = true
+		}
+		if cfg.Metrics.Addr != "" {
+			if err := config.CheckMetricsAddr(cfg.Metrics.Addr, cfg.Metrics.AllowRemote); err != nil {
+				return nil, fmt.Errorf("--metrics-addr: %w", err)
+			}
+		}
+		if *logFormat != "" {
+			cfg.Log.Format = *logFormat
+		}
+		if *logLevel != "" {
+			cfg.Log.Level = *logLevel
+		}
+		if _, err := parseLevel(cfg.Log.Level); err != nil {
+			return nil, err
+		}
+		return cfg, nil
 	}
-	if *logFormat != "" {
-		cfg.Log.Format = *logFormat
-	}
-	if *logLevel != "" {
-		cfg.Log.Level = *logLevel
-	}
-	log, err := newLogger(stderr, cfg.Log)
+	cfg, err := load()
 	if err != nil {
 		return err
 	}
-	d, err := daemon.New(daemon.Options{Config: cfg, Log: log, Version: Version, DropCapabilities: ownProcess && !*keepCaps})
+	log, level, err := newLogger(stderr, cfg.Log)
 	if err != nil {
 		return err
 	}
+	d, err := daemon.New(daemon.Options{Config: cfg, Log: log, Version: Version, DropCapabilities: ownProcess && !*keepCaps,
+		Reread: load,
+		SetLogLevel: func(l string) error {
+			lv, err := parseLevel(l)
+			if err == nil {
+				level.Set(lv)
+			}
+			return err
+		},
+	})
+	if err != nil {
+		return err
+	}
+	// SIGHUP reloads the configuration, as 'mlbpf reload' does.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	ready := d.Ready()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ready:
+				// systemd's Type=notify: every model runs, the socket
+				// listens.
+				if _, err := sdnotify.Notify(fmt.Sprintf("%s\nMAINPID=%d\nSTATUS=running", sdnotify.Ready, os.Getpid())); err != nil {
+					log.Warn("telling systemd the daemon is ready", "err", err)
+				}
+				ready = nil
+			case <-hup:
+				_, _ = sdnotify.Notify(fmt.Sprintf("%s\nMONOTONIC_USEC=%d", sdnotify.Reloading, loader.MonotonicNs()/1000))
+				status := "STATUS=running, configuration reloaded"
+				if _, err := d.Reload(ctx, "SIGHUP"); err != nil {
+					log.Warn("SIGHUP: configuration not reloaded", "err", err)
+					status = "STATUS=running, reload refused (see the log)"
+				}
+				_, _ = sdnotify.Notify(sdnotify.Ready + "\n" + status)
+			}
+		}
+	}()
+	defer func() { _, _ = sdnotify.Notify(sdnotify.Stopping) }()
 	if *duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, *duration, fmt.Errorf("--duration %v reached", *duration))
@@ -90,26 +148,35 @@ a second one refuses to start and names the first.`, `
 // running the daemon in-process leaves it false.
 var ownProcess bool
 
-func newLogger(w io.Writer, c config.Log) (*slog.Logger, error) {
-	var level slog.Level
-	switch c.Level {
-	case "debug":
-		level = slog.LevelDebug
-	case "info", "":
-		level = slog.LevelInfo
-	case "warn":
-		level = slog.LevelWarn
-	case "error":
-		level = slog.LevelError
-	default:
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.Level)
+// newLogger returns the daemon's logger, and its level to change on a
+// reload.
+func newLogger(w io.Writer, c config.Log) (*slog.Logger, *slog.LevelVar, error) {
+	lv, err := parseLevel(c.Level)
+	if err != nil {
+		return nil, nil, err
 	}
+	level := new(slog.LevelVar)
+	level.Set(lv)
 	o := &slog.HandlerOptions{Level: level}
 	switch c.Format {
 	case "text", "":
-		return slog.New(slog.NewTextHandler(w, o)), nil
+		return slog.New(slog.NewTextHandler(w, o)), level, nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, o)), nil
+		return slog.New(slog.NewJSONHandler(w, o)), level, nil
 	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", c.Format)
+	return nil, nil, fmt.Errorf("--log-format %q: want text or json", c.Format)
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	switch s {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info", "":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
 }

@@ -75,6 +75,7 @@ func Subsystem() *pipeline.Subsystem {
 		Config:          func() config.Section { return &SectionConfig{} },
 		Open:            openLoop,
 		RecommendPinned: recommendPinned,
+		Pinned:          pinnedKeys,
 	}
 }
 
