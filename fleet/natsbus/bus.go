@@ -179,7 +179,10 @@ func (b *Bus) Counters() Counters {
 // Table is the fleet's statistics as received.
 func (b *Bus) Table() *fleet.Table { return b.table }
 
-// bucketKey is the bucket's key for model's key on host.
+// Key is the bucket's key for model's key on host:
+// "tcp_cc.<host>.<base64url(key)>".
+func Key(model, host, key string) string { return bucketKey(model, host, key) }
+
 func bucketKey(model, host, key string) string {
 	return strings.ReplaceAll(model, "/", "_") + "." + host + "." + base64.RawURLEncoding.EncodeToString([]byte(key))
 }
