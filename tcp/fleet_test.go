@@ -165,3 +165,26 @@ func TestHostileFleetCannotPromote(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkFleetMerge is the learner's side of a merge: one prefix's
+// prior (three algorithms) taken in.
+func BenchmarkFleetMerge(b *testing.B) {
+	l := newTestLearner()
+	prior := []fleet.Arm{fleetClaim("cubic", 40, 0, 4), fleetClaim("bbr", 40, 0.7, 4), fleetClaim("reno", 40, -0.1, 4)}
+	for b.Loop() {
+		l.FleetMerge("203.0.113.0/24", prior)
+	}
+}
+
+// BenchmarkFleetExport is one prefix learned from and exported.
+func BenchmarkFleetExport(b *testing.B) {
+	l := newTestLearner()
+	for range 10 {
+		l.Observe(conn(model.ArmNoRec, "cubic", "", 3e6, 0.05, 1e8))
+	}
+	var out []fleet.Stats
+	for b.Loop() {
+		l.Observe(conn(model.ArmNoRec, "cubic", "", 3e6, 0.05, 1e8))
+		out = l.FleetExport(out[:0])
+	}
+}
