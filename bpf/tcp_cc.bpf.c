@@ -370,8 +370,9 @@ static __always_inline bool namespace_default(struct bpf_sock_ops *ops,
  * (the same conditions under which decide() would take FALLBACK, or a
  * demotion to LEARNING, where nothing is applied), set the connection back
  * to its namespace's default and stop its callbacks; the record says
- * TCP_CONN_REVERTED. While the model applies, a re-check costs a snapshot
- * of the block and no lookup.
+ * TCP_CONN_REVERTED. A connection whose application has chosen another
+ * algorithm since is left alone. While the model applies, a re-check
+ * costs a snapshot of the block and no lookup.
  *
  * An RTT sample comes with every ACK that acknowledges new data, so the
  * fallback reaches a connection that moves data within about one RTT; an
@@ -379,9 +380,20 @@ static __always_inline bool namespace_default(struct bpf_sock_ops *ops,
  * it sends again (its first ACK, or RTO, after that reverts it). Nothing
  * kernel-side fires on an idle socket without a timer of our own.
  */
+static __always_inline bool same_name(const char *a, const char *b)
+{
+	for (int i = 0; i < TCP_CC_NAME_MAX; i++) {
+		if (a[i] != b[i])
+			return false;
+		if (!a[i])
+			return true;
+	}
+	return true;
+}
+
 static __always_inline void revert(struct bpf_sock_ops *ops)
 {
-	char dflt[TCP_CC_NAME_MAX] = {};
+	char dflt[TCP_CC_NAME_MAX] = {}, cur[TCP_CC_NAME_MAX] = {};
 	struct mlbpf_snapshot snap;
 	struct tcp_cc_sk *st;
 	__u32 zero = 0;
@@ -393,13 +405,21 @@ static __always_inline void revert(struct bpf_sock_ops *ops)
 	if (mlbpf_may_act(&snap) && (snap.mode == MLBPF_MODE_COLLABORATION ||
 				     snap.mode == MLBPF_MODE_RECOMMENDATION))
 		return;
+	/* From here on, once per connection. */
+	st = conn_state(ops);
+	if (st && !bpf_getsockopt(ops, SOL_TCP, TCP_CONGESTION, cur, sizeof(cur)) &&
+	    !same_name(cur, st->recommended)) {
+		/* The application chose another algorithm since: its own. */
+		bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags &
+					       ~(BPF_SOCK_OPS_RTT_CB_FLAG | MODEL_CB_FLAG));
+		return;
+	}
 	if (!namespace_default(ops, &dflt))
 		return;
 	if (bpf_setsockopt(ops, SOL_TCP, TCP_CONGESTION, dflt, sizeof(dflt)))
 		return; /* tried again at the next callback */
 	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags &
 				       ~(BPF_SOCK_OPS_RTT_CB_FLAG | MODEL_CB_FLAG));
-	st = conn_state(ops);
 	if (st)
 		st->flags |= TCP_CONN_REVERTED;
 }

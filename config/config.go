@@ -54,6 +54,7 @@ type Config struct {
 	Interval time.Duration `cfg:"interval"`
 	Log      Log           `cfg:"log"`
 	Metrics  Metrics       `cfg:"metrics"`
+	Fleet    Fleet         `cfg:"fleet"`
 	Models   []Model       `cfg:"models"`
 
 	// File is the name of the file the configuration came from.
@@ -351,6 +352,9 @@ func (c *Config) check(d *decoder, root *Node) error {
 		if err := CheckMetricsAddr(c.Metrics.Addr, c.Metrics.AllowRemote); err != nil {
 			return d.errorf(at("metrics", "addr"), "metrics.addr", "%v", err)
 		}
+	}
+	if path, msg := c.Fleet.problem(); msg != "" {
+		return d.errorf(at(strings.Split(path, ".")...), path, "%s", msg)
 	}
 	seen := map[string]int{}
 	models := root.Get("models")

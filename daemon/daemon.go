@@ -17,6 +17,7 @@ import (
 
 	"github.com/mlbpf/mlbpf/agent"
 	"github.com/mlbpf/mlbpf/config"
+	"github.com/mlbpf/mlbpf/fleet/natsbus"
 	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
 	"github.com/mlbpf/mlbpf/pipeline"
@@ -72,6 +73,8 @@ type Daemon struct {
 	// evidence: "" before the models started, then "dropped", "kept
 	// CAP_BPF" or "kept: <why>".
 	caps string
+	// fleet shares the learners with other hosts (startFleet).
+	fleet *natsbus.Bus
 }
 
 // New checks the configuration against the subsystems and returns a
@@ -191,6 +194,11 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer func() { d.stopMetrics() }()
+	stopFleet, err := d.startFleet(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopFleet()
 
 	type result struct {
 		s   *supervisor

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -120,6 +121,9 @@ func TestTCPRTOBesideCC(t *testing.T) {
 		t.Fatalf("tcp/cc went to %v with tcp/rto", m)
 	}
 	td.shutdown(t)
+	if _, err := os.Stat(filepath.Join(c.StateDir, "tcp", "rto", rto.StateFile)); err != nil {
+		t.Fatalf("the learner's state was not saved: %v", err)
+	}
 
 	if err := Rollback(root, "tcp/rto"); err != nil {
 		t.Fatal(err)

@@ -44,6 +44,10 @@ type Arm struct {
 	// ModelVar, when positive, replaces Config.ModelVar for this arm's
 	// predictions.
 	ModelVar float64 `json:"model_var,omitempty"`
+	// Prior is evidence from elsewhere (a fleet of hosts), on the same
+	// scale as Real and weighed like it, set afresh by the caller before
+	// each decision; it is not kept with the arm's own evidence.
+	Prior Estimate `json:"-"`
 }
 
 // Posterior is a Gaussian belief about an arm's mean reward.
@@ -111,7 +115,9 @@ func (b *Bandit) Decay() {
 	}
 }
 
-// noise returns the per-reward variance of e, shrunk towards NoiseVar.
+// Noise returns the per-reward variance of e, shrunk towards NoiseVar.
+func (b *Bandit) Noise(e Estimate) float64 { return b.noise(e) }
+
 func (b *Bandit) noise(e Estimate) float64 {
 	const k = 2 // pseudo-observations of NoiseVar
 	v := (e.S + k*b.Config.NoiseVar) / (e.W + k)
@@ -128,6 +134,14 @@ func (b *Bandit) Posterior(arm string) Posterior {
 			p := w / b.noise(a.Real)
 			prec += p
 			num += a.Real.Mean * p
+		}
+		if w := a.Prior.W; w > 0 {
+			// No more trusted, reward for reward, than the
+			// assumed noise: a prior's claimed spread is not
+			// evidence.
+			p := w / math.Max(b.noise(a.Prior), b.Config.NoiseVar)
+			prec += p
+			num += a.Prior.Mean * p
 		}
 		if w := a.Predicted.W; w > 0 {
 			mv := b.Config.ModelVar

@@ -38,7 +38,10 @@
 // LearnConfig.MinBytes end without a record. While a connection runs the
 // default algorithm, RTT_CB (from establishment on) keeps the peak
 // delivery-rate sample the kernel measured (tcp_rate_gen, as in tcpi_delivery_rate): the evidence the
-// counterfactual model below needs.
+// counterfactual model below needs. While a connection runs the model's
+// algorithm, RTT_CB and RTO_CB re-check the control block, and once the
+// model falls back set the connection back to its namespace's default
+// (Conn.Reverted; see bpf/tcp_cc.bpf.c, revert).
 //
 // Everything is pinned under <pin root>/tcp/cc/, the sock_ops link
 // included, so a restarted daemon adopts the program (updating it to its

@@ -113,6 +113,11 @@ type Learner struct {
 	// calib holds, per algorithm, the residuals ln(observed) −
 	// ln(predicted) of the counterfactual model: error backpropagation.
 	calib map[string]*learner.Estimate
+	// fleet is the fleet's prior per prefix and algorithm (FleetMerge),
+	// fleetDirty the prefixes learned from since the last FleetExport.
+	fleet          map[netip.Prefix]map[string]learner.Estimate
+	fleetDirty     map[netip.Prefix]bool
+	fleetOverruled map[fleetArm]bool
 }
 
 // NewLearner returns an empty learner choosing among allowed, dflt being
@@ -177,6 +182,7 @@ func (l *Learner) Observe(c *Conn) (fb model.Feedback, ok bool, ch *Change) {
 	d := l.dest(p, lnRate(g))
 	x := lnRate(g) - d.Ref
 	d.Transfers++
+	l.markFleet(p)
 	d.Bandit.Decay()
 
 	base, haveBase := d.baseline(l.dflt)
@@ -338,6 +344,7 @@ func (l *Learner) evaluate(p netip.Prefix, d *Destination) *Change {
 	for name, a := range d.Bandit.Arms {
 		a.Bias, a.ModelVar = l.bias(name, d.Loss.Mean), l.modelVar(name, d.Loss.Mean)
 	}
+	l.applyFleet(p, d, def.Real.Mean)
 	var cands []string
 	for _, a := range l.allowed {
 		if a != l.dflt {

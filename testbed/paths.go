@@ -102,6 +102,13 @@ type PathsConfig struct {
 	// NoBackground leaves the bloat path's queue empty: no background
 	// bulk flow.
 	NoBackground bool
+	// NoTimestamps turns TCP timestamps off in the client's namespace
+	// (net.ipv4.tcp_timestamps=0), as with a peer that does not use them
+	// (Windows' default): without them Linux cannot tell a spurious SYN
+	// timeout from a real one (tcp_try_undo_spurious_syn), and a
+	// connection whose SYN was sent more than twice starts with a
+	// congestion window of one segment.
+	NoTimestamps bool
 	// Cgroup and CgroupRoot are as in Config. The background flow's
 	// socket is created before the process enters the cgroup, so that a
 	// sock_ops program attached there never sees it.
@@ -259,6 +266,9 @@ func (p *Paths) wire() error {
 		if err := ns.Sysctl("net.ipv4.tcp_no_metrics_save", "1"); err != nil {
 			return err
 		}
+	}
+	if p.cfg.NoTimestamps {
+		return p.Client.Sysctl("net.ipv4.tcp_timestamps", "0")
 	}
 	return nil
 }

@@ -140,9 +140,9 @@ func (lc *liveConns) algorithms() []string {
 	return out
 }
 
-// waitAll polls until every socket runs want and returns when that was
-// first seen, or fails after limit.
-func (lc *liveConns) waitAll(want string, limit time.Duration) (time.Time, []string) {
+// waitAll polls until every socket runs what want says and returns when
+// that was first seen, or the zero time after limit.
+func (lc *liveConns) waitAll(want []string, limit time.Duration) (time.Time, []string) {
 	lc.t.Helper()
 	deadline := time.Now().Add(limit)
 	for {
@@ -153,13 +153,28 @@ func (lc *liveConns) waitAll(want string, limit time.Duration) (time.Time, []str
 		}
 		now := time.Now()
 		got := lc.algorithms()
-		if !slices.ContainsFunc(got, func(cc string) bool { return cc != want }) {
+		if slices.Equal(got, want) {
 			return now, got
 		}
 		if now.After(deadline) {
 			return time.Time{}, got
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// setCC sets a socket's algorithm as an application would.
+func setCC(t *testing.T, c net.Conn, cc string) {
+	t.Helper()
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, cc)
+	}); err != nil || serr != nil {
+		t.Fatalf("setting %s: %v %v", cc, err, serr)
 	}
 }
 
@@ -216,6 +231,7 @@ type fallbackRig struct {
 	p       *proc
 	conns   *liveConns
 	changed []string // each socket's algorithm before the fallback
+	after   []string // and after it
 }
 
 const (
@@ -284,7 +300,14 @@ func newFallbackRig(t *testing.T) *fallbackRig {
 	ns, rate := callbackCost(t, s.root, conns)
 	t.Logf("RTT callbacks, %d sockets sending every %v: re-check (model) %.0f ns each, %.0f/s per socket; rate sample (default, same run) %.0f ns each, %.0f/s per socket; ratio %.2f",
 		len(conns.socks), trafficEvery, ns, rate, baseNs, baseRate, ns/baseNs)
-	return &fallbackRig{s: s, p: p, conns: conns, changed: got}
+	// The application of the first connection then chooses its own
+	// algorithm: the fallback must leave it alone.
+	after := slices.Repeat([]string{"cubic"}, len(got))
+	if slices.Contains(avail, "bbr") {
+		setCC(t, conns.socks[0], "bbr")
+		got[0], after[0] = "bbr", "bbr"
+	}
+	return &fallbackRig{s: s, p: p, conns: conns, changed: got, after: after}
 }
 
 // TestFallbackReachesLiveConnections: connections the model changed go
@@ -310,9 +333,9 @@ func TestFallbackReachesLiveConnections(t *testing.T) {
 		}
 		expires := pm.Control.LeaseExpiresNs
 		lease := time.Duration(int64(expires) - int64(killed))
-		seen, got := r.conns.waitAll("cubic", lease+trafficEvery+pollSlack)
+		seen, got := r.conns.waitAll(r.after, lease+trafficEvery+pollSlack)
 		if seen.IsZero() {
-			t.Fatalf("%v after the kill (lease ends %v after it) the connections run %v, want cubic everywhere", lease+trafficEvery+pollSlack, lease, got)
+			t.Fatalf("%v after the kill (lease ends %v after it) the connections run %v, want %v", lease+trafficEvery+pollSlack, lease, got, r.after)
 		}
 		after := time.Duration(int64(loader.MonotonicNs()) - int64(expires) - int64(time.Since(seen)))
 		t.Logf("SIGKILL: lease ended %v after the kill; every connection on cubic %v after the lease ended (callback period %v)",
@@ -322,9 +345,9 @@ func TestFallbackReachesLiveConnections(t *testing.T) {
 		r := newFallbackRig(t)
 		r.s.must("mode", "tcp/cc", "emergency")
 		set := time.Now()
-		seen, got := r.conns.waitAll("cubic", trafficEvery+pollSlack)
+		seen, got := r.conns.waitAll(r.after, trafficEvery+pollSlack)
 		if seen.IsZero() {
-			t.Fatalf("%v after EMERGENCY the connections run %v, want cubic everywhere", trafficEvery+pollSlack, got)
+			t.Fatalf("%v after EMERGENCY the connections run %v, want %v", trafficEvery+pollSlack, got, r.after)
 		}
 		t.Logf("EMERGENCY: every connection on cubic %v after the command returned (callback period %v)",
 			seen.Sub(set).Round(time.Millisecond), trafficEvery)

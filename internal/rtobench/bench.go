@@ -28,7 +28,7 @@ import (
 // Config configures a run. Zero fields take the defaults.
 type Config struct {
 	// Flows is the number of flows on the bloat path in one repeat of
-	// one arm (default 150) and LossyFlows on the lossy path (default
+	// one arm (default 100) and LossyFlows on the lossy path (default
 	// twice Flows: its flows take milliseconds, and its p99 needs them),
 	// Repeats the repeats (default 3), Bytes one flow's transfer
 	// (default 64 KiB).
@@ -41,14 +41,15 @@ type Config struct {
 	Settings []rto.Setting
 	// LossPercent is the lossy path's loss each way (default 5).
 	LossPercent float64
-	// SkipLearn measures the fixed arms only (the knob survey).
-	SkipLearn bool
-	Logger    *slog.Logger
+	// NoTimestamps turns TCP timestamps off on the client
+	// (testbed.PathsConfig.NoTimestamps).
+	NoTimestamps bool
+	Logger       *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
 	if c.Flows == 0 {
-		c.Flows = 150
+		c.Flows = 100
 	}
 	if c.LossyFlows == 0 {
 		c.LossyFlows = 2 * c.Flows
@@ -94,7 +95,7 @@ func setup(ctx context.Context, cfg Config) (*env, error) {
 	if e.pins, err = testbed.TempPinRoot("mlbpf-rtobench"); err != nil {
 		return nil, err
 	}
-	if e.tb, err = testbed.NewPaths(ctx, testbed.PathsConfig{LossPercent: cfg.LossPercent, Cgroup: true}); err != nil {
+	if e.tb, err = testbed.NewPaths(ctx, testbed.PathsConfig{LossPercent: cfg.LossPercent, Cgroup: true, NoTimestamps: cfg.NoTimestamps}); err != nil {
 		e.close()
 		return nil, err
 	}

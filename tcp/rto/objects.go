@@ -48,8 +48,9 @@ type Objects struct {
 	control *loader.ControlMap
 	hz      int
 	// learner, when the objects run on the period loop, sets the mode
-	// (EstimateSystemState).
-	learner *Learner
+	// (EstimateSystemState); its state is saved at statePath on Stop.
+	learner   *Learner
+	statePath string
 
 	mu   sync.Mutex
 	link link.Link

@@ -80,10 +80,16 @@ func ParseRecommendArgs(args []string, hz int) (netip.Prefix, Setting, error) {
 // Start implements model.ModelOps: it attaches the program.
 func (o *Objects) Start(*model.Model, model.RunConfig) error { return o.Attach() }
 
-// Stop implements model.ModelOps. The program stays attached: on a
+// Stop implements model.ModelOps: it saves the learner's state (on the
+// period loop with a state directory). The program stays attached: on a
 // STOPPED model it leaves every socket on the kernel's defaults, and the
 // next Start adopts the pinned link.
-func (o *Objects) Stop(*model.Model) error { return nil }
+func (o *Objects) Stop(*model.Model) error {
+	if o.learner == nil || o.statePath == "" {
+		return nil
+	}
+	return o.learner.Save(o.statePath)
+}
 
 // PreprocessRecommendation implements model.ModelOps.
 func (o *Objects) PreprocessRecommendation(m *model.Model, rec *model.Recommendation) error {

@@ -93,7 +93,7 @@ func openLoop(env pipeline.Env, sec config.Section) (*pipeline.Loop, error) {
 			return nil, err
 		}
 	}
-	o.learner = l.l
+	o.learner, o.statePath = l.l, l.path
 	env.Options = withDefaultOptions(env.Options)
 	loop, err := pipeline.New(env, pipeline.Parts[Flow]{
 		Subsystem: SubsystemName, Objects: o, Records: Subsystem().Records,

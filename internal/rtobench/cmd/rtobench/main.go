@@ -2,10 +2,13 @@
 // (make bench-tcp-rto):
 //
 //	sudo go run ./internal/rtobench/cmd/rtobench
-//	sudo go run ./internal/rtobench/cmd/rtobench -survey -settings default,syn=20ms,rto_min=8ms -flows 100
+//	sudo go run ./internal/rtobench/cmd/rtobench -timestamps
+//	sudo go run ./internal/rtobench/cmd/rtobench -survey -settings 'default;syn=20ms,rto_min=8ms;iw=40' -flows 100
 //
-// It prints one line per path and one line for the program's cost; with
-// -survey, one line per setting and path.
+// It prints one line per setting and path, one line per path and one line
+// for the program's cost; with -survey, one line per setting and path.
+// The client runs without TCP timestamps unless -timestamps: see
+// testbed.PathsConfig.NoTimestamps.
 package main
 
 import (
@@ -38,8 +41,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	survey := fs.Bool("survey", false, "measure each setting fixed on both paths (the knob survey) and stop")
 	settings := fs.String("settings", "", "settings measured, ';'-separated (default the grid), e.g. 'default;syn=20ms,rto_min=8ms'")
-	flows := fs.Int("flows", 0, "bloat-path flows per repeat of each arm (default 150; the lossy path gets twice as many)")
+	flows := fs.Int("flows", 0, "bloat-path flows per repeat of each arm (default 100; the lossy path gets twice as many)")
 	repeats := fs.Int("repeats", 0, "repeats (default 3)")
+	ts := fs.Bool("timestamps", false, "keep TCP timestamps on the client: Linux then undoes spurious SYN timeouts (tcp_try_undo_spurious_syn) and the bloat path no longer punishes a short SYN timeout")
 	verbose := fs.Bool("v", false, "log progress to stderr")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -47,7 +51,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := loader.CheckPrivileges(); err != nil {
 		return err
 	}
-	cfg := rtobench.Config{Flows: *flows, Repeats: *repeats}
+	cfg := rtobench.Config{Flows: *flows, Repeats: *repeats, NoTimestamps: !*ts}
 	if *settings != "" {
 		for s := range strings.SplitSeq(*settings, ";") {
 			v, err := rto.ParseSetting(s)

@@ -1,0 +1,190 @@
+package tcp
+
+import (
+	"math"
+	"net/netip"
+	"testing"
+
+	"github.com/mlbpf/mlbpf/fleet"
+	"github.com/mlbpf/mlbpf/learner"
+	"github.com/mlbpf/mlbpf/model"
+)
+
+func fleetClaim(name string, w, lift, s float64) fleet.Arm {
+	return fleet.Arm{Name: name, Real: learner.Estimate{W: w, Mean: lift, S: s}}
+}
+
+// TestFleetExportMerge: what one host exports is, once merged, a prior on
+// another host's scale.
+func TestFleetExportMerge(t *testing.T) {
+	a := newTestLearner()
+	for range 6 {
+		a.Observe(conn(model.ArmNoRec, "cubic", "", 3e6, 0, 0))
+	}
+	for range 6 {
+		c := conn(model.ArmModel, "bbr", "bbr", 9e6, 0, 0)
+		c.Mode = model.ModeCollaboration
+		a.Observe(c)
+	}
+	st := a.FleetExport(nil)
+	if len(st) != 1 || st[0].Key != "192.0.2.0/24" {
+		t.Fatalf("export %+v, want one prefix", st)
+	}
+	var bbr *fleet.Arm
+	for i := range st[0].Arms {
+		if st[0].Arms[i].Name == "bbr" {
+			bbr = &st[0].Arms[i]
+		}
+	}
+	if bbr == nil || math.Abs(bbr.Real.Mean-math.Log(3)) > 0.01 || bbr.Real.W < 5 {
+		t.Fatalf("exported bbr %+v, want 6 transfers at ln 3 above cubic", bbr)
+	}
+	if again := a.FleetExport(nil); len(again) != 0 {
+		t.Fatalf("exported again with nothing new: %+v", again)
+	}
+	// Another host, whose default runs 10x faster on the same prefix:
+	// the prior is relative to its own default.
+	b := newTestLearner()
+	b.FleetMerge(st[0].Key, st[0].Arms)
+	var ch *Change
+	n := 0
+	for ch == nil && n < 50 {
+		_, _, ch = b.Observe(conn(model.ArmNoRec, "cubic", "", 3e7, 0, 0))
+		n++
+	}
+	if ch == nil || ch.CC != "bbr" || n > (LearnConfig{}).withDefaults().MinDefault+1 {
+		t.Fatalf("with the fleet's prior: change %+v after %d transfers, want bbr after MinDefault", ch, n)
+	}
+	post, base := b.dests[ch.Prefix].Bandit.Posterior("bbr"), b.dests[ch.Prefix].Bandit.Posterior("cubic")
+	if d := post.Mean - base.Mean; math.Abs(d-math.Log(3)) > 0.2 {
+		t.Errorf("posterior lift %v, want about ln 3", d)
+	}
+	// Alone (TestLearnerNeverRecommendsWithoutLoss) it never would.
+}
+
+// simHost drives a learner and a real mode controller through the modes
+// as the kernel's arms would, on lossy paths where bbr triples cubic's
+// goodput and reno is harmful (a third of it).
+type simHost struct {
+	l     *Learner
+	ctl   *model.Controller
+	mode  model.Mode
+	peers []netip.Addr
+	// ranInRecommendation counts the connections that ran each
+	// algorithm as the model's choice in RECOMMENDATION.
+	ranInRecommendation map[string]int
+	reached             map[model.Mode]int // connection at which each mode was first reached
+	n                   int
+}
+
+var simGoodput = map[string]float64{"cubic": 3e6, "bbr": 9e6, "reno": 1e6}
+
+func newSimHost(seed uint64) *simHost {
+	h := &simHost{
+		l:    NewLearner(LearnConfig{}, "cubic", []string{"bbr", "cubic", "reno"}, seed),
+		ctl:  model.NewController(model.ControllerConfig{}),
+		mode: model.ModeLearning, ranInRecommendation: map[string]int{}, reached: map[model.Mode]int{},
+	}
+	for _, p := range []string{"192.0.2.10", "198.51.100.10", "203.0.113.10", "10.1.2.3"} {
+		h.peers = append(h.peers, netip.MustParseAddr(p))
+	}
+	return h
+}
+
+func (h *simHost) step() {
+	peer := h.peers[h.n%len(h.peers)]
+	rec := h.l.Recommendations()[h.l.PrefixOf(peer)]
+	arm, cc := model.ArmNoRec, "cubic"
+	switch {
+	case rec == "":
+	case h.mode == model.ModeLearning:
+		arm = model.ArmShadow
+	case h.mode == model.ModeCollaboration && h.n%2 == 0:
+		arm = model.ArmControl
+	default:
+		arm, cc = model.ArmModel, rec
+		if h.mode == model.ModeRecommendation {
+			h.ranInRecommendation[rec]++
+		}
+	}
+	c := conn(arm, cc, rec, simGoodput[cc], 0.1, 1e8)
+	c.Peer, c.Mode = peer, h.mode
+	if fb, ok, _ := h.l.Observe(c); ok {
+		h.ctl.Observe(model.Outcome{Arm: fb.Arm, Reward: fb.Reward, Predicted: fb.Predicted, HasPrediction: fb.HasPrediction})
+		h.l.Backpropagate(fb)
+	}
+	h.n++
+	if h.n%5 == 0 {
+		if d := h.ctl.Decide(h.mode); d.Changed {
+			h.mode = d.To
+			if _, ok := h.reached[d.To]; !ok {
+				h.reached[d.To] = h.n
+			}
+		}
+	}
+}
+
+// TestHostileFleetCannotPromote: a hostile publisher claims, for every
+// prefix, that reno (which divides goodput by three here) beats the
+// default, loudly (twenty times, a million transfers behind it) or
+// subtly (within the host's own model's error). The host's own evidence
+// overrules the claim or the controller never promotes on it: reno never
+// runs as the model's choice in RECOMMENDATION, and (loud claim) the
+// host still learns bbr on its own evidence. A prefix first seen once
+// the model is in RECOMMENDATION is claimed too.
+func TestHostileFleetCannotPromote(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		lift      float64
+		learnsBBR bool
+	}{{"loud", 3, true}, {"subtle", 0.5, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			for seed := range uint64(5) {
+				h := newSimHost(seed)
+				late := netip.MustParseAddr("100.64.0.10")
+				hostile := []fleet.Arm{fleetClaim("reno", 1e6, tc.lift, 0), fleetClaim("cubic", 1e6, 0, 0), fleetClaim("bbr", 1e6, -3, 0)}
+				for _, p := range append(h.peers, late) {
+					h.l.FleetMerge(h.l.PrefixOf(p).String(), hostile)
+				}
+				for i := range 1500 {
+					if i == 750 {
+						h.peers = append(h.peers, late)
+					}
+					h.step()
+				}
+				if n := h.ranInRecommendation["reno"]; n > 0 {
+					t.Fatalf("seed %d: reno ran as the model's choice in RECOMMENDATION on %d connections", seed, n)
+				}
+				_, promoted := h.reached[model.ModeRecommendation]
+				if tc.learnsBBR && (!promoted || h.ranInRecommendation["bbr"] == 0 || h.l.FleetOverruled() == 0) {
+					t.Errorf("seed %d: the host did not overrule the fleet and learn bbr on its own: reached %v, mode %v, recommendations %v, overruled %d",
+						seed, h.reached, h.mode, h.l.Recommendations(), h.l.FleetOverruled())
+				}
+				t.Logf("seed %d: modes reached at connections %v, recommendations %v, fleet claims overruled %d", seed, h.reached, h.l.Recommendations(), h.l.FleetOverruled())
+			}
+		})
+	}
+}
+
+// BenchmarkFleetMerge is the learner's side of a merge: one prefix's
+// prior (three algorithms) taken in.
+func BenchmarkFleetMerge(b *testing.B) {
+	l := newTestLearner()
+	prior := []fleet.Arm{fleetClaim("cubic", 40, 0, 4), fleetClaim("bbr", 40, 0.7, 4), fleetClaim("reno", 40, -0.1, 4)}
+	for b.Loop() {
+		l.FleetMerge("203.0.113.0/24", prior)
+	}
+}
+
+// BenchmarkFleetExport is one prefix learned from and exported.
+func BenchmarkFleetExport(b *testing.B) {
+	l := newTestLearner()
+	for range 10 {
+		l.Observe(conn(model.ArmNoRec, "cubic", "", 3e6, 0.05, 1e8))
+	}
+	var out []fleet.Stats
+	for b.Loop() {
+		l.Observe(conn(model.ArmNoRec, "cubic", "", 3e6, 0.05, 1e8))
+		out = l.FleetExport(out[:0])
+	}
+}
