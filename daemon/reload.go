@@ -30,9 +30,10 @@ import (
 //     is stopped, its kernel on its default, its pins and state kept for
 //     a later run;
 //   - the log level, and the metrics endpoint, change;
-//   - pin_root, state_dir, socket, the log format, a model's learner
-//     cannot change under a running daemon: the reload is refused saying
-//     so, as is a file that does not load or check; the running
+//   - pin_root, state_dir, socket, the log format, the fleet section, a
+//     model's learner cannot change under a running daemon, nor can a
+//     model shared with the fleet be removed: the reload is refused
+//     saying so, as is a file that does not load or check; the running
 //     configuration stays.
 
 // ErrReloadRefused is wrapped by the error of a reload that changed
@@ -160,6 +161,13 @@ func (d *Daemon) reload(ctx context.Context, req *reloadReq, launch func(*superv
 		d.mu.Unlock()
 		launch(s)
 		res.Changes = append(res.Changes, s.name+": added")
+		d.mu.Lock()
+		bus := d.fleet
+		d.mu.Unlock()
+		if l := s.r.Fleet(); bus != nil && l != nil {
+			bus.Add(s.name, l)
+			res.Changes = append(res.Changes, s.name+": shared with the fleet")
+		}
 	}
 	d.mu.Lock()
 	d.cfg = next
@@ -204,6 +212,12 @@ func (d *Daemon) plan(next *config.Config) (*reloadPlan, error) {
 			fixed = append(fixed, fmt.Sprintf("%s (%q → %q)", f.name, f.a, f.b))
 		}
 	}
+	if !reflect.DeepEqual(cur.Fleet, next.Fleet) {
+		fixed = append(fixed, "fleet")
+	}
+	d.mu.Lock()
+	bus := d.fleet
+	d.mu.Unlock()
 	// allow_remote only says which addresses the file may give.
 	p := &reloadPlan{metrics: cur.Metrics.Addr != next.Metrics.Addr}
 	if cur.Log.Level != next.Log.Level {
@@ -221,6 +235,9 @@ func (d *Daemon) plan(next *config.Config) (*reloadPlan, error) {
 		running[s.name] = true
 		cm := enabled(next, s.name)
 		if cm == nil {
+			if bus != nil && s.r.Fleet() != nil {
+				fixed = append(fixed, fmt.Sprintf("%s removed: its learner is shared with the fleet", s.name))
+			}
 			p.removed = append(p.removed, s)
 			continue
 		}

@@ -23,7 +23,8 @@ still holds its capabilities (--keep-capabilities); the log level and the
 metrics endpoint change.
 
 What cannot change under a running daemon (pin_root, state_dir, socket,
-the log format, a model's learner, a subsystem section its subsystem
+the log format, the fleet section, a model's learner, a model shared
+with the fleet being removed, a subsystem section its subsystem
 takes only at start), and a file that does not load or check, refuse the
 whole reload, saying why: the running configuration stays, and the
 command exits non-zero. It exits 0 once every change is in place.`, `
