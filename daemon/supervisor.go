@@ -301,6 +301,7 @@ func (s *supervisor) run(ctx context.Context) error {
 				_ = s.stopRunner()
 				return err
 			}
+			tick.Reset(s.period) // a reload may have retuned it
 		case <-tick.C:
 			s.periodic(false)
 		}
