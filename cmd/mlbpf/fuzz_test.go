@@ -21,7 +21,8 @@ import (
 // the pins of a synthetic model, no daemon running: the path an operator
 // takes. No argument panics it; a refused recommendation writes nothing
 // into the pinned map; an accepted one is written exactly as reported,
-// normalized, within the configured max_value.
+// normalized, within the configured max_value, and withdrawn by the key
+// as it was given.
 func FuzzRecommendCommand(f *testing.F) {
 	testutil.RequireBPF(f)
 	const maxValue = 1000
@@ -92,8 +93,14 @@ func FuzzRecommendCommand(f *testing.F) {
 		if n := entries(t); n != 1 {
 			t.Fatalf("%d entries in the pinned map, want 1", n)
 		}
-		if err := recs.Delete(k); err != nil {
-			t.Fatal(err)
+		// Withdrawn by the same key, however it was spelled.
+		stdout.Reset()
+		args = append(append([]string{"recommend", "--withdraw"}, flags...), "--", name, key)
+		if err := run(context.Background(), args, &stdout, &stderr); err != nil {
+			t.Fatalf("withdrawing %q: %v", key, err)
+		}
+		if n := entries(t); n != 0 {
+			t.Fatalf("withdrawn, %d entries left in the pinned map", n)
 		}
 	})
 }
