@@ -6,7 +6,7 @@ VMTEST_FLAGS ?=
 TCPBENCH_FLAGS ?=
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all setup setup-run generate check-generated build deb test bench bench-ringbuf bench-tcp bench-tcp-rto vmtest fuzz lint run
+.PHONY: all setup setup-run generate check-generated build deb test bench bench-ringbuf bench-tcp bench-tcp-rto bench-fleet vmtest fuzz lint run
 
 all: build
 
@@ -56,6 +56,10 @@ bench-tcp: setup
 ## bench-tcp-rto: 64 KB flows over a lossy and a bloated path: default timers, best fixed setting, mlbpf after learning (p99 flow completion time)
 bench-tcp-rto: setup
 	$(GO) run ./internal/rtobench/cmd/rtobench
+
+## bench-fleet: N tcp/cc daemons (own pins, state, socket, cgroup, lossy testbed) share through a real nats-server; connections a joining host needs against a lone one (FLEETBENCH_FLAGS=-h lists the knobs)
+bench-fleet: setup
+	$(GO) run ./internal/fleetbench/cmd/fleetbench $(FLEETBENCH_FLAGS)
 
 ## vmtest: the privileged suite in a virtme-ng (vng) VM on another kernel (KERNEL=6.1|6.12|path/to/bzImage|….deb)
 ##   as root it runs setup first; a user in the kvm group needs no root: vng runs the tests as the guest's root
