@@ -1,0 +1,468 @@
+package readahead
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"sync"
+	"time"
+
+	"github.com/mlbpf/mlbpf/loader"
+	"github.com/mlbpf/mlbpf/model"
+)
+
+// Config configures a Tuner, the storage/readahead model.
+type Config struct {
+	// Devices are the block devices to tune, by name ("sda", "loop0").
+	Devices []string
+	// PinDir pins the model's maps; "" means loader.PinDir's default for
+	// storage/readahead.
+	PinDir string
+	// StateDir holds the record of original values; required.
+	StateDir string
+	// Grid is the settings to choose from, in KB; nil means DefaultGrid.
+	Grid []uint32
+	// Window is the features' window (default 250 ms), Block the time
+	// block a device keeps one arm for (default 1 s), Lease the lease
+	// (default 2 s).
+	Window, Block, Lease time.Duration
+	// Mode is the starting mode (default LEARNING); MaxMode caps
+	// promotion (default RECOMMENDATION).
+	Mode, MaxMode model.Mode
+	// CollabPermille is COLLABORATION's share of blocks on the model
+	// (default 500), HoldoutPermille RECOMMENDATION's share kept on the
+	// default (default 50).
+	CollabPermille, HoldoutPermille uint32
+	// Controller decides promotions from the blocks' rewards.
+	Controller model.ControllerConfig
+	// Watchdog is the command that runs RunWatchdog (its flags are
+	// appended); nil runs none, and a SIGKILL then leaves the devices as
+	// they were until the next start or `mlbpf rollback`.
+	Watchdog []string
+	// Logf receives what the model says; nil discards it.
+	Logf func(string, ...any)
+}
+
+func (c *Config) defaults() error {
+	if len(c.Devices) == 0 {
+		return errors.New("configuring storage/readahead: no devices: name at least one block device, e.g. devices: [sda]")
+	}
+	if c.StateDir == "" {
+		return errors.New("configuring storage/readahead: no state directory")
+	}
+	if c.PinDir == "" {
+		c.PinDir = loader.PinDir("", "storage", "readahead")
+	}
+	if c.Window == 0 {
+		c.Window = 250 * time.Millisecond
+	}
+	if c.Block == 0 {
+		c.Block = time.Second
+	}
+	if c.Lease == 0 {
+		c.Lease = 2 * time.Second
+	}
+	if c.Mode == model.ModeUnknown {
+		c.Mode = model.ModeLearning
+	}
+	if c.MaxMode == model.ModeUnknown {
+		c.MaxMode = model.ModeRecommendation
+	}
+	if c.CollabPermille == 0 {
+		c.CollabPermille = 500
+	}
+	if c.HoldoutPermille == 0 {
+		c.HoldoutPermille = 50
+	}
+	if c.Controller.MaxMode == model.ModeUnknown {
+		c.Controller.MaxMode = c.MaxMode
+	}
+	if c.Logf == nil {
+		c.Logf = func(string, ...any) {}
+	}
+	return c.Controller.Validate()
+}
+
+// device is the tuner's state of one device.
+type device struct {
+	Device
+	original  uint32 // its setting when the model started: the default arm
+	arm       model.Arm
+	kb        uint32 // in force
+	exploring bool
+	blockEnd  time.Time
+	changedNs uint64 // when kb last changed (CLOCK_MONOTONIC)
+	phase     Phase
+	override  uint32 // an operator's recommendation, 0 for none
+	backedOff bool
+}
+
+// Tuner is the storage/readahead model running on its devices.
+type Tuner struct {
+	cfg      Config
+	coll     *Collector
+	applier  *Applier
+	learner  *Learner
+	ctrl     *model.Controller
+	watchdog *exec.Cmd
+
+	mu         sync.Mutex
+	devices    []*device
+	control    model.Control
+	started    time.Time
+	promotedAt time.Duration
+	windows    uint64
+	lastDecide time.Time
+	closed     bool
+}
+
+// New loads the collector, records the devices' settings and starts the
+// watchdog. Devices a killed predecessor left changed are restored first.
+func New(cfg Config) (_ *Tuner, err error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	t := &Tuner{cfg: cfg, learner: NewLearner(cfg.Grid), ctrl: model.NewController(cfg.Controller), started: time.Now(), promotedAt: -1}
+	defer func() {
+		if err != nil {
+			t.Close()
+		}
+	}()
+	t.applier, err = NewApplier(cfg.StateDir, cfg.Logf)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range cfg.Devices {
+		d, err := LookupDevice(name)
+		if err != nil {
+			return nil, err
+		}
+		kb, err := d.ReadKB()
+		if err != nil {
+			return nil, err
+		}
+		t.devices = append(t.devices, &device{Device: d, original: kb, kb: kb, arm: model.ArmFallback})
+	}
+	t.coll, err = NewCollector(CollectorConfig{PinDir: cfg.PinDir, Window: cfg.Window})
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range t.coll.Missing {
+		cfg.Logf("readahead: the kernel lacks tracepoint %s: the model works without it (fewer features)", m)
+	}
+	for _, d := range t.devices {
+		if err := t.coll.Watch(d.Dev, d.arm, d.kb); err != nil {
+			return nil, err
+		}
+	}
+	t.control = model.Control{State: model.StateRunning, Mode: cfg.Mode, CollabPermille: cfg.CollabPermille, HoldoutPermille: cfg.HoldoutPermille}
+	if err := t.renew(); err != nil {
+		return nil, err
+	}
+	if cfg.Watchdog != nil {
+		t.watchdog, err = StartWatchdog(cfg.Watchdog, WatchdogConfig{PinDir: cfg.PinDir, StateDir: cfg.StateDir, PID: osPID()})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// renew writes the control block with a fresh lease.
+func (t *Tuner) renew() error {
+	t.control.LeaseExpiresNs = loader.MonotonicNs() + uint64(t.cfg.Lease)
+	if err := t.coll.Control().StoreControl(t.control); err != nil {
+		return err
+	}
+	c, err := t.coll.Control().LoadControl()
+	if err != nil {
+		return err
+	}
+	t.control = c
+	return nil
+}
+
+// Run drives the model until ctx ends, then stops it (every device back
+// to its original setting).
+func (t *Tuner) Run(ctx context.Context) error {
+	defer t.Close()
+	lastRenew := time.Now()
+	for ctx.Err() == nil {
+		if time.Since(lastRenew) >= t.cfg.Lease/4 {
+			t.mu.Lock()
+			// An operator's change of mode (mlbpf mode) is in the kernel's
+			// block; adopt it before renewing.
+			if c, err := t.coll.Control().LoadControl(); err == nil {
+				t.control.Mode, t.control.State = c.Mode, c.State
+			}
+			if loader.MonotonicNs() > t.control.LeaseExpiresNs {
+				// This process stalled past its lease: the watchdog may
+				// have restored the devices. Fall back, then start over.
+				t.cfg.Logf("readahead: the lease ran out before it was renewed: every device back to its original, new blocks")
+				t.restoreLocked()
+				for _, d := range t.devices {
+					d.blockEnd = time.Time{}
+				}
+			}
+			err := t.renew()
+			t.mu.Unlock()
+			if err != nil {
+				return err
+			}
+			lastRenew = time.Now()
+		}
+		if err := t.coll.Read(time.Now().Add(50*time.Millisecond), t.observe); err != nil {
+			return fmt.Errorf("reading readahead windows: %w", err)
+		}
+		t.step(time.Now())
+	}
+	return nil
+}
+
+// settle is how long after a change of setting a window is not credited:
+// the setting reaches files as they are opened.
+const settle = 150 * time.Millisecond
+
+func (t *Tuner) observe(w *Window) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.windows++
+	var d *device
+	for _, x := range t.devices {
+		if x.Dev == w.Dev {
+			d = x
+		}
+	}
+	if d == nil {
+		return
+	}
+	phase := w.Classify()
+	if phase != PhaseIdle {
+		d.phase = phase
+	}
+	if w.Hdr.TsNs-w.WindowNs < d.changedNs+uint64(settle) || phase == PhaseIdle {
+		return // the window saw the setting change
+	}
+	reward := w.Throughput()
+	t.learner.Observe(d.Dev, phase, w.RaKb, reward)
+	if d.exploring || d.override != 0 {
+		return
+	}
+	ref, n := t.learner.Mean(d.Dev, phase, d.original)
+	if n == 0 || ref <= 0 {
+		return
+	}
+	switch model.Arm(w.Hdr.Arm) {
+	case model.ArmModel, model.ArmControl:
+		t.ctrl.Observe(model.Outcome{Arm: model.Arm(w.Hdr.Arm), Reward: reward / ref})
+	}
+}
+
+// decide is mlbpf_decide for one device and time block, in user space.
+func decide(c model.Control, nowNs uint64, haveRec bool) model.Arm {
+	if c.State != model.StateRunning || nowNs > c.LeaseExpiresNs {
+		return model.ArmFallback
+	}
+	draw := func(permille uint32) bool { return rand.Uint32N(1000) < permille }
+	switch c.Mode {
+	case model.ModeLearning:
+		if haveRec {
+			return model.ArmShadow
+		}
+		return model.ArmNoRec
+	case model.ModeCollaboration:
+		if !haveRec {
+			return model.ArmNoRec
+		}
+		if draw(c.CollabPermille) {
+			return model.ArmModel
+		}
+		return model.ArmControl
+	case model.ModeRecommendation:
+		if !haveRec {
+			return model.ArmNoRec
+		}
+		if draw(c.HoldoutPermille) {
+			return model.ArmControl
+		}
+		return model.ArmModel
+	}
+	return model.ArmFallback
+}
+
+func (t *Tuner) step(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return
+	}
+	nowNs := loader.MonotonicNs()
+	for _, d := range t.devices {
+		if d.backedOff {
+			continue
+		}
+		if now.After(d.blockEnd) || nowNs > t.control.LeaseExpiresNs {
+			_, have := t.learner.Best(d.Dev, d.phase)
+			have = have || d.override != 0 || t.control.Mode == model.ModeCollaboration
+			d.arm = decide(t.control, nowNs, have)
+			d.blockEnd = now.Add(t.cfg.Block)
+			d.exploring = false
+		}
+		kb := d.original
+		if d.arm == model.ArmModel {
+			switch {
+			case d.override != 0:
+				kb = d.override
+			case d.exploring && d.kb != d.original:
+				kb = d.kb // an exploration lasts its block
+			default:
+				kb, d.exploring = t.learner.Choose(d.Dev, d.phase, d.original, t.control.Mode == model.ModeCollaboration)
+			}
+		}
+		t.apply(d, kb)
+	}
+	if now.Sub(t.lastDecide) >= t.cfg.Block {
+		t.lastDecide = now
+		t.correct()
+	}
+}
+
+// apply sets d to kb through the applier and tells the collector.
+func (t *Tuner) apply(d *device, kb uint32) {
+	if kb != d.kb {
+		if err := t.applier.Set(d.Device, kb); err != nil {
+			if errors.Is(err, ErrBackedOff) {
+				d.backedOff, d.arm = true, model.ArmSkipped
+				_ = t.coll.Watch(d.Dev, d.arm, d.kb)
+				return
+			}
+			t.cfg.Logf("readahead: %v", err)
+			return
+		}
+		d.kb, d.changedNs = kb, loader.MonotonicNs()
+	}
+	_ = t.coll.Watch(d.Dev, d.arm, d.kb)
+}
+
+// correct is estimate_system_state/correct_system_state: the controller
+// promotes, demotes or trips the model from the blocks' rewards.
+func (t *Tuner) correct() {
+	dec := t.ctrl.Decide(t.control.Mode)
+	if !dec.Changed {
+		return
+	}
+	t.cfg.Logf("readahead: %v", dec)
+	t.control.Mode = dec.To
+	if dec.To == model.ModeRecommendation && t.promotedAt < 0 {
+		t.promotedAt = time.Since(t.started)
+	}
+	if err := t.renew(); err != nil {
+		t.cfg.Logf("readahead: %v", err)
+	}
+	if dec.To == model.ModeEmergency {
+		t.restoreLocked()
+	}
+}
+
+func (t *Tuner) restoreLocked() {
+	if err := t.applier.RestoreAll(); err != nil {
+		t.cfg.Logf("readahead: restoring: %v", err)
+	}
+	for _, d := range t.devices {
+		if !d.backedOff {
+			d.kb, d.arm, d.changedNs = d.original, model.ArmFallback, loader.MonotonicNs()
+			_ = t.coll.Watch(d.Dev, d.arm, d.kb)
+		}
+	}
+}
+
+// SetMode sets the model's mode (an operator's command, or a test's).
+// EMERGENCY restores every device at once.
+func (t *Tuner) SetMode(m model.Mode) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !m.Valid() {
+		return fmt.Errorf("setting mode: invalid mode %v", m)
+	}
+	t.control.Mode = m
+	t.ctrl.Reset()
+	if m == model.ModeRecommendation && t.promotedAt < 0 {
+		t.promotedAt = time.Since(t.started)
+	}
+	for _, d := range t.devices {
+		d.blockEnd = time.Time{} // a new block at once
+	}
+	if err := t.renew(); err != nil {
+		return err
+	}
+	if m == model.ModeEmergency {
+		t.restoreLocked()
+	}
+	return nil
+}
+
+// Recommend sets an operator's recommendation for a device: kb in every
+// phase, applied as the mode allows; 0 clears it.
+func (t *Tuner) Recommend(name string, kb uint32) error {
+	if err := ValidateKB(kb); err != nil && kb != 0 {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, d := range t.devices {
+		if d.Name == name {
+			d.override = kb
+			d.blockEnd = time.Time{}
+			return nil
+		}
+	}
+	return fmt.Errorf("recommending readahead for %s: the model does not tune it (its devices: %v)", name, t.cfg.Devices)
+}
+
+// ValidateKB checks a readahead setting a recommendation may carry.
+func ValidateKB(kb uint32) error {
+	if kb < 4 || kb > 65536 || kb%4 != 0 {
+		return fmt.Errorf("invalid readahead %d KB: want a multiple of 4 from 4 to 65536", kb)
+	}
+	return nil
+}
+
+// Close stops the model: every device back to its original setting, the
+// model STOPPED in its control block (the watchdog then exits), the
+// collector detached. Pins stay.
+func (t *Tuner) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	var errs []error
+	if t.applier != nil {
+		errs = append(errs, t.applier.RestoreAll())
+	}
+	if t.coll != nil {
+		t.control.State = model.StateStopped
+		errs = append(errs, t.coll.Control().StoreControl(t.control))
+	}
+	if t.watchdog != nil {
+		done := make(chan error, 1)
+		go func() { done <- t.watchdog.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+			_ = t.watchdog.Process.Kill()
+			<-done
+			errs = append(errs, errors.New("stopping the readahead watchdog: it did not exit; killed"))
+		}
+	}
+	if t.coll != nil {
+		errs = append(errs, t.coll.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func osPID() int { return os.Getpid() }
