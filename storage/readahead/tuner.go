@@ -93,11 +93,14 @@ type device struct {
 	arm       model.Arm
 	kb        uint32 // in force
 	exploring bool
+	choice    uint32 // the block's setting
 	blockEnd  time.Time
-	changedNs uint64 // when kb last changed (CLOCK_MONOTONIC)
-	phase     Phase
-	override  uint32 // an operator's recommendation, 0 for none
-	backedOff bool
+	// blockPhase is the phase the block's choice was made for.
+	blockPhase Phase
+	changedNs  uint64 // when kb last changed (CLOCK_MONOTONIC)
+	phase      Phase
+	override   uint32 // an operator's recommendation, 0 for none
+	backedOff  bool
 }
 
 // Tuner is the storage/readahead model running on its devices.
@@ -116,7 +119,9 @@ type Tuner struct {
 	promotedAt time.Duration
 	windows    uint64
 	lastDecide time.Time
-	closed     bool
+	// lastDecision is the controller's last word, for status.
+	lastDecision string
+	closed       bool
 }
 
 // New loads the collector, records the devices' settings and starts the
@@ -144,7 +149,7 @@ func New(cfg Config) (_ *Tuner, err error) {
 		if err != nil {
 			return nil, err
 		}
-		t.devices = append(t.devices, &device{Device: d, original: kb, kb: kb, arm: model.ArmFallback})
+		t.devices = append(t.devices, &device{Device: d, original: kb, kb: kb, choice: kb, arm: model.ArmFallback})
 	}
 	t.coll, err = NewCollector(CollectorConfig{PinDir: cfg.PinDir, Window: cfg.Window})
 	if err != nil {
@@ -239,12 +244,16 @@ func (t *Tuner) observe(w *Window) {
 	if d == nil {
 		return
 	}
+	// A window with too little I/O to tell its phase is still an outcome
+	// (a setting may make the workload that slow): it counts for the
+	// device's current phase.
 	phase := w.Classify()
 	if phase != PhaseIdle {
 		d.phase = phase
 	}
+	phase = d.phase
 	if w.Hdr.TsNs-w.WindowNs < d.changedNs+uint64(settle) || phase == PhaseIdle {
-		return // the window saw the setting change
+		return // the window saw the setting change, or nothing is known yet
 	}
 	reward := w.Throughput()
 	t.learner.Observe(d.Dev, phase, w.RaKb, reward)
@@ -304,25 +313,27 @@ func (t *Tuner) step(now time.Time) {
 		if d.backedOff {
 			continue
 		}
-		if now.After(d.blockEnd) || nowNs > t.control.LeaseExpiresNs {
+		newBlock := now.After(d.blockEnd) || nowNs > t.control.LeaseExpiresNs
+		if newBlock {
 			_, have := t.learner.Best(d.Dev, d.phase)
 			have = have || d.override != 0 || t.control.Mode == model.ModeCollaboration
 			d.arm = decide(t.control, nowNs, have)
 			d.blockEnd = now.Add(t.cfg.Block)
-			d.exploring = false
 		}
-		kb := d.original
-		if d.arm == model.ArmModel {
+		// The model's choice is made once per block, and again when the
+		// workload's phase changes within it.
+		if newBlock || d.phase != d.blockPhase {
+			d.blockPhase = d.phase
+			d.choice, d.exploring = d.original, false
 			switch {
+			case d.arm != model.ArmModel:
 			case d.override != 0:
-				kb = d.override
-			case d.exploring && d.kb != d.original:
-				kb = d.kb // an exploration lasts its block
+				d.choice = d.override
 			default:
-				kb, d.exploring = t.learner.Choose(d.Dev, d.phase, d.original, t.control.Mode == model.ModeCollaboration)
+				d.choice, d.exploring = t.learner.Choose(d.Dev, d.phase, d.original, t.control.Mode == model.ModeCollaboration)
 			}
 		}
-		t.apply(d, kb)
+		t.apply(d, d.choice)
 	}
 	if now.Sub(t.lastDecide) >= t.cfg.Block {
 		t.lastDecide = now
@@ -332,6 +343,9 @@ func (t *Tuner) step(now time.Time) {
 
 // apply sets d to kb through the applier and tells the collector.
 func (t *Tuner) apply(d *device, kb uint32) {
+	if kb == 0 {
+		kb = d.original // never "no readahead" by mistake
+	}
 	if kb != d.kb {
 		if err := t.applier.Set(d.Device, kb); err != nil {
 			if errors.Is(err, ErrBackedOff) {
@@ -351,6 +365,7 @@ func (t *Tuner) apply(d *device, kb uint32) {
 // promotes, demotes or trips the model from the blocks' rewards.
 func (t *Tuner) correct() {
 	dec := t.ctrl.Decide(t.control.Mode)
+	t.lastDecision = dec.String()
 	if !dec.Changed {
 		return
 	}
@@ -373,7 +388,8 @@ func (t *Tuner) restoreLocked() {
 	}
 	for _, d := range t.devices {
 		if !d.backedOff {
-			d.kb, d.arm, d.changedNs = d.original, model.ArmFallback, loader.MonotonicNs()
+			d.kb, d.choice, d.arm, d.changedNs = d.original, d.original, model.ArmFallback, loader.MonotonicNs()
+			d.blockEnd, d.exploring = time.Time{}, false
 			_ = t.coll.Watch(d.Dev, d.arm, d.kb)
 		}
 	}
@@ -466,3 +482,67 @@ func (t *Tuner) Close() error {
 }
 
 func osPID() int { return os.Getpid() }
+
+// Mode returns the model's mode.
+func (t *Tuner) Mode() model.Mode {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.control.Mode
+}
+
+// PromotedAfter returns how long after the start the model reached
+// RECOMMENDATION, and whether it did.
+func (t *Tuner) PromotedAfter() (time.Duration, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.promotedAt, t.promotedAt >= 0
+}
+
+// Collector returns the model's collector.
+func (t *Tuner) Collector() *Collector { return t.coll }
+
+// DeviceStatus is one device as the model sees it.
+type DeviceStatus struct {
+	Name       string            `json:"name"`
+	Dev        string            `json:"dev"`
+	OriginalKB uint32            `json:"original_kb"`
+	KB         uint32            `json:"kb"`
+	Arm        model.Arm         `json:"arm"`
+	Phase      string            `json:"phase"`
+	BackedOff  bool              `json:"backed_off,omitempty"`
+	OperatorKB uint32            `json:"operator_kb,omitempty"`
+	Learned    map[string]uint32 `json:"learned,omitempty"`
+}
+
+// Status is what `mlbpf status` shows of the model.
+type Status struct {
+	Mode     model.Mode     `json:"mode"`
+	State    model.State    `json:"state"`
+	Windows  uint64         `json:"windows"`
+	Missing  []string       `json:"missing_tracepoints,omitempty"`
+	Devices  []DeviceStatus `json:"devices"`
+	Evidence string         `json:"evidence,omitempty"`
+}
+
+// Status reports the model's state.
+func (t *Tuner) Status() Status {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := Status{Mode: t.control.Mode, State: t.control.State, Windows: t.windows, Missing: t.coll.Missing, Evidence: t.lastDecision}
+	known := t.learner.Known()
+	for _, d := range t.devices {
+		ds := DeviceStatus{Name: d.Name, Dev: fmt.Sprintf("%d:%d", d.Dev>>20, d.Dev&(1<<20-1)), OriginalKB: d.original, KB: d.kb,
+			Arm: d.arm, Phase: d.phase.String(), BackedOff: d.backedOff, OperatorKB: d.override}
+		if kb, err := d.ReadKB(); err == nil {
+			ds.KB = kb
+		}
+		for p, kb := range known[d.Dev] {
+			if ds.Learned == nil {
+				ds.Learned = map[string]uint32{}
+			}
+			ds.Learned[p.String()] = kb
+		}
+		st.Devices = append(st.Devices, ds)
+	}
+	return st
+}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,10 +41,16 @@ type Testbed struct {
 	loopFD    *os.File // held until Close so the device exists
 	cg        *cgroup
 
+	segment atomic.Int64 // the seq workload's next segment
+
 	closeOnce sync.Once
 	closeErr  error
 	stop      func() bool
 }
+
+// DefaultReadAheadKB is the kernel's readahead for a new disk
+// (VM_READAHEAD_PAGES), which New gives the testbed's device.
+const DefaultReadAheadKB = 128
 
 // prefix names every directory, loop backing file and cgroup a testbed
 // creates, followed by the creating process's id.
@@ -98,6 +105,11 @@ func New(ctx context.Context, cfg Config) (_ *Testbed, err error) {
 	}
 	if err := tb.attachLoop(img); err != nil {
 		return nil, err
+	}
+	// A loop device keeps the setting of its previous user: give it the
+	// kernel's default for a new disk.
+	if err := os.WriteFile(tb.ReadAheadPath(), []byte(strconv.Itoa(DefaultReadAheadKB)), 0); err != nil {
+		return nil, fmt.Errorf("resetting %s's readahead: %w", tb.Device, err)
 	}
 	if out, err := exec.CommandContext(ctx, mkfs, "-q", "-F", "-E", "nodiscard", tb.Device).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("making a filesystem on %s: %w: %s", tb.Device, err, strings.TrimSpace(string(out)))

@@ -18,7 +18,7 @@ type Workload string
 
 // The workloads.
 const (
-	Seq    Workload = "seq"    // sequential 128 KiB reads of a whole file
+	Seq    Workload = "seq"    // sequential 128 KiB reads, 8 MiB per open
 	Random Workload = "random" // 4 KiB preads at random offsets
 	Mmap   Workload = "mmap"   // random page faults in a read-only mapping
 	Phased Workload = "phased" // seq, random, mmap in turn, PhaseLength each
@@ -110,7 +110,7 @@ func (tb *Testbed) runOne(ctx context.Context, w Workload, progress *atomic.Int6
 		var err error
 		switch w {
 		case Seq:
-			n, err = readSequential(ctx, filepath.Join(tb.Mount, seqFile), progress)
+			n, err = readSequential(ctx, filepath.Join(tb.Mount, seqFile), &tb.segment, progress)
 		case Random:
 			n, err = readRandom(ctx, filepath.Join(tb.Mount, randFile), progress)
 		case Mmap:
@@ -152,16 +152,26 @@ func openColdPages(path string) (*os.File, int64, error) {
 	return f, st.Size() / pageSize, nil
 }
 
-func readSequential(ctx context.Context, path string, progress *atomic.Int64) (int64, error) {
-	f, err := openCold(path)
+// seqSegment is how much readSequential reads per open.
+const seqSegment = 8 << 20
+
+// readSequential reads the next segment of the file (wrapping at its
+// end), sequentially.
+func readSequential(ctx context.Context, path string, segment *atomic.Int64, progress *atomic.Int64) (int64, error) {
+	f, pages, err := openColdPages(path)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
+	segs := max(pages*pageSize/seqSegment, 1)
+	if _, err := f.Seek((segment.Add(1)%segs)*seqSegment, io.SeekStart); err != nil {
+		return 0, err
+	}
+	r := io.LimitReader(f, seqSegment)
 	buf := make([]byte, 128<<10)
 	var ops int64
 	for ctx.Err() == nil {
-		n, err := f.Read(buf)
+		n, err := r.Read(buf)
 		progress.Add(int64(n))
 		ops++
 		if err == io.EOF {
