@@ -15,8 +15,8 @@
  * kernel has and says which are missing (the readahead: and the newer
  * filemap: events are absent on older kernels, 6.1 among them).
  *
- * Only devices in the "devices" map are watched. Each event adds to the
- * device's accumulator; the first event after the window (window_ns)
+ * Only devices user space watches (an entry in "devices" and one in
+ * "acc") are counted. Each event adds to the device's accumulator; the first event after the window (window_ns)
  * has passed closes it: the CPU that wins the compare-and-swap of the
  * window's start takes every counter (atomic exchange with zero) into one
  * ra_window record. An idle device produces no records.
@@ -175,28 +175,27 @@ static __always_inline void emit(struct ra_acc *a, __u32 dev, __u64 now,
 }
 
 /*
- * account returns the accumulator of a watched device, closing its
- * window first if it is over; NULL for a device not watched.
+ * account returns the accumulator of a watched device (user space
+ * creates it with the device's "devices" entry), closing its window
+ * first if it is over; NULL for a device not watched. One map lookup per
+ * event; the "devices" entry is read only when a window closes.
  */
 static __always_inline struct ra_acc *account(__u32 dev)
 {
-	const struct ra_device *d = bpf_map_lookup_elem(&devices, &dev);
-	struct ra_acc *a, fresh = {};
+	struct ra_acc *a = bpf_map_lookup_elem(&acc, &dev);
+	const struct ra_device *d;
 	__u64 now, start;
 
-	if (!d)
+	if (!a)
 		return NULL;
-	a = bpf_map_lookup_elem(&acc, &dev);
-	if (!a) {
-		fresh.start_ns = bpf_ktime_get_ns();
-		bpf_map_update_elem(&acc, &dev, &fresh, BPF_NOEXIST);
-		return bpf_map_lookup_elem(&acc, &dev);
-	}
 	now = bpf_ktime_get_ns();
 	start = a->start_ns;
 	if (now - start >= window_ns &&
-	    __sync_val_compare_and_swap(&a->start_ns, start, now) == start)
-		emit(a, dev, now, start, d);
+	    __sync_val_compare_and_swap(&a->start_ns, start, now) == start) {
+		d = bpf_map_lookup_elem(&devices, &dev);
+		if (d)
+			emit(a, dev, now, start, d);
+	}
 	return a;
 }
 

@@ -12,9 +12,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -280,7 +280,7 @@ type Overhead struct {
 	NsPerIO      float64 // BPF run time per device read request
 	NsPerEvent   float64 // BPF run time per program invocation
 	EventsPerIO  float64
-	DaemonCPU    Figure // daemon CPU seconds per second, BPF time excluded
+	DaemonCPU    Figure // the model's CPU seconds per second (its thread)
 	With         Figure // MB/s with mlbpf in LEARNING (collecting, changing nothing)
 	Without      Figure // MB/s with mlbpf stopped
 	Workload     testbed.Workload
@@ -293,10 +293,15 @@ func (o Overhead) Line() string {
 		o.Workload, o.NsPerIO, o.NsPerEvent, o.EventsPerIO, Figure{o.DaemonCPU.Mean * 100, o.DaemonCPU.CI * 100}, o.With, o.Without, o.With.Mean/o.Without.Mean)
 }
 
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+// threadCPU returns the time thread tid of this process has run.
+func threadCPU(tid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/schedstat", tid))
+	if err != nil {
+		return 0
+	}
+	var ns int64
+	fmt.Sscanf(string(b), "%d", &ns)
+	return time.Duration(ns)
 }
 
 // measureOverhead runs the random workload (the most I/O requests per
@@ -326,25 +331,31 @@ func measureOverhead(ctx context.Context, cfg Config) (Overhead, error) {
 	var with, without, cpu []float64
 	var runNs, runCnt, ios uint64
 	for range cfg.Repeats {
-		c0 := cpuTime()
 		st, err := tb.Run(ctx, o.Workload, cfg.Duration, nil)
 		if err != nil {
 			return o, err
 		}
-		base := (cpuTime() - c0).Seconds() / st.Elapsed.Seconds()
 		without = append(without, st.MBps())
 
 		tu, err := readahead.New(readahead.Config{Devices: []string{tb.Name}, StateDir: state, PinDir: filepath.Join(pins, "readahead"), Mode: model.ModeLearning, MaxMode: model.ModeLearning})
 		if err != nil {
 			return o, err
 		}
+		// The model runs on one thread of its own, so that its CPU time
+		// is that thread's (the collectors run in the workload's).
 		tctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
-		go func() { done <- tu.Run(tctx) }()
+		tids := make(chan int, 1)
+		go func() {
+			runtime.LockOSThread()
+			tids <- unix.Gettid()
+			done <- tu.Run(tctx)
+		}()
+		tid := <-tids
 		ns0, cnt0 := progRun(tu.Collector())
-		c0 = cpuTime()
+		c0 := threadCPU(tid)
 		st, err = tb.Run(ctx, o.Workload, cfg.Duration, nil)
-		c1 := cpuTime()
+		c1 := threadCPU(tid)
 		ns1, cnt1 := progRun(tu.Collector())
 		cancel()
 		if derr := <-done; err == nil {
@@ -356,8 +367,7 @@ func measureOverhead(ctx context.Context, cfg Config) (Overhead, error) {
 		with = append(with, st.MBps())
 		runNs, runCnt = runNs+ns1-ns0, runCnt+cnt1-cnt0
 		ios += uint64(st.Ops)
-		withCPU := (c1 - c0 - time.Duration(ns1-ns0)).Seconds() / st.Elapsed.Seconds()
-		cpu = append(cpu, withCPU-base)
+		cpu = append(cpu, (c1-c0).Seconds()/st.Elapsed.Seconds())
 	}
 	o.With, o.Without, o.DaemonCPU = figure(with), figure(without), figure(cpu)
 	if ios > 0 {

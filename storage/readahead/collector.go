@@ -165,6 +165,11 @@ func (c *Collector) Watch(dev uint32, arm model.Arm, kb uint32) error {
 	if err := c.objs.Devices.Update(dev, &v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("watching device %d:%d: %w", dev>>20, dev&(1<<20-1), err)
 	}
+	a := readaheadRaAcc{StartNs: loader.MonotonicNs()}
+	err := c.objs.Acc.Update(dev, &a, ebpf.UpdateNoExist)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+		return fmt.Errorf("watching device %d:%d: %w", dev>>20, dev&(1<<20-1), err)
+	}
 	return nil
 }
 
