@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -149,4 +150,23 @@ func TestCollectorIgnoresUnwatchedDevices(t *testing.T) {
 	if n != 0 {
 		t.Errorf("%d windows with no device watched", n)
 	}
+}
+
+// TestCollectorLoadsOnThisKernel loads and attaches the collector with no
+// testbed (so it runs in the VM kernels too): every tracepoint the kernel
+// has is attached, every one it lacks is named in Missing.
+func TestCollectorLoadsOnThisKernel(t *testing.T) {
+	testutil.RequireBPF(t)
+	c := newCollector(t, CollectorConfig{PinDir: filepath.Join(testutil.PinRoot(t), "readahead")})
+	for _, tp := range tracepoints {
+		_, err := os.Stat(filepath.Join(tracefs, "events", tp.group, tp.name))
+		name := tp.group + ":" + tp.name
+		if has := err == nil; has == contains(c.Missing, name) {
+			t.Errorf("tracepoint %s: present %v, but Missing %v", name, has, c.Missing)
+		}
+	}
+	if len(c.Attached())+len(c.Missing) != len(tracepoints) {
+		t.Errorf("attached %v and missing %v do not add up to %d tracepoints", c.Attached(), c.Missing, len(tracepoints))
+	}
+	t.Logf("attached %v; missing %v", c.Attached(), c.Missing)
 }
