@@ -5,7 +5,7 @@ PKGS    ?= ./...
 VMTEST_FLAGS ?=
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all setup generate check-generated build test bench bench-ringbuf bench-tcp vmtest fuzz lint run
+.PHONY: all setup generate check-generated build test bench bench-ringbuf bench-tcp bench-readahead vmtest fuzz lint run
 
 all: build
 
@@ -34,7 +34,7 @@ run: setup
 	CGO_ENABLED=0 $(GO) run ./cmd/mlbpf run
 
 ## bench: every benchmark
-bench: bench-ringbuf bench-tcp
+bench: bench-ringbuf bench-tcp bench-readahead
 
 ## bench-ringbuf: our ring buffer consumer against libbpf's and cilium/ebpf's, same producer, same run
 bench-ringbuf: setup
@@ -43,6 +43,10 @@ bench-ringbuf: setup
 ## bench-tcp: iperf3 over a veth testbed at 0/2/10 % loss: default, best fixed algorithm, mlbpf after learning
 bench-tcp: setup
 	$(GO) run ./internal/tcpbench/cmd/tcpbench
+
+## bench-readahead: a throttled loop device: every fixed readahead of the grid, then mlbpf after learning, per workload; overhead
+bench-readahead: setup
+	$(GO) run ./internal/rabench/cmd/rabench
 
 ## vmtest: the privileged suite inside a VM on another kernel (KERNEL=6.1|6.12|path/to/bzImage)
 vmtest: setup

@@ -9,7 +9,7 @@ if [[ $(id -u) -ne 0 ]]; then
 	exit 1
 fi
 
-packages=(clang-19 llvm-19 bpftool libbpf-dev iperf3 iproute2 qemu-system-x86 busybox-static dpkg xz-utils)
+packages=(clang-19 llvm-19 bpftool libbpf-dev iperf3 iproute2 qemu-system-x86 busybox-static dpkg xz-utils e2fsprogs)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,6 +23,12 @@ fi
 
 if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
 	echo "setup: go is at /usr/local/go/bin; add it to PATH" >&2
+fi
+
+# The storage testbed's loop devices.
+if [[ ! -e /dev/loop-control ]]; then
+	echo "setup: loading the loop driver"
+	modprobe loop || echo "setup: no loop driver: the storage/readahead tests will say so" >&2
 fi
 
 mounted() { awk -v m="$1" -v t="$2" '$2 == m && $3 == t { f = 1 } END { exit !f }' /proc/mounts; }
