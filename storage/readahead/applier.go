@@ -139,10 +139,7 @@ func (a *Applier) Set(d Device, kb uint32) error {
 		c = changed{Device: d.Name, Path: d.Path, Original: cur, Set: cur}
 	}
 	if cur != c.Set && cur != c.Original {
-		a.backedOff[d.Name] = cur
-		delete(a.changed, d.Name)
-		a.logf("readahead: %s: read_ahead_kb is %d, the model last set %d: someone else changed it; backing off this device and leaving %d", d.Name, cur, c.Set, cur)
-		_ = a.save()
+		a.backOff(d, cur, c.Set)
 		return fmt.Errorf("setting readahead of %s: %w (it holds %d KB)", d.Name, ErrBackedOff, cur)
 	}
 	if cur == kb && !ok {
@@ -155,6 +152,21 @@ func (a *Applier) Set(d Device, kb uint32) error {
 		return err
 	}
 	return d.WriteKB(kb)
+}
+
+// BackOff leaves d alone for good: someone else set it to cur while the
+// model believed it held expected.
+func (a *Applier) BackOff(d Device, cur, expected uint32) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.backOff(d, cur, expected)
+}
+
+func (a *Applier) backOff(d Device, cur, expected uint32) {
+	a.backedOff[d.Name] = cur
+	delete(a.changed, d.Name)
+	a.logf("readahead: %s: read_ahead_kb is %d, the model expected %d: someone else changed it; backing off this device and leaving %d", d.Name, cur, expected, cur)
+	_ = a.save()
 }
 
 // BackedOff returns the devices the model backed off, with the value

@@ -215,6 +215,33 @@ func TestLearningNeverChangesTheDevice(t *testing.T) {
 	}
 }
 
+func TestOperatorWriteIsRespectedInEveryArm(t *testing.T) {
+	for _, mode := range []model.Mode{model.ModeLearning, model.ModeRecommendation} {
+		t.Run(mode.String(), func(t *testing.T) {
+			tb := newTestbed(t, testbed.Config{})
+			setKB(t, tb, 128)
+			tu := newTuner(t, tb, Config{Mode: mode, MaxMode: mode, HoldoutPermille: 1, Block: time.Hour})
+			tu.Recommend(tb.Name, 512)
+			tu.step(time.Now())
+			setKB(t, tb, 96) // an operator
+			tu.devices[0].checked = time.Time{}
+			tu.step(time.Now())
+			tu.devices[0].blockEnd = time.Time{}
+			tu.step(time.Now())
+			if got := kernelKB(t, tb); got != 96 {
+				t.Errorf("the device holds %d after an operator wrote 96", got)
+			}
+			if st := tu.Status(); !st.Devices[0].BackedOff {
+				t.Errorf("status does not say the model backed off: %+v", st.Devices[0])
+			}
+			tu.Close()
+			if got := kernelKB(t, tb); got != 96 {
+				t.Errorf("after stop the device holds %d, want the operator's 96", got)
+			}
+		})
+	}
+}
+
 func TestCollaborationRandomisesBlocks(t *testing.T) {
 	tb := newTestbed(t, testbed.Config{Throttle: testbed.Throttle{ReadIOPS: 200}})
 	setKB(t, tb, 128)
@@ -260,6 +287,8 @@ func TestEmergencyAndOperatorWriteRestoreOrBackOff(t *testing.T) {
 		t.Fatalf("back in RECOMMENDATION the device holds %d, want 512", got)
 	}
 	setKB(t, tb, 64) // an operator
+	tu.devices[0].checked = time.Time{}
+	tu.step(time.Now())
 	tu.Recommend(tb.Name, 1024)
 	tu.step(time.Now())
 	if got := kernelKB(t, tb); got != 64 {

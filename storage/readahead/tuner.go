@@ -94,6 +94,7 @@ type device struct {
 	kb        uint32 // in force
 	exploring bool
 	choice    uint32 // the block's setting
+	checked   time.Time
 	blockEnd  time.Time
 	// blockPhase is the phase the block's choice was made for.
 	blockPhase Phase
@@ -313,6 +314,10 @@ func (t *Tuner) step(now time.Time) {
 		if d.backedOff {
 			continue
 		}
+		t.check(d, now)
+		if d.backedOff {
+			continue
+		}
 		newBlock := now.After(d.blockEnd) || nowNs > t.control.LeaseExpiresNs
 		if newBlock {
 			_, have := t.learner.Best(d.Dev, d.phase)
@@ -339,6 +344,31 @@ func (t *Tuner) step(now time.Time) {
 		t.lastDecide = now
 		t.correct()
 	}
+}
+
+// checkEvery is how often the tuner reads a device's setting back to
+// notice another writer.
+const checkEvery = 250 * time.Millisecond
+
+// check reads d's setting back from the kernel: a value other than the
+// one in force is someone else's, and the model backs off the device,
+// unless it is the original the watchdog wrote back after a lapse.
+func (t *Tuner) check(d *device, now time.Time) {
+	if now.Sub(d.checked) < checkEvery {
+		return
+	}
+	d.checked = now
+	cur, err := d.ReadKB()
+	if err != nil || cur == d.kb {
+		return
+	}
+	if _, ours := t.applier.Original(d.Device); ours && cur == d.original {
+		d.kb, d.changedNs = cur, loader.MonotonicNs()
+		return
+	}
+	t.applier.BackOff(d.Device, cur, d.kb)
+	d.backedOff, d.arm, d.kb = true, model.ArmSkipped, cur
+	_ = t.coll.Watch(d.Dev, d.arm, d.kb)
 }
 
 // apply sets d to kb through the applier and tells the collector.
