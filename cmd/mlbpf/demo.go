@@ -5,32 +5,49 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/mlbpf/mlbpf/storage/readahead"
+	storagetestbed "github.com/mlbpf/mlbpf/storage/testbed"
 	"github.com/mlbpf/mlbpf/tcp"
 )
 
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("demo", "demo tcp [flags]", `
+	fs := newFlags("demo", "demo tcp|readahead [flags]", `
 Show a model learning, on a testbed of its own: for tcp, a client and a
 server network namespace joined by a lossy veth pair, tcp/cc attached to
 a cgroup holding this process, and short connections from client to
-server. It prints the model's progress, its mode changes and the goodput
-of each arm as they happen, then a summary. Everything it builds is
+server; for readahead, a loop device over tmpfs throttled by the io
+controller, storage/readahead on it, and a workload reading it. It
+prints the model's progress, its mode changes and the throughput of each
+arm as they happen, then a summary. Everything it builds is
 removed when it ends or is interrupted; the host's own connections and
 the daemon's pins are not touched.`, `
   mlbpf demo tcp
-  mlbpf demo tcp --loss 5 --connections 300`, stdout, stderr)
+  mlbpf demo tcp --loss 5 --connections 300
+  mlbpf demo readahead
+  mlbpf demo readahead --workload mmap --bps 8000000`, stdout, stderr)
 	loss := fs.Float64("loss", 10, "loss rate from client to server, in percent")
 	conns := fs.Int("connections", 150, "the most connections to make (the demo ends earlier once the model is in RECOMMENDATION)")
 	workers := fs.Int("workers", 3, "connections at a time")
 	period := fs.Duration("period", 0, "the model's period (default 100ms)")
+	workload := fs.String("workload", "seq", "readahead: the workload (seq, random, mmap, phased)")
+	iops := fs.Uint64("iops", 0, "readahead: the device's read IOPS cap (default 100 when --bps is not given)")
+	bps := fs.Uint64("bps", 0, "readahead: the device's read bytes/s cap")
+	duration := fs.Duration("duration", 0, "readahead: the most the demo runs (default 90s)")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	if err := fs.want(1, "what to demonstrate: tcp"); err != nil {
+	if err := fs.want(1, "what to demonstrate: tcp or readahead"); err != nil {
 		return err
 	}
+	if fs.Arg(0) == "readahead" {
+		w, err := storagetestbed.ParseWorkload(*workload)
+		if err != nil {
+			return err
+		}
+		return readahead.Demo(ctx, stdout, readahead.DemoOptions{Workload: w, Throttle: storagetestbed.Throttle{ReadIOPS: *iops, ReadBPS: *bps}, Duration: *duration})
+	}
 	if fs.Arg(0) != "tcp" {
-		return fmt.Errorf("demo %q: want tcp", fs.Arg(0))
+		return fmt.Errorf("demo %q: want tcp or readahead", fs.Arg(0))
 	}
 	if *loss < 0 || *loss >= 100 || *conns < 1 || *workers < 1 {
 		return fmt.Errorf("--loss must be 0 to 100 (exclusive), --connections and --workers at least 1")
