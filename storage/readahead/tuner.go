@@ -159,12 +159,18 @@ func New(cfg Config) (_ *Tuner, err error) {
 	for _, m := range t.coll.Missing {
 		cfg.Logf("readahead: the kernel lacks tracepoint %s: the model works without it (fewer features)", m)
 	}
+	if contains(t.coll.Missing, "filemap:mm_filemap_get_pages") || contains(t.coll.Missing, "filemap:mm_filemap_fault") {
+		// Without them the windows carry no bytes asked for: no reward.
+		cfg.Logf("readahead: without filemap:mm_filemap_get_pages and mm_filemap_fault the model has no reward on this kernel: it collects, and stays in LEARNING")
+		t.cfg.MaxMode, t.cfg.Mode = model.ModeLearning, model.ModeLearning
+		t.ctrl = model.NewController(model.ControllerConfig{MaxMode: model.ModeLearning})
+	}
 	for _, d := range t.devices {
 		if err := t.coll.Watch(d.Dev, d.arm, d.kb); err != nil {
 			return nil, err
 		}
 	}
-	t.control = model.Control{State: model.StateRunning, Mode: cfg.Mode, CollabPermille: cfg.CollabPermille, HoldoutPermille: cfg.HoldoutPermille}
+	t.control = model.Control{State: model.StateRunning, Mode: t.cfg.Mode, CollabPermille: cfg.CollabPermille, HoldoutPermille: cfg.HoldoutPermille}
 	if err := t.renew(); err != nil {
 		return nil, err
 	}
