@@ -68,7 +68,7 @@ var Throttles = map[testbed.Workload]testbed.Throttle{
 	testbed.Seq:    {ReadIOPS: 100},
 	testbed.Random: {ReadIOPS: 100},
 	testbed.Mmap:   {ReadBPS: 8_000_000},
-	testbed.Phased: {ReadIOPS: 100, ReadBPS: 12_000_000},
+	testbed.Phased: {ReadIOPS: 100, ReadBPS: 40_000_000},
 }
 
 // Figure is a mean with the half-width of its 95 % confidence interval.
