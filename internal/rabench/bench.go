@@ -33,7 +33,9 @@ type Config struct {
 	Duration  time.Duration // one measurement of seq, random, mmap; default 3 s
 	Phase     time.Duration // one phase of phased (measured over a whole cycle); default 2 s
 	LearnMax  time.Duration // most time mlbpf learns before it is measured; default 60 s
-	Logf      func(string, ...any)
+	// SkipOverhead leaves out the overhead line.
+	SkipOverhead bool
+	Logf         func(string, ...any)
 }
 
 func (c Config) withDefaults() Config {
@@ -147,6 +149,9 @@ func Run(ctx context.Context, w io.Writer, cfg Config) ([]Result, error) {
 		}
 		cfg.Logf("readahead workload=%s fixed %s learned %v", wl, strings.Join(fixed, " "), r.Learned)
 		out = append(out, r)
+	}
+	if cfg.SkipOverhead {
+		return out, nil
 	}
 	c, err := measureOverhead(ctx, cfg)
 	if err != nil {

@@ -86,10 +86,11 @@ func RunWatchdog(ctx context.Context, cfg WatchdogConfig, logf func(string, ...a
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	var ctl *ebpf.Map
+	var pinned *ebpf.Map
+	var ctl *loader.ControlMap
 	defer func() {
-		if ctl != nil {
-			ctl.Close()
+		if pinned != nil {
+			pinned.Close()
 		}
 	}()
 	tick := time.NewTicker(cfg.Poll)
@@ -97,22 +98,30 @@ func RunWatchdog(ctx context.Context, cfg WatchdogConfig, logf func(string, ...a
 	for {
 		reason, done := "", false
 		if ctl == nil {
-			m, err := ebpf.LoadPinnedMap(filepath.Join(cfg.PinDir, "control"), &ebpf.LoadPinOptions{ReadOnly: true})
+			m, err := ebpf.LoadPinnedMap(filepath.Join(cfg.PinDir, "control"), nil)
 			if err == nil {
-				ctl = m
+				if ctl, err = loader.NewControlMap(m); err != nil {
+					m.Close()
+				} else {
+					pinned = m
+				}
 			}
 		}
-		var c loader.Control
+		var c model.Control
+		var err error
+		if ctl != nil {
+			c, err = ctl.LoadControl()
+		}
 		switch {
 		case ctl == nil:
 			reason, done = "the model's pins are gone", true
-		case ctl.Lookup(uint32(0), &c) != nil:
+		case err != nil:
 			reason, done = "the control block cannot be read", true
-		case model.State(c.State) != model.StateRunning:
-			reason = fmt.Sprintf("the model is %v", model.State(c.State))
-			done = model.State(c.State) == model.StateStopped || model.State(c.State) == model.StateShuttingDown
-		case model.Mode(c.Mode) != model.ModeCollaboration && model.Mode(c.Mode) != model.ModeRecommendation:
-			reason = fmt.Sprintf("the model is in %v", model.Mode(c.Mode))
+		case c.State != model.StateRunning:
+			reason = fmt.Sprintf("the model is %v", c.State)
+			done = c.State == model.StateStopped || c.State == model.StateShuttingDown
+		case c.Mode != model.ModeCollaboration && c.Mode != model.ModeRecommendation:
+			reason = fmt.Sprintf("the model is in %v", c.Mode)
 		case loader.MonotonicNs() > c.LeaseExpiresNs:
 			reason = "the model's lease ran out"
 		}

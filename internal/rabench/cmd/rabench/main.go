@@ -43,6 +43,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.Duration, "duration", 3*time.Second, "one measurement of seq, random or mmap")
 	fs.DurationVar(&cfg.Phase, "phase", 2*time.Second, "one phase of phased (a measurement is three)")
 	fs.DurationVar(&cfg.LearnMax, "learn", 60*time.Second, "most time mlbpf learns before it is measured")
+	overhead := fs.Bool("overhead", true, "measure the collectors' and the daemon's cost too")
 	verbose := fs.Bool("v", false, "log the model and every fixed setting's figure")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -54,6 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		cfg.Workloads = append(cfg.Workloads, w)
 	}
+	cfg.SkipOverhead = !*overhead
 	if *verbose {
 		cfg.Logf = func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }
 	}
