@@ -472,15 +472,68 @@ func (c *Config) DecodeSection(m *Model, v any) error {
 	return Decode(c.File, m.Subsystem, fmt.Sprintf("models[%d].%s", m.index, m.SubsystemName()), v)
 }
 
+// FieldError is a problem a subsystem found in one field of its
+// section, after decoding it (see Field). CheckSection places it: file,
+// line and path.
+type FieldError struct {
+	// Field is the field's path in the section, "allowed" or
+	// "learn.min_gain"; empty for the section as a whole.
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string {
+	if e.Field == "" {
+		return e.Msg
+	}
+	return e.Field + ": " + e.Msg
+}
+
+// Field returns a FieldError about field, for a subsystem's Validate.
+func Field(field, format string, args ...any) error {
+	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Section is a subsystem's configuration type, which a model's section
+// decodes straight into (a struct with cfg tags).
+type Section interface {
+	// Validate checks the decoded section. A problem with one field is a
+	// FieldError (Field), which CheckSection places at its line.
+	Validate() error
+}
+
+// CheckSection decodes a model's subsystem section into v, a pointer to
+// the subsystem's configuration type, and validates it. Errors name the
+// file, the line and the field: "config.yaml:9: models[0].tcp.allowed:
+// ...". A missing section leaves v as it is, and validates it.
+func (c *Config) CheckSection(m *Model, v Section) error {
+	if err := c.DecodeSection(m, v); err != nil {
+		return err
+	}
+	err := v.Validate()
+	var fe *FieldError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &fe):
+		return c.SectionError(m, fe.Field, "%s", fe.Msg)
+	default:
+		return c.SectionError(m, "", "%v", err)
+	}
+}
+
 // SectionError returns an error about a field of a model's subsystem
-// section, for checks a subsystem makes after decoding:
-// "config.yaml:9: models[0].tcp.allowed: ...".
+// section ("learn.min_gain" for a nested one), for checks a subsystem
+// makes after decoding: "config.yaml:9: models[0].tcp.allowed: ...".
 func (c *Config) SectionError(m *Model, field, format string, args ...any) error {
 	path := fmt.Sprintf("models[%d].%s", m.index, m.SubsystemName())
 	line := m.Line
-	if m.Subsystem != nil {
-		line = m.Subsystem.Line
-		if n := m.Subsystem.Get(field); n != nil {
+	if n := m.Subsystem; n != nil {
+		line = n.Line
+		for key := range strings.SplitSeq(field, ".") {
+			if n = n.Get(key); n == nil {
+				break
+			}
 			line = n.Line
 		}
 	}

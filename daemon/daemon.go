@@ -19,6 +19,7 @@ import (
 	"github.com/mlbpf/mlbpf/config"
 	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/pipeline"
 )
 
 // Options configure a Daemon.
@@ -101,7 +102,7 @@ func Preflight(c *config.Config) error {
 	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
 		return fmt.Errorf("%w: BPF ring buffers (Linux 5.8 or later): %v", loader.ErrMissingFeature, err)
 	}
-	var needs Needs
+	var needs pipeline.Needs
 	probed := map[string]bool{}
 	for _, m := range c.Enabled() {
 		s, err := Lookup(m.Name)
@@ -116,12 +117,12 @@ func Preflight(c *config.Config) error {
 			}
 		}
 	}
-	if needs&NeedCgroup2 != 0 {
+	if needs&pipeline.NeedCgroup2 != 0 {
 		if _, err := loader.Cgroup2Root(); err != nil {
 			return err
 		}
 	}
-	if needs&NeedTracefs != 0 {
+	if needs&pipeline.NeedTracefs != 0 {
 		if err := loader.EnsureTracefs(true); err != nil {
 			return err
 		}
@@ -302,6 +303,10 @@ func (d *Daemon) open(cm *config.Model) (*supervisor, error) {
 	if err != nil {
 		return nil, err
 	}
+	sec, err := section(cfg, cm)
+	if err != nil {
+		return nil, err
+	}
 	dir := ModelStateDir(cfg.StateDir, cm.Name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("%s: creating the state directory: %w", cm.Name, err)
@@ -336,7 +341,10 @@ func (d *Daemon) open(cm *config.Model) (*supervisor, error) {
 	}
 	h := newHub(cm.Name, sub.Records)
 	next := h.restore(filepath.Join(dir, "portions"), d.log)
-	r, err := sub.open(&env{cfg: cfg, log: d.log, stateDir: dir, hub: h, firstOffset: next}, cm, opts)
+	r, err := sub.Open(pipeline.Env{
+		Model: cm.ModelName(), PinRoot: cfg.PinRoot, StateDir: dir, Log: d.log, Options: opts,
+		External: cm.Learner == config.LearnerExternal, Publisher: h, FirstOffset: next,
+	}, sec)
 	if err != nil {
 		return nil, err
 	}
@@ -405,7 +413,7 @@ func (d *Daemon) Models() []agent.ModelInfo {
 	for _, s := range d.supervisors() {
 		out = append(out, agent.ModelInfo{
 			Model: s.name, State: s.m.State().String(), Mode: s.m.Mode().String(), MaxMode: s.maxMode.String(),
-			Learner: s.cm.Learner, Datasets: s.sub.Datasets,
+			Learner: s.cm.Learner, Datasets: true,
 			RecordKind: s.sub.Records.Kind, RecordSize: s.sub.Records.Size,
 			Portions: s.hub.offsets(),
 		})

@@ -9,10 +9,23 @@
 //
 // # Subsystems
 //
-// Subsystems lists what the daemon can run, one entry per subsystem
-// (tcp, synthetic): its kernel needs, its section of the configuration,
-// how a model opens for the daemon, for an operator's recommendation with
-// no daemon running, and for a rollback, and how its records decode.
+// The daemon runs every model on the one period loop of package pipeline
+// and knows no subsystem by name: the binary registers them (Register)
+// from the list in package subsystems, and Subsystems, Lookup and
+// SplitName read that registry. A subsystem (pipeline.Subsystem) says
+// what it needs from the kernel, decodes its section of the
+// configuration into its own type, opens a model for the loop, and, with
+// no daemon, writes an operator's recommendation or rolls a model back;
+// its records decode for agents and exports.
+//
+// # Adding a subsystem
+//
+// Write its package as pipeline's documentation describes (objects,
+// decoder, learner, configuration type, Subsystem()), then add one line
+// to subsystems.All. Nothing in this package changes: the daemon loads,
+// pins, runs and supervises its models, adopts operators' changes,
+// publishes their portions, feedback and evidence, and 'mlbpf status',
+// 'mode', 'recommend', 'dataset' and 'rollback' work on them.
 //
 // # One daemon
 //

@@ -10,7 +10,7 @@ import (
 
 	"github.com/mlbpf/mlbpf/agent"
 	"github.com/mlbpf/mlbpf/model"
-	"github.com/mlbpf/mlbpf/ringbuf"
+	"github.com/mlbpf/mlbpf/pipeline"
 )
 
 // retainPortions is how many published portions a model keeps for agents
@@ -22,16 +22,16 @@ const retainPortions = 4
 // keeps for fetching, and the subscribers it notifies.
 type hub struct {
 	name   string
-	format RecordFormat
+	format pipeline.RecordFormat
 
 	mu       sync.Mutex
 	retained []*portion
 	subs     map[uint64]func(agent.Event)
 	// lastAgent is when a subscriber was last connected.
 	lastAgent time.Time
-	// free receives the datasets nobody needs any more, for the runner
-	// to reuse (ringbuf.DatasetBuilder.Discard is not safe for
-	// concurrent use, so the runner does it).
+	// free receives the datasets nobody needs any more, for the loop to
+	// reuse (ringbuf.DatasetBuilder.Discard is not safe for concurrent
+	// use, so the loop does it).
 	free chan *model.Dataset
 	// spool, if not nil, keeps the retained portions on disk across
 	// restarts.
@@ -46,7 +46,7 @@ type portion struct {
 	pending map[uint64]bool
 }
 
-func newHub(name string, format RecordFormat) *hub {
+func newHub(name string, format pipeline.RecordFormat) *hub {
 	return &hub{name: name, format: format, subs: map[uint64]func(agent.Event){},
 		lastAgent: time.Now(), free: make(chan *model.Dataset, retainPortions+1), log: slog.New(slog.DiscardHandler)}
 }
@@ -129,25 +129,23 @@ func (h *hub) sinksLocked() []func(agent.Event) {
 	return out
 }
 
-// publishModel publishes ds through m, for its notification, then keeps
-// it for fetching (publish).
-func (h *hub) publishModel(m *model.Model, ds *model.Dataset, log *slog.Logger) agent.Portion {
+// Publish implements pipeline.Publisher: it publishes ds through m, for
+// its notification, then keeps it for fetching (publish).
+func (h *hub) Publish(m *model.Model, ds *model.Dataset) {
 	n, err := m.PublishData(ds)
 	if err != nil {
-		log.Warn("publishing dataset", "model", h.name, "err", err)
+		h.log.Warn("publishing dataset", "model", h.name, "err", err)
 	}
-	return h.publish(ds, n)
+	h.publish(ds, n)
 }
 
-// recycle hands the datasets nobody needs any more back to b, for reuse.
-func (h *hub) recycle(b *ringbuf.DatasetBuilder) {
-	for {
-		select {
-		case ds := <-h.free:
-			_ = b.Discard(ds)
-		default:
-			return
-		}
+// Free implements pipeline.Publisher.
+func (h *hub) Free() *model.Dataset {
+	select {
+	case ds := <-h.free:
+		return ds
+	default:
+		return nil
 	}
 }
 
@@ -163,7 +161,7 @@ func (h *hub) releaseLocked(i int, forget bool) {
 	}
 	select {
 	case h.free <- p.ds:
-	default: // the runner has enough spares: let the GC have it
+	default: // the loop has enough spares: let the GC have it
 	}
 }
 

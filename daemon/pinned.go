@@ -1,17 +1,16 @@
 package daemon
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/mlbpf/mlbpf/config"
 	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/pipeline"
 	"github.com/mlbpf/mlbpf/ringbuf"
 )
 
@@ -36,7 +35,7 @@ func PinnedDir(pinRoot, name string) (string, error) {
 // subsystem, configured by c (its allow-list, for example), and writes it
 // into the pinned maps.
 func RecommendPinned(c *config.Config, pinRoot, name string, rec model.Recommendation) (model.Recommendation, error) {
-	sub, _, err := SplitName(name)
+	sub, modelName, err := SplitName(name)
 	if err != nil {
 		return rec, err
 	}
@@ -47,10 +46,14 @@ func RecommendPinned(c *config.Config, pinRoot, name string, rec model.Recommend
 	if m == nil {
 		m = &config.Model{Name: name}
 	}
-	if sub.recommendPinned == nil {
+	if sub.RecommendPinned == nil {
 		return rec, fmt.Errorf("%s: the subsystem takes no recommendations", name)
 	}
-	return sub.recommendPinned(c, m, pinRoot, rec)
+	sec, err := section(c, m)
+	if err != nil {
+		return rec, err
+	}
+	return sub.RecommendPinned(sec, pinRoot, modelName, rec)
 }
 
 // Rollback removes what one pinned model put in the kernel: its pinned
@@ -60,8 +63,8 @@ func Rollback(pinRoot, name string) error {
 	if err != nil {
 		return loader.RemovePins(filepath.Join(pinRoot, filepath.FromSlash(name)))
 	}
-	if sub.rollback != nil {
-		return sub.rollback(pinRoot, modelName)
+	if sub.Rollback != nil {
+		return sub.Rollback(pinRoot, modelName)
 	}
 	return loader.RemovePins(loader.PinDir(pinRoot, sub.Name, modelName))
 }
@@ -87,7 +90,7 @@ func SetOperatorStopped(stateDir, name string, stopped bool) error {
 // ReadDataset takes a dataset portion from a model's pinned ring buffer,
 // with no daemon running: the records available now, up to maxRecords
 // (0: as many as one ring holds). The records are consumed.
-func ReadDataset(pinRoot, name string, maxRecords int) (*model.Dataset, *Subsystem, error) {
+func ReadDataset(pinRoot, name string, maxRecords int) (*model.Dataset, *pipeline.Subsystem, error) {
 	sub, _, err := SplitName(name)
 	if err != nil {
 		return nil, nil, err
@@ -120,19 +123,7 @@ func ReadDataset(pinRoot, name string, maxRecords int) (*model.Dataset, *Subsyst
 		defer lm.Close()
 		lost, _ = ringbuf.NewLostCounter(lm)
 	}
-	rd.SetDeadline(time.Now())
-	for b.Len() < maxRecords {
-		// A batch is at most a quarter of the ring: records past the
-		// cap are dropped, so read no more batches once it is reached.
-		_, err := b.ReadFrom(rd, lost)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			break
-		}
-		if err != nil {
-			b.Fail()
-			break
-		}
-	}
+	_ = b.Fill(rd, lost) // a failed read fails the portion
 	ds, err := b.Take()
 	return ds, sub, err
 }

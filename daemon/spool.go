@@ -14,6 +14,7 @@ import (
 
 	"github.com/mlbpf/mlbpf/agent"
 	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/pipeline"
 )
 
 // The spool keeps on disk the dataset portions a model retains for agents
@@ -66,7 +67,7 @@ func (s *spool) remove(offset uint64) error {
 // most keep of them (the newest). A file that does not hold a portion of
 // this model's records is set aside (renamed *.bad, for inspection) and
 // reported; the others are still loaded.
-func (s *spool) load(format RecordFormat, keep int, log *slog.Logger, name string) ([]*portion, error) {
+func (s *spool) load(format pipeline.RecordFormat, keep int, log *slog.Logger, name string) ([]*portion, error) {
 	entries, err := os.ReadDir(s.dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -115,7 +116,7 @@ func (s *spool) load(format RecordFormat, keep int, log *slog.Logger, name strin
 	return out, nil
 }
 
-func readSpooled(path string, format RecordFormat, name string) (*portion, error) {
+func readSpooled(path string, format pipeline.RecordFormat, name string) (*portion, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"github.com/mlbpf/mlbpf/config"
 	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/pipeline"
 )
 
 // procLock serializes a model's control block writers: goroutines of
@@ -178,8 +179,8 @@ type supervisor struct {
 	d       *Daemon
 	name    string
 	cm      *config.Model
-	sub     *Subsystem
-	r       runner
+	sub     *pipeline.Subsystem
+	r       *pipeline.Loop
 	m       *model.Model
 	g       *guard
 	lock    *procLock
@@ -197,7 +198,7 @@ type supervisor struct {
 	lastMode        model.Mode
 	lastState       model.State
 	evidence        Evidence
-	stats           runnerStats
+	stats           pipeline.Stats
 	published       time.Time
 }
 
@@ -411,8 +412,8 @@ func (s *supervisor) periodic(final bool) {
 		}
 	}
 
-	eff := s.efficiency()
-	fb := st.Feedback
+	eff := st.Efficiency
+	fb := s.r.TakeFeedback()
 	if fb == nil {
 		fb = &agent.Feedback{}
 	}
@@ -473,38 +474,8 @@ func (s *supervisor) saveController(generation uint32) {
 	}
 }
 
-// efficiency is the controller's estimate of the model's efficiency in its
-// current mode, nil before there is any.
-func (s *supervisor) efficiency() *agent.Efficiency {
-	eff, err := s.m.EstimateEfficiency(model.Recommendation{}, model.Request{})
-	if err != nil {
-		return nil
-	}
-	conf := 0.0
-	if c := s.m.Controller(); c != nil {
-		conf = c.Config().Confidence
-	}
-	g := eff.Gain
-	e := &agent.Efficiency{
-		Mode: eff.Mode.String(), N: g.N, BaselineN: g.BaselineN, Baseline: g.BaselineMean,
-		Effect: g.Effect, Lower: g.Lower, Upper: g.Upper, Confidence: conf,
-		PImprove: g.PImprove, PRegress: g.PRegress, Applied: eff.Applied,
-	}
-	if g.BaselineMean != 0 {
-		e.Relative = g.Effect / abs(g.BaselineMean)
-	}
-	return e
-}
-
-func abs(x float64) float64 {
-	if x < 0 {
-		return -x
-	}
-	return x
-}
-
 // snapshot returns the last evidence and stats (for metrics).
-func (s *supervisor) snapshot() (Evidence, runnerStats) {
+func (s *supervisor) snapshot() (Evidence, pipeline.Stats) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.evidence, s.stats

@@ -103,10 +103,9 @@ func TestTCP(t *testing.T) {
 	}
 }
 
-// TestTCPDatasets makes connections in tcp/cc's cgroup (a testbed's) and
-// fetches their records through the daemon, as an agent or 'mlbpf dataset
-// get' does.
-func TestTCPDatasets(t *testing.T) {
+// tcpTestbed returns a testbed with a cgroup for tcp/cc, and a sink in
+// its server namespace.
+func tcpTestbed(t *testing.T) (*testbed.Testbed, *testbed.Sink) {
 	testutil.RequireBPF(t)
 	avail, err := tcp.Available()
 	if err != nil {
@@ -129,6 +128,14 @@ func TestTCPDatasets(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sink.Close() })
+	return tb, sink
+}
+
+// TestTCPDatasets makes connections in tcp/cc's cgroup (a testbed's) and
+// fetches their records through the daemon, as an agent or 'mlbpf dataset
+// get' does.
+func TestTCPDatasets(t *testing.T) {
+	tb, sink := tcpTestbed(t)
 
 	c := daemonConfig(t, fmt.Sprintf(`
   - name: tcp/cc
@@ -205,4 +212,102 @@ func TestTCPDatasets(t *testing.T) {
 		}
 	}
 	td.shutdown(t)
+}
+
+// TestTCPLostCount makes the kernel lose tcp/cc records once: a ring of
+// one page, a burst of connections within one period. The portions
+// published afterwards must be complete with nothing lost (the loss is
+// counted once, in the portions of the period it happened), and the
+// status's total must equal the kernel's counter.
+func TestTCPLostCount(t *testing.T) {
+	tb, sink := tcpTestbed(t)
+
+	const period = 500 * time.Millisecond
+	c := daemonConfig(t, fmt.Sprintf(`
+  - name: tcp/cc
+    interval: %v
+    lease: 5s
+    tcp:
+      cgroup: %s
+      default: cubic
+      ring_bytes: %d
+      learn: {min_bytes: 1}
+`, period, tb.Cgroup(), os.Getpagesize()))
+	td := start(t, c)
+	s, _ := td.d.find("tcp/cc")
+	waitFor(t, "RUNNING", func() bool { return s.m.State() == model.StateRunning })
+	kernelLost := func() uint64 {
+		pm, err := loader.ReadPinned(c.PinRoot, "tcp", "cc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pm.Lost
+	}
+	send := func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		_, err := tb.Send(ctx, sink.Addr(), testbed.Load{Bytes: 1}, "")
+		return err
+	}
+
+	// The burst: far more records than a page holds, faster than a
+	// period drains them.
+	const burst = 256
+	errs := make(chan error, burst)
+	for range burst {
+		go func() { errs <- send() }()
+	}
+	for range burst {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	lost := kernelLost()
+	if lost == 0 {
+		t.Fatalf("the kernel lost no record of a burst of %d connections into a %d-byte ring", burst, os.Getpagesize())
+	}
+	// Let the daemon drain the burst's records and account its loss.
+	time.Sleep(3 * period)
+	if k := kernelLost(); k != lost {
+		t.Fatalf("the kernel's lost counter moved from %d to %d after the burst", lost, k)
+	}
+	var last uint64
+	offs := s.hub.offsets()
+	if len(offs) == 0 {
+		t.Fatal("no portion published for the burst")
+	}
+	last = offs[len(offs)-1]
+
+	// After the loss: connections one at a time, each record read before
+	// the next; every portion must be complete.
+	const after = 3
+	checked := map[uint64]bool{}
+	records := 0
+	for i := range after {
+		if err := send(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, fmt.Sprintf("connection %d's record published", i+1), func() bool {
+			for _, off := range s.hub.offsets() {
+				if off <= last || checked[off] {
+					continue
+				}
+				p, err := td.d.Fetch("tcp/cc", &off, false, false)
+				if err != nil {
+					continue // evicted meanwhile
+				}
+				checked[off] = true
+				records += int(p.Size)
+				if p.Lost != 0 || p.State != model.DatasetExtractedCompletely.String() {
+					t.Fatalf("portion %d after the loss: %s, %d records, lost %d; want %s, lost 0 (the kernel lost %d, once)",
+						off, p.State, p.Size, p.Lost, model.DatasetExtractedCompletely, lost)
+				}
+			}
+			return records >= i+1
+		})
+	}
+	waitFor(t, fmt.Sprintf("status lost = the kernel's %d", lost), func() bool {
+		e, _ := s.snapshot()
+		return e.Lost == lost
+	})
 }

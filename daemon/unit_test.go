@@ -13,6 +13,8 @@ import (
 	"github.com/mlbpf/mlbpf/config"
 	"github.com/mlbpf/mlbpf/internal/testutil"
 	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/pipeline"
+	"github.com/mlbpf/mlbpf/subsystems"
 )
 
 func TestLock(t *testing.T) {
@@ -46,7 +48,7 @@ func TestCheck(t *testing.T) {
 		{"models:\n  - name: disk/io\n", `x.yaml:2: models[0].name: unknown subsystem "disk" (want tcp, synthetic)`},
 		{"models:\n  - name: tcp/rto\n", `x.yaml:2: models[0].name: tcp has only the model cc`},
 		{"models:\n  - name: tcp/cc\n    tcp:\n      allowed: [BBR]\n", `x.yaml:4: models[0].tcp.allowed: "BBR" is not a congestion control name`},
-		{"models:\n  - name: tcp/cc\n    tcp:\n      cgroups: /x\n", `x.yaml:4: models[0].tcp.cgroups: unknown field (want cgroup, allowed, default, passive, rate_probe, learn, portion_bytes)`},
+		{"models:\n  - name: tcp/cc\n    tcp:\n      cgroups: /x\n", `x.yaml:4: models[0].tcp.cgroups: unknown field (want cgroup, allowed, default, passive, rate_probe, learn, portion_bytes, ring_bytes)`},
 		{"models:\n  - name: tcp/cc\n    tcp:\n      portion_bytes: 100\n", `x.yaml:4: models[0].tcp.portion_bytes: 100: want at least one record, 128 bytes`},
 		{"models:\n  - name: synthetic/a\n    synthetic:\n      portion_bytes: 3\n", `x.yaml:4: models[0].synthetic.portion_bytes: 3: want at least one record, 40 bytes`},
 	} {
@@ -106,7 +108,7 @@ func dataset(t *testing.T, offset uint64, n int) *model.Dataset {
 }
 
 func TestHub(t *testing.T) {
-	h := newHub("synthetic/demo", RecordFormat{Kind: 1, Size: 24, JSON: func(b []byte) (any, error) { return len(b), nil }})
+	h := newHub("synthetic/demo", pipeline.RecordFormat{Kind: 1, Size: 24, JSON: func(b []byte) (any, error) { return len(b), nil }})
 	if _, err := h.fetch(nil, true, false); err == nil {
 		t.Fatal("fetched from an empty hub")
 	}
@@ -167,7 +169,7 @@ func TestHubSpoolFailing(t *testing.T) {
 	}
 	var logs testutil.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	h := newHub("synthetic/demo", RecordFormat{Kind: 1, Size: 24})
+	h := newHub("synthetic/demo", pipeline.RecordFormat{Kind: 1, Size: 24})
 	if next := h.restore(dir, log); next != 0 || len(h.offsets()) != 0 {
 		t.Fatalf("restore from a broken spool: next %d, offsets %v", next, h.offsets())
 	}
@@ -192,6 +194,7 @@ func TestHubSpoolFailing(t *testing.T) {
 }
 
 func TestMain(m *testing.M) {
+	Register(subsystems.All()...)
 	before := testutil.OpenFDs()
 	code := m.Run()
 	if after := testutil.OpenFDs(); code == 0 && after > before {

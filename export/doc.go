@@ -48,7 +48,7 @@
 //
 //   - stream_offset (uint64), first: the record's index in the model's
 //     record stream, the dataset's PortionOffset plus the record's index in
-//     it, so a row can be traced back to its portion (the seed's
+//     it, so a row can be traced back to its portion (the RFC's
 //     portion_offset) and rows of several exports joined or deduplicated;
 //   - arm_name, right after arm, for records with a header: the arm's name
 //     ("model", "control", … as model.Arm.String);

@@ -11,7 +11,7 @@ import (
 	"testing"
 )
 
-// wrappers lists the seed-API methods with the states they run in,
+// wrappers lists the RFC-API methods with the states they run in,
 // written out independently of the implementation.
 var wrappers = []struct {
 	name    string

@@ -9,10 +9,10 @@ import (
 // maxDatasetBytes bounds one portion's allocation.
 const maxDatasetBytes = 1 << 30
 
-// Dataset is one portion of a model's record stream (the seed's
+// Dataset is one portion of a model's record stream (the RFC's
 // ml_lib_dataset): fixed-size records back to back, with their position in
 // the stream. Its state changes only through its methods, following the
-// seed's dataset states:
+// RFC's dataset states:
 //
 //	UNKNOWN ─Allocate→ ALLOCATED ─MarkClean→ CLEAN ─Extracted→ EXTRACTED_PARTIALLY/COMPLETELY
 //	CLEAN, EXTRACTED_PARTIALLY ─Fail→ EXTRACTION_FAILURE

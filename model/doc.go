@@ -11,7 +11,7 @@
 // nothing is applied unless the model is RUNNING, its mode allows it and
 // its lease has not expired.
 //
-// # The seed, mapped
+// # The RFC, mapped
 //
 //	ml_lib.h                                    package model
 //	------------------------------------------  ------------------------------------------------

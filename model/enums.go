@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// Mode is the seed's enum ml_lib_system_mode: how the subsystem uses the
+// Mode is the RFC's enum ml_lib_system_mode: how the subsystem uses the
 // model. The values are those of enum mlbpf_mode in bpf/include/mlbpf.h.
 type Mode uint32
 
@@ -23,7 +23,7 @@ const (
 
 var modeNames = [ModeCount]string{"UNKNOWN", "EMERGENCY", "LEARNING", "COLLABORATION", "RECOMMENDATION"}
 
-// String returns the mode's name as in the seed without its _MODE suffix,
+// String returns the mode's name as in the RFC without its _MODE suffix,
 // "EMERGENCY" for example, or "Mode(9)" for a value that is not a mode.
 func (m Mode) String() string { return enumName(modeNames[:], uint32(m), "Mode") }
 
@@ -32,7 +32,7 @@ func (m Mode) String() string { return enumName(modeNames[:], uint32(m), "Mode")
 func (m Mode) Valid() bool { return m >= ModeEmergency && m <= ModeRecommendation }
 
 // ParseMode parses a mode name, case-insensitively, with or without the
-// seed's ML_LIB_ prefix and _MODE suffix: "learning", "LEARNING_MODE" and
+// RFC's ML_LIB_ prefix and _MODE suffix: "learning", "LEARNING_MODE" and
 // "ML_LIB_LEARNING_MODE" all give ModeLearning.
 func ParseMode(s string) (Mode, error) {
 	name := strings.ToUpper(strings.TrimSpace(s))
@@ -65,7 +65,7 @@ func (m *Mode) UnmarshalText(text []byte) error {
 	return nil
 }
 
-// State is a model's lifecycle state (the seed's ML_LIB_MODEL_* enum). The
+// State is a model's lifecycle state (the RFC's ML_LIB_MODEL_* enum). The
 // values are those of enum mlbpf_model_state; the BPF appliers act only in
 // StateRunning.
 type State uint32
@@ -133,11 +133,11 @@ func (s State) Subsystem() SubsystemState {
 	}
 }
 
-// SubsystemState is the seed's ML_LIB_SUBSYSTEM_* enum. Its order differs
+// SubsystemState is the RFC's ML_LIB_SUBSYSTEM_* enum. Its order differs
 // from State's: SHUTTING_DOWN comes before STOPPED.
 type SubsystemState uint32
 
-// Subsystem states, in the seed's order.
+// Subsystem states, in the RFC's order.
 const (
 	SubsystemUnknown      SubsystemState = 0
 	SubsystemCreated      SubsystemState = 1
@@ -155,7 +155,7 @@ func (s SubsystemState) String() string {
 	return enumName(subsystemStateNames, uint32(s), "SubsystemState")
 }
 
-// DatasetType is the seed's ML_LIB_*_DATASET type enum.
+// DatasetType is the RFC's ML_LIB_*_DATASET type enum.
 type DatasetType uint32
 
 // Dataset types.
@@ -172,7 +172,7 @@ var datasetTypeNames = []string{"UNKNOWN", "EMPTY", "VALUE", "STRUCTURE", "MEMOR
 // String returns the type's name, "STRUCTURE" for example.
 func (t DatasetType) String() string { return enumName(datasetTypeNames, uint32(t), "DatasetType") }
 
-// DatasetState is the seed's ML_LIB_DATASET_* state enum.
+// DatasetState is the RFC's ML_LIB_DATASET_* state enum.
 type DatasetState uint32
 
 // Dataset states.
@@ -192,7 +192,7 @@ var datasetStateNames = []string{"UNKNOWN", "ALLOCATED", "CLEAN", "EXTRACTED_PAR
 // String returns the state's name, "EXTRACTED_PARTIALLY" for example.
 func (s DatasetState) String() string { return enumName(datasetStateNames, uint32(s), "DatasetState") }
 
-// RequestConfigType is the seed's ML_LIB_*_REQUEST_CONFIG type enum.
+// RequestConfigType is the RFC's ML_LIB_*_REQUEST_CONFIG type enum.
 type RequestConfigType uint32
 
 // Request configuration types.
@@ -208,7 +208,7 @@ func (t RequestConfigType) String() string {
 	return enumName(requestConfigTypeNames, uint32(t), "RequestConfigType")
 }
 
-// RequestConfigState is the seed's ML_LIB_REQUEST_CONFIG_* state enum.
+// RequestConfigState is the RFC's ML_LIB_REQUEST_CONFIG_* state enum.
 type RequestConfigState uint32
 
 // Request configuration states.

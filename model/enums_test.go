@@ -35,7 +35,7 @@ func TestEnumValuesMatchHeader(t *testing.T) {
 		{"MLBPF_ARM_REJECTED", uint32(ArmRejected), 5},
 		{"MLBPF_ARM_SKIPPED", uint32(ArmSkipped), 6},
 		{"MLBPF_ARM_MAX", ArmCount, 7},
-		// The seed's subsystem states: SHUTTING_DOWN before STOPPED.
+		// The RFC's subsystem states: SHUTTING_DOWN before STOPPED.
 		{"ML_LIB_SUBSYSTEM_RUNNING", uint32(SubsystemRunning), 4},
 		{"ML_LIB_SUBSYSTEM_SHUTTING_DOWN", uint32(SubsystemShuttingDown), 5},
 		{"ML_LIB_SUBSYSTEM_STOPPED", uint32(SubsystemStopped), 6},

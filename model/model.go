@@ -13,7 +13,7 @@ import (
 // Operation is a state-changing operation of a Model.
 type Operation uint32
 
-// Operations, as named in the seed (ml_model_create, ml_model_init, ...).
+// Operations, as named in the RFC (ml_model_create, ml_model_init, ...).
 const (
 	OpCreate Operation = iota
 	OpInit
@@ -142,7 +142,7 @@ type ModeChange struct {
 // modeHistoryLen bounds Model.ModeHistory.
 const modeHistoryLen = 32
 
-// Model is an ML model attached to a kernel subsystem (the seed's struct
+// Model is an ML model attached to a kernel subsystem (the RFC's struct
 // ml_lib_model): its lifecycle state, its mode, its options, its current
 // dataset and its operations. Every state-changing call writes the control
 // block through the ControlStore, which is how the kernel learns about it.
@@ -505,7 +505,7 @@ func (m *Model) Destroy() error {
 	})
 }
 
-// SetMode sets the mode, as an operator or a controller (the seed's
+// SetMode sets the mode, as an operator or a controller (the RFC's
 // correct_system_state, by hand). It is legal from INITIALIZED to STOPPED.
 // A mode above MaxMode returns ErrAboveMaxMode; EMERGENCY is always
 // allowed. Setting the current mode again writes nothing. A change resets

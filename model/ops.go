@@ -7,7 +7,7 @@ import (
 	"unicode"
 )
 
-// Recommendation is a learner's recommendation for one subject (the seed's
+// Recommendation is a learner's recommendation for one subject (the RFC's
 // ml_lib_user_space_recommendation): apply Value to Key.
 type Recommendation struct {
 	Key   string // the subject, e.g. a remote prefix "10.1.0.0/16"
@@ -17,14 +17,14 @@ type Recommendation struct {
 	Generation uint32
 }
 
-// RequestConfig is the seed's ml_lib_request_config: how a dataset request
+// RequestConfig is the RFC's ml_lib_request_config: how a dataset request
 // is configured.
 type RequestConfig struct {
 	Type  RequestConfigType
 	State RequestConfigState
 }
 
-// Request is a user-space agent's request (the seed's
+// Request is a user-space agent's request (the RFC's
 // ml_lib_user_space_request), given to GetDataset, ExecuteOperation and
 // EstimateEfficiency.
 type Request struct {
@@ -56,7 +56,7 @@ func (k NotificationKind) String() string {
 }
 
 // Notification tells the user-space agent about new data or feedback (the
-// seed's ml_lib_user_space_notification). The Model fills in what it
+// RFC's ml_lib_user_space_notification). The Model fills in what it
 // knows; the operation may add to it and deliver it.
 type Notification struct {
 	Kind       NotificationKind
@@ -79,7 +79,7 @@ type Notification struct {
 	Message string
 }
 
-// Feedback is one outcome fed back to the model (the seed's
+// Feedback is one outcome fed back to the model (the RFC's
 // ml_lib_backpropagation_feedback): what happened, and what the learner
 // had predicted.
 type Feedback struct {
@@ -91,8 +91,9 @@ type Feedback struct {
 	// counterfactual the LEARNING mode is judged on.
 	Predicted     float64
 	HasPrediction bool
-	// Key is the subject the outcome is about.
-	Key string
+	// Key is the subject the outcome is about, and Value what the kernel
+	// applied to it (the algorithm a connection ran, for example).
+	Key, Value string
 	// Mode and Generation are those in force at the decision (copied from
 	// the record header). Feedback from another mode, or from before the
 	// current mode was entered, is not evidence for the current mode.
@@ -106,7 +107,7 @@ func (f Feedback) Outcome() Outcome {
 }
 
 // Efficiency is the estimated effect of the model in its current mode (the
-// seed's estimate_ml_model_efficiency).
+// RFC's estimate_ml_model_efficiency).
 type Efficiency struct {
 	Mode Mode
 	// Samples counts the outcomes observed per arm in this mode.
@@ -120,7 +121,7 @@ type Efficiency struct {
 	Gain Comparison
 }
 
-// SystemState is a snapshot of a subsystem's state (the seed's
+// SystemState is a snapshot of a subsystem's state (the RFC's
 // ml_lib_subsystem_state, as returned by get_system_state).
 type SystemState struct {
 	State SubsystemState
@@ -137,7 +138,7 @@ type SystemState struct {
 	Values map[string]float64
 }
 
-// ModelOps is the seed's ml_lib_model_operations: what a subsystem
+// ModelOps is the RFC's ml_lib_model_operations: what a subsystem
 // specializes. Embed GenericModelOps and override what differs.
 //
 // The Model calls Create, Init, ReInit, Start, Stop and Destroy while it
@@ -172,7 +173,7 @@ type ModelOps interface {
 	CorrectSystemState(m *Model) (Decision, error)
 }
 
-// SubsystemStateOps is the seed's ml_lib_subsystem_state_operations.
+// SubsystemStateOps is the RFC's ml_lib_subsystem_state_operations.
 // Embed GenericSubsystemStateOps and override what differs.
 type SubsystemStateOps interface {
 	Init(m *Model) error
@@ -185,7 +186,7 @@ type SubsystemStateOps interface {
 	CorrectSystemState(m *Model, d Decision) error
 }
 
-// DatasetOps is the seed's ml_lib_dataset_operations. Embed
+// DatasetOps is the RFC's ml_lib_dataset_operations. Embed
 // GenericDatasetOps and override what differs (Extract at least).
 //
 // The Model calls them with its dataset lock held: they must not call the
@@ -203,7 +204,7 @@ type DatasetOps interface {
 	PublishData(m *Model, ds *Dataset) error
 }
 
-// GenericModelOps implements ModelOps with the seed's generic_* behaviour:
+// GenericModelOps implements ModelOps with the RFC's generic_* behaviour:
 // lifecycle callbacks that delegate to the subsystem-state operations,
 // dataset operations that delegate to the DatasetOps, and the mode
 // controller for estimating and correcting the mode. ApplyRecommendation
@@ -353,7 +354,7 @@ func (GenericModelOps) CorrectSystemState(m *Model) (Decision, error) {
 	return d, m.SubsystemStateOps().CorrectSystemState(m, d)
 }
 
-// GenericSubsystemStateOps implements SubsystemStateOps with the seed's
+// GenericSubsystemStateOps implements SubsystemStateOps with the RFC's
 // generic behaviour: the snapshot is the control block read back from the
 // store, the estimate is the mode controller's decision.
 type GenericSubsystemStateOps struct{}
@@ -405,7 +406,7 @@ func (GenericSubsystemStateOps) CorrectSystemState(m *Model, d Decision) error {
 	return m.ApplyDecision(d)
 }
 
-// GenericDatasetOps implements DatasetOps with the seed's generic
+// GenericDatasetOps implements DatasetOps with the RFC's generic
 // behaviour. Its fields give the layout Init allocates; the zero value
 // allocates an EMPTY dataset. Extract has no default except for EMPTY
 // datasets.

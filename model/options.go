@@ -18,7 +18,7 @@ const (
 // (MLBPF_PERMILLE).
 const Permille = 1000
 
-// Options are a model's options (the seed's ml_lib_model_options), given to
+// Options are a model's options (the RFC's ml_lib_model_options), given to
 // Init and ReInit. A zero field takes its default.
 type Options struct {
 	// SleepTimeout is the main loop period: how often the daemon renews the
@@ -119,7 +119,7 @@ func (o Options) Validate() error {
 	return nil
 }
 
-// RunConfig is the seed's ml_lib_model_run_config, given to Start: it
+// RunConfig is the RFC's ml_lib_model_run_config, given to Start: it
 // corrects the options for one start/stop run. A zero field keeps the
 // option.
 type RunConfig struct {

@@ -2,8 +2,11 @@ package ringbuf
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
+	"os"
+	"time"
 	"unsafe"
 
 	"github.com/mlbpf/mlbpf/loader"
@@ -71,6 +74,7 @@ type DatasetBuilder struct {
 	cfg      DatasetConfig
 	capacity int // records per portion
 
+	batch   Batch          // Fill's
 	cur     *model.Dataset // CLEAN, being built
 	spare   *model.Dataset // OBSOLETE, for the next portion
 	next    uint64         // stream index of the next portion
@@ -194,6 +198,47 @@ func (b *DatasetBuilder) ReadFrom(rd *Reader, lost *LostCounter) (int, error) {
 		b.AddLost(d)
 	}
 	return n, err
+}
+
+// Fill takes the records available in rd now into the current portion,
+// in place from the ring, up to the portion's capacity: the records past
+// it stay in the ring for the next portion, none is dropped. With lost
+// not nil, it adds the records the kernel lost since the last call. A
+// read that fails marks the portion failed (Fail) and is returned. Fill
+// sets rd's deadline to now.
+func (b *DatasetBuilder) Fill(rd *Reader, lost *LostCounter) error {
+	var err error
+	rd.SetDeadline(time.Now())
+	for !b.cur.Full() {
+		if err = rd.NextBatch(&b.batch); err != nil {
+			break
+		}
+		for !b.cur.Full() {
+			rec := b.batch.Next()
+			if rec == nil {
+				break
+			}
+			_ = b.Add(rec)
+		}
+		if err = b.batch.Err(); err != nil {
+			break
+		}
+	}
+	b.batch.Release()
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = nil
+	}
+	if lost != nil {
+		d, lerr := lost.Delta()
+		if err == nil {
+			err = lerr
+		}
+		b.AddLost(d)
+	}
+	if err != nil {
+		b.Fail()
+	}
+	return err
 }
 
 // Take ends the current portion and returns it; the next portion starts

@@ -249,3 +249,45 @@ func TestDatasetFromRing(t *testing.T) {
 		t.Fatalf("%.0f allocations per portion of 50 records, the producer alone %.0f", allocs, emitOnly)
 	}
 }
+
+// TestDatasetFill fills portions in place from the ring: up to the
+// portion's capacity, the rest left in the ring for the next portion,
+// nothing dropped, the kernel's losses counted once.
+func TestDatasetFill(t *testing.T) {
+	p := newProducer(t, uint32(os.Getpagesize()))
+	r := newReader(t, p.Events())
+	lost, err := ringbuf.NewLostCounter(p.Lost())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const capacity = 7
+	b := newBuilder(t, capacity*testRecordSize)
+	fits := (os.Getpagesize() - 8) / (testRecordSize + 8)
+	const count = 300
+	emit(t, p, ringbench.EmitArgs{Count: count, Size: uint64(testRecordSize)})
+	var seqs []uint64
+	for i := 0; ; i++ {
+		if err := b.Fill(r, lost); err != nil {
+			t.Fatal(err)
+		}
+		ds := take(t, b)
+		if ds.State == model.DatasetClean {
+			break
+		}
+		wantLost := uint64(0)
+		if i == 0 {
+			wantLost = count - uint64(fits)
+		}
+		if ds.Lost != wantLost || ds.Len() > capacity || (ds.Len() < capacity && len(seqs)+ds.Len() != fits) {
+			t.Fatalf("portion %d: %v, %d records, %d lost; want at most %d records, %d lost", i, ds.State, ds.Len(), ds.Lost, capacity, wantLost)
+		}
+		seqs = append(seqs, datasetSeqs(t, ds)...)
+		if err := b.Discard(ds); err != nil {
+			t.Fatal(err)
+		}
+	}
+	equalSeqs(t, seqs, wantSeqs(0, uint64(fits), 0))
+	if st := b.Stats(); st.Dropped != 0 || st.Lost != count-uint64(fits) {
+		t.Fatalf("stats %+v: want nothing dropped, %d lost", st, count-fits)
+	}
+}

@@ -11,9 +11,9 @@
 // record per decision into the model's ring buffer.
 //
 // The applier is a raw tracepoint program: tests drive it with
-// BPF_PROG_TEST_RUN (Subsystem.Apply), and the daemon attaches it to
+// BPF_PROG_TEST_RUN (Objects.Apply), and the daemon attaches it to
 // raw_syscalls:sys_enter, where the key is the syscall number, and pins
 // its link beside the maps: a daemon that dies leaves the applier
 // attached, and the lease returns the kernel to the default (see
-// Subsystem.Start).
+// Objects.Start).
 package synthetic

@@ -53,7 +53,7 @@ func FuzzParseRecommendation(f *testing.F) {
 // fuzzModel opens a model RUNNING in RECOMMENDATION for an hour, its
 // holdout set to 0 in the kernel, so that every decision on a key with a
 // valid recommendation applies it.
-func fuzzModel(f *testing.F, maxValue uint32) (*Subsystem, *model.Model) {
+func fuzzModel(f *testing.F, maxValue uint32) (*Objects, *model.Model) {
 	testutil.RequireBPF(f)
 	s, err := Open(Config{PinRoot: testutil.PinRoot(f), Model: "fuzz", MaxValue: maxValue})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/mlbpf/mlbpf/config"
 	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
 )
@@ -29,7 +30,8 @@ type Record = synthSynthRecord
 // RecordSize is the size in bytes of a Record in the ring buffer.
 const RecordSize = int(unsafe.Sizeof(Record{}))
 
-// Config selects where and how the subsystem is loaded.
+// Config configures a synthetic model. The fields with a cfg tag are its
+// section of the daemon's configuration ("synthetic:").
 type Config struct {
 	// PinRoot is the root of mlbpf's pins (default loader.DefaultPinRoot).
 	PinRoot string
@@ -38,14 +40,32 @@ type Config struct {
 	// MaxValue is the largest value the applier accepts from a
 	// recommendation (default 1<<20); Recommend refuses larger ones and
 	// the applier rejects them if written to the map by hand.
-	MaxValue uint32
-	// FilterTgid restricts the live hook to one thread group (0: all).
-	FilterTgid uint32
+	MaxValue uint32 `cfg:"max_value"`
+	// FilterTgid restricts the live hook to one process (0: every one
+	// but ExcludeTgid). The hook is on every system call, so a host-wide
+	// synthetic model costs every process a little: give a PID outside
+	// demos.
+	FilterTgid uint32 `cfg:"pid"`
+	// PortionBytes caps a dataset portion (default 128 KiB): records
+	// beyond it wait in the ring for the next period, or are lost.
+	PortionBytes int `cfg:"portion_bytes"`
+	// Adversarial makes the built-in learner recommend the worst value
+	// for every key: a bad model, which the mode controller must never
+	// promote (a test of the controller).
+	Adversarial bool `cfg:"adversarial"`
 	// ExcludeTgid makes the live hook ignore one thread group, the
 	// daemon's own (0: none).
 	ExcludeTgid uint32
 	// Live attaches the applier to raw_syscalls:sys_enter on Start.
 	Live bool
+}
+
+// Validate implements config.Section.
+func (c *Config) Validate() error {
+	if c.PortionBytes != 0 && c.PortionBytes < RecordSize {
+		return config.Field("portion_bytes", "%d: want at least one record, %d bytes", c.PortionBytes, RecordSize)
+	}
+	return nil
 }
 
 func (c *Config) withDefaults() Config {
@@ -62,9 +82,9 @@ func (c *Config) withDefaults() Config {
 	return out
 }
 
-// Subsystem is a loaded, pinned synthetic model object. It implements
+// Objects is a loaded, pinned synthetic model object. It implements
 // model.ModelOps on top of model.GenericModelOps.
-type Subsystem struct {
+type Objects struct {
 	model.GenericModelOps
 
 	cfg     Config
@@ -77,7 +97,7 @@ type Subsystem struct {
 
 // Open loads the synthetic objects and pins their maps under
 // <PinRoot>/synthetic/<Model>/, adopting pins left by an earlier run.
-func Open(cfg Config) (*Subsystem, error) {
+func Open(cfg Config) (*Objects, error) {
 	cfg = cfg.withDefaults()
 	if err := loader.ValidName(cfg.Model); err != nil {
 		return nil, fmt.Errorf("opening synthetic subsystem: %w", err)
@@ -100,7 +120,7 @@ func Open(cfg Config) (*Subsystem, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening synthetic subsystem: %w", err)
 	}
-	s := &Subsystem{cfg: cfg, dir: dir, coll: coll}
+	s := &Objects{cfg: cfg, dir: dir, coll: coll}
 	if err := coll.Assign(&s.objs); err != nil {
 		coll.Close()
 		return nil, fmt.Errorf("opening synthetic subsystem: %w", err)
@@ -113,34 +133,34 @@ func Open(cfg Config) (*Subsystem, error) {
 }
 
 // Dir is the model's pin directory.
-func (s *Subsystem) Dir() string { return s.dir }
+func (s *Objects) Dir() string { return s.dir }
 
 // Control is the model's control block in the kernel.
-func (s *Subsystem) Control() *loader.ControlMap { return s.control }
+func (s *Objects) Control() *loader.ControlMap { return s.control }
 
 // Events is the model's ring buffer of Records.
-func (s *Subsystem) Events() *ebpf.Map { return s.objs.Events }
+func (s *Objects) Events() *ebpf.Map { return s.objs.Events }
 
 // Lost is the model's per-CPU count of records the applier could not
 // reserve.
-func (s *Subsystem) Lost() *ebpf.Map { return s.objs.Lost }
+func (s *Objects) Lost() *ebpf.Map { return s.objs.Lost }
 
 // Program is the applier.
-func (s *Subsystem) Program() *ebpf.Program { return s.objs.SynthApply }
+func (s *Objects) Program() *ebpf.Program { return s.objs.SynthApply }
 
 // ArmCounts returns how many decisions took each arm.
-func (s *Subsystem) ArmCounts() ([loader.ArmCount]uint64, error) {
+func (s *Objects) ArmCounts() ([loader.ArmCount]uint64, error) {
 	return loader.ArmCounts(s.objs.Stats)
 }
 
 // LostRecords returns how many records the applier could not reserve.
-func (s *Subsystem) LostRecords() (uint64, error) {
+func (s *Objects) LostRecords() (uint64, error) {
 	return loader.LostRecords(s.objs.Lost)
 }
 
 // Apply runs the applier once for key through BPF_PROG_TEST_RUN and
 // returns the value it chose.
-func (s *Subsystem) Apply(key uint32) (uint32, error) {
+func (s *Objects) Apply(key uint32) (uint32, error) {
 	args := [2]uint64{0, uint64(key)}
 	v, err := s.objs.SynthApply.Run(&ebpf.RunOptions{Context: args[:]})
 	if err != nil {
@@ -153,7 +173,7 @@ func (s *Subsystem) Apply(key uint32) (uint32, error) {
 var ErrOutOfRange = errors.New("recommendation out of range")
 
 // Recommend validates value and writes it as the recommendation for key.
-func (s *Subsystem) Recommend(key, value uint32, generation uint32) error {
+func (s *Objects) Recommend(key, value uint32, generation uint32) error {
 	if value > s.cfg.MaxValue {
 		return fmt.Errorf("recommending %d for key %d: %w (max %d)", value, key, ErrOutOfRange, s.cfg.MaxValue)
 	}
@@ -167,7 +187,7 @@ func (s *Subsystem) Recommend(key, value uint32, generation uint32) error {
 // ParseRecommendation parses a recommendation's key and value, both
 // unsigned 32-bit integers ("5", "42"), and checks the value against
 // Config.MaxValue.
-func (s *Subsystem) ParseRecommendation(key, value string) (k, v uint32, err error) {
+func (s *Objects) ParseRecommendation(key, value string) (k, v uint32, err error) {
 	return ParseRecommendation(key, value, s.cfg.MaxValue)
 }
 
@@ -197,7 +217,7 @@ func ParseRecommendation(key, value string, maxValue uint32) (k, v uint32, err e
 // PreprocessRecommendation implements model.ModelOps: Key is a request
 // key and Value the value to answer it with, both unsigned 32-bit
 // integers, Value at most Config.MaxValue. Both are normalized.
-func (s *Subsystem) PreprocessRecommendation(m *model.Model, rec *model.Recommendation) error {
+func (s *Objects) PreprocessRecommendation(m *model.Model, rec *model.Recommendation) error {
 	if err := s.GenericModelOps.PreprocessRecommendation(m, rec); err != nil {
 		return err
 	}
@@ -211,7 +231,7 @@ func (s *Subsystem) PreprocessRecommendation(m *model.Model, rec *model.Recommen
 
 // ApplyRecommendation implements model.ModelOps: it writes a preprocessed
 // recommendation into the recommendation map.
-func (s *Subsystem) ApplyRecommendation(m *model.Model, rec model.Recommendation) error {
+func (s *Objects) ApplyRecommendation(m *model.Model, rec model.Recommendation) error {
 	k, v, err := s.ParseRecommendation(rec.Key, rec.Value)
 	if err != nil {
 		return err
@@ -220,7 +240,7 @@ func (s *Subsystem) ApplyRecommendation(m *model.Model, rec model.Recommendation
 }
 
 // Forget removes the recommendation for key.
-func (s *Subsystem) Forget(key uint32) error {
+func (s *Objects) Forget(key uint32) error {
 	if err := s.objs.Recommend.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("forgetting key %d: %w", key, err)
 	}
@@ -229,7 +249,7 @@ func (s *Subsystem) Forget(key uint32) error {
 
 // RecommendationMap is the raw recommendation map (tests write garbage
 // into it by hand).
-func (s *Subsystem) RecommendationMap() *ebpf.Map { return s.objs.Recommend }
+func (s *Objects) RecommendationMap() *ebpf.Map { return s.objs.Recommend }
 
 // DecodeRecord decodes one ring buffer record, refusing anything that is
 // not a synthetic record of the right size.
@@ -273,7 +293,7 @@ const LinkPin = "link"
 // exclude_tgid): it is detached first, then this program attached. In
 // between no applier runs, which is the kernel's default; two appliers
 // never run at once.
-func (s *Subsystem) Start(m *model.Model, cfg model.RunConfig) error {
+func (s *Objects) Start(m *model.Model, cfg model.RunConfig) error {
 	if !s.cfg.Live || s.live != nil {
 		return nil
 	}
@@ -320,7 +340,7 @@ func detachPinned(pin string) error {
 // Stop implements model.ModelOps: it detaches the live hook and removes
 // its pin. The model is STOPPED, so the kernel's default would run
 // anyway; detaching also spares every system call the hook's cost.
-func (s *Subsystem) Stop(m *model.Model) error {
+func (s *Objects) Stop(m *model.Model) error {
 	if s.live == nil {
 		return nil
 	}
@@ -335,7 +355,7 @@ func (s *Subsystem) Stop(m *model.Model) error {
 
 // Destroy implements model.ModelOps: it closes the objects and removes
 // every pin of the model.
-func (s *Subsystem) Destroy(m *model.Model) error {
+func (s *Objects) Destroy(m *model.Model) error {
 	_ = s.Stop(m)
 	s.close()
 	return loader.RemovePins(s.dir)
@@ -344,7 +364,7 @@ func (s *Subsystem) Destroy(m *model.Model) error {
 // Close releases the objects and leaves the pins (the daemon's restart
 // path adopts them). A live hook not stopped first stays attached by its
 // pin, on the kernel's default once its lease runs out.
-func (s *Subsystem) Close() error {
+func (s *Objects) Close() error {
 	if s.live != nil {
 		_ = s.live.Close()
 		s.live = nil
@@ -353,7 +373,7 @@ func (s *Subsystem) Close() error {
 	return nil
 }
 
-func (s *Subsystem) close() {
+func (s *Objects) close() {
 	s.objs.Close()
 	if s.coll != nil {
 		s.coll.Close()

@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 // rig is one synthetic model under test with a reader on its ring buffer.
 type rig struct {
 	t     *testing.T
-	s     *Subsystem
+	s     *Objects
 	m     *model.Model
 	rd    *ringbuf.Reader
 	clock uint64

@@ -26,7 +26,7 @@ import (
 type harness struct {
 	t    *testing.T
 	tb   *testbed.Testbed
-	sub  *tcp.Subsystem
+	sub  *tcp.Objects
 	sink *testbed.Sink
 	stop context.CancelFunc
 	done chan error
@@ -70,7 +70,7 @@ func newHarness(t *testing.T, loss float64, stateDir string) *harness {
 	return h
 }
 
-func (h *harness) open(pinRoot, stateDir string) *tcp.Subsystem {
+func (h *harness) open(pinRoot, stateDir string) *tcp.Objects {
 	h.t.Helper()
 	opts := tcp.DefaultOptions()
 	// A short period for quick learning; a lease that a loaded machine

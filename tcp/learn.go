@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/mlbpf/mlbpf/config"
 	"github.com/mlbpf/mlbpf/learner"
 	"github.com/mlbpf/mlbpf/model"
 )
@@ -16,23 +17,23 @@ import (
 type LearnConfig struct {
 	// PrefixBits4 and PrefixBits6 group destinations: one learner per
 	// /24 (IPv4) and per /64 (IPv6) by default.
-	PrefixBits4 int `json:"prefix_bits4"`
-	PrefixBits6 int `json:"prefix_bits6"`
+	PrefixBits4 int `json:"prefix_bits4" cfg:"prefix_bits4"`
+	PrefixBits6 int `json:"prefix_bits6" cfg:"prefix_bits6"`
 	// MinBytes is the least a connection must have sent (and had
 	// acknowledged) to count as a transfer: control connections and
 	// receivers say nothing about the sender's congestion control.
 	// Default 64 KiB.
-	MinBytes uint64 `json:"min_bytes"`
+	MinBytes uint64 `json:"min_bytes" cfg:"min_bytes"`
 	// MinGain is the relative goodput improvement a recommendation must
 	// promise over the default (default 0.10: 10 %).
-	MinGain float64 `json:"min_gain"`
+	MinGain float64 `json:"min_gain" cfg:"min_gain"`
 	// MinDefault is the number of transfers on the default algorithm a
 	// destination needs before anything is recommended for it (default 5).
-	MinDefault int `json:"min_default"`
+	MinDefault int `json:"min_default" cfg:"min_default"`
 	// Confidence is the posterior probability of beating the default by
 	// MinGain a recommendation needs (default 0.95); it is withdrawn when
 	// the probability of beating the default at all falls below 0.5.
-	Confidence float64 `json:"confidence"`
+	Confidence float64 `json:"confidence" cfg:"confidence"`
 }
 
 func (c LearnConfig) withDefaults() LearnConfig {
@@ -60,13 +61,13 @@ func (c LearnConfig) withDefaults() LearnConfig {
 func (c LearnConfig) validate() error {
 	switch {
 	case c.PrefixBits4 < 0 || c.PrefixBits4 > 32:
-		return fmt.Errorf("PrefixBits4 %d: want 0 to 32", c.PrefixBits4)
+		return config.Field("learn.prefix_bits4", "%d: want 0 to 32", c.PrefixBits4)
 	case c.PrefixBits6 < 0 || c.PrefixBits6 > 128:
-		return fmt.Errorf("PrefixBits6 %d: want 0 to 128", c.PrefixBits6)
+		return config.Field("learn.prefix_bits6", "%d: want 0 to 128", c.PrefixBits6)
 	case c.MinGain < 0:
-		return fmt.Errorf("MinGain %v: want ≥ 0", c.MinGain)
-	case c.Confidence < 0.5 || c.Confidence >= 1:
-		return fmt.Errorf("Confidence %v: want 0.5 to 1 (exclusive)", c.Confidence)
+		return config.Field("learn.min_gain", "%v: want ≥ 0", c.MinGain)
+	case c.Confidence != 0 && (c.Confidence < 0.5 || c.Confidence >= 1):
+		return config.Field("learn.confidence", "%v: want 0.5 to 1 (exclusive)", c.Confidence)
 	}
 	return nil
 }
@@ -179,7 +180,7 @@ func (l *Learner) Observe(c *Conn) (fb model.Feedback, ok bool, ch *Change) {
 	d.Bandit.Decay()
 
 	base, haveBase := d.baseline(l.dflt)
-	fb = model.Feedback{Arm: c.Arm, Key: p.String(), Mode: c.Mode, Generation: c.Generation}
+	fb = model.Feedback{Arm: c.Arm, Key: p.String(), Value: c.CC, Mode: c.Mode, Generation: c.Generation}
 	if haveBase {
 		fb.Reward = reward(x, base)
 	} else {
@@ -229,10 +230,11 @@ func (l *Learner) Observe(c *Conn) (fb model.Feedback, ok bool, ch *Change) {
 }
 
 // Backpropagate takes the prediction error of a MODEL-arm outcome into the
-// calibration of the counterfactual model for the algorithm that ran
-// (ml_model_error_backpropagation). The calibration is kept per
+// calibration of the counterfactual model for the algorithm that ran,
+// fb.Value (ml_model_error_backpropagation). The calibration is kept per
 // algorithm and per loss regime, since the model's error depends on both.
-func (l *Learner) Backpropagate(fb model.Feedback, alg string) {
+func (l *Learner) Backpropagate(fb model.Feedback) {
+	alg := fb.Value
 	if fb.Arm != model.ArmModel || !fb.HasPrediction || alg == "" || alg == l.dflt {
 		return
 	}

@@ -61,7 +61,7 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 //	mlbpf recommend tcp/cc 10.0.0.0/8 bbr
 //
 // that is, the model, the destination prefix and the algorithm. The
-// algorithm is only checked for form here; Subsystem.Recommend checks it
+// algorithm is only checked for form here; Objects.Recommend checks it
 // against the kernel and the allow-list.
 func ParseRecommendArgs(args []string) (netip.Prefix, string, error) {
 	if len(args) != 3 {
@@ -96,7 +96,7 @@ func checkName(cc string) error {
 
 // validate checks a recommendation against the kernel's algorithms and the
 // allow-list.
-func (s *Subsystem) validate(p netip.Prefix, cc string) error {
+func (s *Objects) validate(p netip.Prefix, cc string) error {
 	if !p.IsValid() {
 		return fmt.Errorf("%w: invalid prefix", model.ErrInvalidRecommendation)
 	}
@@ -150,7 +150,7 @@ func prefixOf(k tcpccTcpCcKey) (netip.Prefix, error) {
 // kernel does not offer or the allow-list excludes, or a malformed
 // prefix, is refused with an error wrapping model.ErrInvalidRecommendation.
 // The learner never overwrites or withdraws it; Withdraw does.
-func (s *Subsystem) Recommend(prefix netip.Prefix, cc string) error {
+func (s *Objects) Recommend(prefix netip.Prefix, cc string) error {
 	if err := s.validate(prefix, cc); err != nil {
 		return fmt.Errorf("recommending %s for %s: %w", cc, prefix, err)
 	}
@@ -162,7 +162,7 @@ func (s *Subsystem) Recommend(prefix netip.Prefix, cc string) error {
 
 // write stores a recommendation. The learner (operator false) never
 // replaces an operator's entry.
-func (s *Subsystem) write(prefix netip.Prefix, cc string, operator bool) error {
+func (s *Objects) write(prefix netip.Prefix, cc string, operator bool) error {
 	key := keyOf(prefix)
 	if !operator {
 		var cur tcpccTcpCcValue
@@ -183,11 +183,11 @@ func (s *Subsystem) write(prefix netip.Prefix, cc string, operator bool) error {
 
 // Withdraw removes the recommendation for exactly prefix, an operator's
 // or the learner's. Removing one that does not exist is not an error.
-func (s *Subsystem) Withdraw(prefix netip.Prefix) error {
+func (s *Objects) Withdraw(prefix netip.Prefix) error {
 	return s.remove(prefix, true)
 }
 
-func (s *Subsystem) remove(prefix netip.Prefix, operator bool) error {
+func (s *Objects) remove(prefix netip.Prefix, operator bool) error {
 	key := keyOf(prefix)
 	if !operator {
 		var cur tcpccTcpCcValue
@@ -205,7 +205,7 @@ func (s *Subsystem) remove(prefix netip.Prefix, operator bool) error {
 }
 
 // Recommendations lists the recommendation map.
-func (s *Subsystem) Recommendations() ([]Recommendation, error) {
+func (s *Objects) Recommendations() ([]Recommendation, error) {
 	var (
 		out []Recommendation
 		k   tcpccTcpCcKey

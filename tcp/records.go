@@ -1,16 +1,14 @@
 package tcp
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
+	"sync"
 	"time"
 	"unsafe"
-
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
@@ -72,48 +70,105 @@ func (c *Conn) Loss() float64 {
 // ErrBadRecord is wrapped by DecodeConn's errors.
 var ErrBadRecord = errors.New("bad tcp connection record")
 
+// Offsets of a Record's fields in the ring buffer's bytes.
+var (
+	offKind    = int(unsafe.Offsetof(Record{}.Hdr.Kind))
+	offSize    = int(unsafe.Offsetof(Record{}.Hdr.Size))
+	offArm     = int(unsafe.Offsetof(Record{}.Hdr.Arm))
+	offMode    = int(unsafe.Offsetof(Record{}.Hdr.Mode))
+	offGen     = int(unsafe.Offsetof(Record{}.Hdr.Generation))
+	offDaddr   = int(unsafe.Offsetof(Record{}.Daddr))
+	offDur     = int(unsafe.Offsetof(Record{}.DurationNs))
+	offAcked   = int(unsafe.Offsetof(Record{}.BytesAcked))
+	offRecv    = int(unsafe.Offsetof(Record{}.BytesReceived))
+	offMaxRate = int(unsafe.Offsetof(Record{}.MaxRateBps))
+	offSrtt    = int(unsafe.Offsetof(Record{}.SrttUs))
+	offRttMin  = int(unsafe.Offsetof(Record{}.RttMinUs))
+	offRetrans = int(unsafe.Offsetof(Record{}.TotalRetrans))
+	offSegsOut = int(unsafe.Offsetof(Record{}.DataSegsOut))
+	offMss     = int(unsafe.Offsetof(Record{}.Mss))
+	offDport   = int(unsafe.Offsetof(Record{}.Dport))
+	offFamily  = int(unsafe.Offsetof(Record{}.Family))
+	offFlags   = int(unsafe.Offsetof(Record{}.Flags))
+	offCC      = int(unsafe.Offsetof(Record{}.Cc))
+	offRec     = int(unsafe.Offsetof(Record{}.Recommended))
+)
+
 // DecodeConn decodes one ring buffer record, refusing anything that is
-// not a tcp_conn_record of the right size.
+// not a tcp_conn_record of the right size. It allocates nothing once the
+// algorithms' names have been seen.
 func DecodeConn(b []byte, c *Conn) error {
-	var r Record
 	if len(b) < RecordSize {
 		return fmt.Errorf("%w: %d bytes, want %d", ErrBadRecord, len(b), RecordSize)
 	}
-	if _, err := binary.Decode(b[:RecordSize], binary.LittleEndian, &r); err != nil {
-		return fmt.Errorf("%w: %v", ErrBadRecord, err)
-	}
-	if r.Hdr.Kind != loader.RecordTCPConn || int(r.Hdr.Size) != RecordSize {
+	b = b[:RecordSize]
+	le := binary.LittleEndian
+	kind, size := le.Uint16(b[offKind:]), le.Uint16(b[offSize:])
+	if kind != loader.RecordTCPConn || int(size) != RecordSize {
 		return fmt.Errorf("%w: kind %d size %d, want kind %d size %d", ErrBadRecord,
-			r.Hdr.Kind, r.Hdr.Size, loader.RecordTCPConn, RecordSize)
+			kind, size, loader.RecordTCPConn, RecordSize)
 	}
-	if int(r.Hdr.Arm) >= model.ArmCount {
-		return fmt.Errorf("%w: arm %d out of range", ErrBadRecord, r.Hdr.Arm)
+	if arm := b[offArm]; int(arm) >= model.ArmCount {
+		return fmt.Errorf("%w: arm %d out of range", ErrBadRecord, arm)
 	}
-	if r.Family != 4 && r.Family != 6 {
-		return fmt.Errorf("%w: address family %d", ErrBadRecord, r.Family)
+	if f := b[offFamily]; f != 4 && f != 6 {
+		return fmt.Errorf("%w: address family %d", ErrBadRecord, f)
 	}
+	flags := b[offFlags]
 	*c = Conn{
-		Arm:           model.Arm(r.Hdr.Arm),
-		Mode:          model.Mode(r.Hdr.Mode),
-		Generation:    r.Hdr.Generation,
-		Peer:          netip.AddrFrom16(r.Daddr).Unmap(),
-		Port:          r.Dport,
-		Passive:       r.Flags&uint8(tcpccTcpConnFlagsTCP_CONN_PASSIVE) != 0,
-		Duration:      time.Duration(r.DurationNs),
-		BytesAcked:    r.BytesAcked,
-		BytesReceived: r.BytesReceived,
-		MaxRate:       float64(r.MaxRateBps),
-		RateSampled:   r.Flags&uint8(tcpccTcpConnFlagsTCP_CONN_RATE) != 0,
-		SRTT:          time.Duration(r.SrttUs) * time.Microsecond,
-		MinRTT:        time.Duration(r.RttMinUs) * time.Microsecond,
-		Retrans:       r.TotalRetrans,
-		SegsOut:       r.DataSegsOut,
-		MSS:           r.Mss,
-		CC:            cString(r.Cc[:]),
-		Recommended:   cString(r.Recommended[:]),
-		SetFailed:     r.Flags&uint8(tcpccTcpConnFlagsTCP_CONN_SET_FAILED) != 0,
+		Arm:           model.Arm(b[offArm]),
+		Mode:          model.Mode(b[offMode]),
+		Generation:    le.Uint32(b[offGen:]),
+		Peer:          netip.AddrFrom16([16]byte(b[offDaddr:])).Unmap(),
+		Port:          le.Uint16(b[offDport:]),
+		Passive:       flags&uint8(tcpccTcpConnFlagsTCP_CONN_PASSIVE) != 0,
+		Duration:      time.Duration(le.Uint64(b[offDur:])),
+		BytesAcked:    le.Uint64(b[offAcked:]),
+		BytesReceived: le.Uint64(b[offRecv:]),
+		MaxRate:       float64(le.Uint64(b[offMaxRate:])),
+		RateSampled:   flags&uint8(tcpccTcpConnFlagsTCP_CONN_RATE) != 0,
+		SRTT:          time.Duration(le.Uint32(b[offSrtt:])) * time.Microsecond,
+		MinRTT:        time.Duration(le.Uint32(b[offRttMin:])) * time.Microsecond,
+		Retrans:       le.Uint32(b[offRetrans:]),
+		SegsOut:       le.Uint32(b[offSegsOut:]),
+		MSS:           le.Uint32(b[offMss:]),
+		CC:            names.of(b[offCC : offCC+16]),
+		Recommended:   names.of(b[offRec : offRec+16]),
+		SetFailed:     flags&uint8(tcpccTcpConnFlagsTCP_CONN_SET_FAILED) != 0,
 	}
 	return nil
+}
+
+// names interns the algorithm names records carry: a handful on any
+// host, so decoding a record allocates no string.
+var names = interner{m: map[string]string{}}
+
+type interner struct {
+	mu sync.RWMutex
+	m  map[string]string
+}
+
+// of returns the NUL-terminated name in b.
+func (in *interner) of(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	if len(b) == 0 {
+		return ""
+	}
+	in.mu.RLock()
+	s, ok := in.m[string(b)]
+	in.mu.RUnlock()
+	if ok {
+		return s
+	}
+	s = string(b)
+	in.mu.Lock()
+	if len(in.m) < 256 { // bounded: a garbage record must not grow it
+		in.m[s] = s
+	}
+	in.mu.Unlock()
+	return s
 }
 
 func cString(b []int8) string {
@@ -133,41 +188,3 @@ func cName(s string) (out [16]int8) {
 	}
 	return out
 }
-
-// RecordSource delivers the raw records of the model's ring buffer. It
-// hides which ring buffer reader is used, so that it can be swapped.
-type RecordSource interface {
-	// Next returns the next record, valid until the following call, or
-	// an error wrapping os.ErrDeadlineExceeded when none arrives before
-	// deadline (a deadline in the past polls).
-	Next(deadline time.Time) ([]byte, error)
-	// Close releases the reader and unblocks a pending Next.
-	Close() error
-}
-
-// NewRingbufSource reads m with github.com/cilium/ebpf/ringbuf.
-func NewRingbufSource(m *ebpf.Map) (RecordSource, error) {
-	rd, err := ringbuf.NewReader(m)
-	if err != nil {
-		return nil, fmt.Errorf("reading tcp connection records: %w", err)
-	}
-	return &ciliumSource{rd: rd}, nil
-}
-
-type ciliumSource struct {
-	rd  *ringbuf.Reader
-	rec ringbuf.Record
-}
-
-func (s *ciliumSource) Next(deadline time.Time) ([]byte, error) {
-	s.rd.SetDeadline(deadline)
-	if err := s.rd.ReadInto(&s.rec); err != nil {
-		return nil, err
-	}
-	return s.rec.RawSample, nil
-}
-
-func (s *ciliumSource) Close() error { return s.rd.Close() }
-
-// isTimeout reports whether err is a RecordSource's "nothing now".
-func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/mlbpf/mlbpf/learner"
-	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/pipeline"
 )
 
 // saveEvery is how often Run saves the learner's state while it runs.
@@ -18,12 +19,11 @@ type runStats struct {
 	start     time.Time
 	records   uint64
 	transfers uint64
-	corrupted uint64
 	// goodput per arm, in bytes/s, of the transfers decided in the
 	// current mode.
-	goodput  [model.ArmCount]learner.Estimate
-	decision string
-	saved    time.Time
+	goodput [model.ArmCount]learner.Estimate
+	mode    model.Mode // of goodput
+	saved   time.Time
 }
 
 // ArmGoodput summarizes the goodput of one arm's transfers.
@@ -54,7 +54,7 @@ type Status struct {
 }
 
 // Status returns a snapshot of the model.
-func (s *Subsystem) Status() Status {
+func (s *Objects) Status() Status {
 	st := Status{Model: ModelPath, Arms: map[string]uint64{}, Goodput: map[string]ArmGoodput{}}
 	if arms, err := s.ArmCounts(); err == nil {
 		for i, n := range arms {
@@ -74,8 +74,11 @@ func (s *Subsystem) Status() Status {
 	if !s.stats.start.IsZero() {
 		st.Uptime = time.Since(s.stats.start)
 	}
-	st.Records, st.Transfers, st.Corrupted = s.stats.records, s.stats.transfers, s.stats.corrupted
-	st.Decision = s.stats.decision
+	st.Records, st.Transfers = s.stats.records, s.stats.transfers
+	if s.loop != nil {
+		ls := s.loop.Stats()
+		st.Corrupted, st.Decision = ls.Corrupted, ls.Decision
+	}
 	for i, e := range s.stats.goodput {
 		if e.W > 0 {
 			st.Goodput[model.Arm(i).String()] = ArmGoodput{Transfers: int(e.W), Mean: e.Mean}
@@ -84,67 +87,109 @@ func (s *Subsystem) Status() Status {
 	return st
 }
 
-// Run runs the model until ctx is done: it starts the model (attaching the
-// sock_ops program), and every SleepTimeout renews the kernel's lease,
-// drains the connection records into the learner, writes the learner's
+// Run runs the model until ctx is done on the period loop every model
+// runs on (package pipeline): it starts the model (attaching the sock_ops
+// program), and every SleepTimeout renews the kernel's lease, drains the
+// connection records into the learner, writes the learner's
 // recommendations, feeds the outcomes back (error backpropagation and the
 // mode controller's evidence) and lets the controller correct the mode.
 // progress, if not nil, gets the status after every period. On return the
 // model is STOPPED: the kernel is on its default at once, the program
 // stays attached and the pins stay for the next Run to adopt.
-func (s *Subsystem) Run(ctx context.Context, progress func(Status)) (err error) {
-	m := s.model
-	if m == nil {
+func (s *Objects) Run(ctx context.Context, progress func(Status)) error {
+	if s.loop == nil {
 		return fmt.Errorf("running %s: opened without a model (OpenPinned)", ModelPath)
 	}
-	if err := m.Start(model.RunConfig{}); err != nil {
-		return err
-	}
-	log := s.cfg.Logger.With("model", ModelPath)
 	s.mu.Lock()
-	s.stats.start, s.stats.saved = time.Now(), time.Now()
+	s.progress = progress
 	s.mu.Unlock()
-	defer func() {
-		if serr := m.Stop(); serr != nil {
-			err = errors.Join(err, serr)
-		}
-		_ = s.drain() // what closed meanwhile, for the learner
-		if serr := s.saveState(); serr != nil {
-			err = errors.Join(err, serr)
-		}
-		log.Info("model stopped", "mode", m.Mode(), "records", s.Status().Records)
-	}()
-	if err := m.RenewLease(loader.MonotonicNs()); err != nil {
-		return err
+	err := s.loop.Run(ctx)
+	if serr := s.saveState(); serr != nil {
+		err = errors.Join(err, serr)
 	}
-	if err := s.syncRecommendations(); err != nil {
-		return err
-	}
-	opts := m.Options()
-	log.Info("model running", "cgroup", s.cfg.Cgroup, "pins", s.dir, "default", s.cfg.Default,
-		"allowed", s.cfg.Allowed, "mode", m.Mode(), "max_mode", opts.MaxMode, "period", opts.SleepTimeout)
+	s.cfg.Logger.Info("model stopped", "model", ModelPath, "mode", s.model.Mode(), "records", s.Status().Records)
+	return err
+}
 
-	tick := time.NewTicker(opts.SleepTimeout)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
+func (s *Objects) afterPeriod() {
+	s.mu.Lock()
+	p := s.progress
+	s.mu.Unlock()
+	if p != nil {
+		p(s.Status())
+	}
+}
+
+// learn is tcp/cc's learner as the loop sees it (pipeline.Learner): the
+// per-destination Learner, fed the decoded connections.
+type learn struct{ s *Objects }
+
+// Learn implements pipeline.Learner: every transfer is an outcome for
+// its arm, with the algorithm it ran; a change of the learner's mind is a
+// recommendation or a withdrawal.
+func (l learn) Learn(conns []Conn, out *pipeline.Result) {
+	s := l.s
+	log := s.cfg.Logger
+	debug := log.Enabled(context.Background(), slog.LevelDebug)
+	mode := s.model.Mode()
+	s.mu.Lock()
+	if mode != s.stats.mode {
+		// Goodput is per arm in the current mode.
+		s.stats.goodput, s.stats.mode = [model.ArmCount]learner.Estimate{}, mode
+	}
+	s.mu.Unlock()
+	for i := range conns {
+		c := &conns[i]
+		fb, ok, ch := s.learner.Observe(c)
+		if debug {
+			log.Debug("connection", "model", ModelPath, "peer", c.Peer, "arm", c.Arm, "cc", c.CC,
+				"recommended", c.Recommended, "bytes", c.BytesAcked, "duration", c.Duration, "loss", c.Loss(),
+				"retrans", c.Retrans, "segs", c.SegsOut, "max_rate", c.MaxRate, "srtt", c.SRTT, "learned", ok, "reward", fb.Reward, "predicted", fb.Predicted)
 		}
-		if err := s.step(); err != nil {
-			return err
+		s.mu.Lock()
+		s.stats.records++
+		if ok {
+			s.stats.transfers++
+			if c.Mode == mode {
+				s.stats.goodput[c.Arm].Add(c.Goodput(), 1)
+			}
 		}
-		if progress != nil {
-			progress(s.Status())
+		s.mu.Unlock()
+		if ch != nil {
+			out.Recommend, out.Withdraw = change(ch, out.Recommend, out.Withdraw)
+			log.Info("learner changed its mind", "model", ModelPath, "prefix", ch.Prefix, "cc", ch.CC, "reason", ch.Reason)
+		}
+		if ok {
+			out.Feedback = append(out.Feedback, fb)
+		}
+	}
+	s.mu.Lock()
+	save := time.Since(s.stats.saved) > saveEvery
+	if save {
+		s.stats.saved = time.Now()
+	}
+	s.mu.Unlock()
+	if save {
+		if err := s.saveState(); err != nil {
+			log.Warn("saving learner state", "model", ModelPath, "err", err)
 		}
 	}
 }
 
-// syncRecommendations makes the map hold the learner's recommendations
-// (after a restart with a saved state, or pins from another run), leaving
-// an operator's alone.
-func (s *Subsystem) syncRecommendations() error {
+// change adds a change of the learner's mind to the recommendations or
+// the withdrawals.
+func change(ch *Change, recs []model.Recommendation, withdraw []string) ([]model.Recommendation, []string) {
+	if ch.CC == "" {
+		return recs, append(withdraw, ch.Prefix.String())
+	}
+	return append(recs, model.Recommendation{Key: ch.Prefix.String(), Value: ch.CC}), withdraw
+}
+
+// Resume implements pipeline.Resumer: the map is to hold the learner's
+// recommendations (after a restart with a saved state, or pins from
+// another run), and an operator's.
+func (l learn) Resume(out *pipeline.Result) error {
+	s := l.s
 	want := s.learner.Recommendations()
 	have, err := s.Recommendations()
 	if err != nil {
@@ -152,142 +197,11 @@ func (s *Subsystem) syncRecommendations() error {
 	}
 	for _, r := range have {
 		if !r.Operator && want[r.Prefix] != r.CC {
-			if err := s.remove(r.Prefix, false); err != nil {
-				return err
-			}
+			out.Withdraw = append(out.Withdraw, r.Prefix.String())
 		}
 	}
 	for p, cc := range want {
-		if err := s.model.ApplyRecommendation(model.Recommendation{Key: p.String(), Value: cc}); err != nil {
-			s.cfg.Logger.Warn("saved recommendation refused", "model", ModelPath, "prefix", p, "cc", cc, "err", err)
-		}
+		out.Recommend = append(out.Recommend, model.Recommendation{Key: p.String(), Value: cc})
 	}
 	return nil
-}
-
-// step is one period.
-func (s *Subsystem) step() error {
-	m := s.model
-	t0 := time.Now()
-	if err := m.RenewLease(loader.MonotonicNs()); err != nil {
-		return err
-	}
-	t1 := time.Now()
-	if err := s.drain(); err != nil {
-		return err
-	}
-	t2 := time.Now()
-	d, err := m.CorrectSystemState()
-	// A period taking half the lease puts the lease at risk: say where
-	// the time went.
-	if slow := m.Options().Lease / 2; time.Since(t0) > slow {
-		s.cfg.Logger.Warn("slow period: the lease is at risk", "model", ModelPath,
-			"renew", t1.Sub(t0), "drain", t2.Sub(t1), "correct", time.Since(t2))
-	}
-	if err != nil && !errors.Is(err, model.ErrModeChanged) {
-		return err
-	}
-	s.mu.Lock()
-	s.stats.decision = d.String()
-	if d.Changed {
-		s.stats.goodput = [model.ArmCount]learner.Estimate{}
-	}
-	save := time.Since(s.stats.saved) > saveEvery
-	if save {
-		s.stats.saved = time.Now()
-	}
-	s.mu.Unlock()
-	if d.Changed {
-		s.cfg.Logger.Info("mode changed", "model", ModelPath, "from", d.From, "to", d.To, "reason", d.Reason)
-	}
-	if save {
-		if err := s.saveState(); err != nil {
-			s.cfg.Logger.Warn("saving learner state", "model", ModelPath, "err", err)
-		}
-	}
-	return nil
-}
-
-// drain moves every record available now through the model's datasets
-// into the learner.
-func (s *Subsystem) drain() error {
-	m := s.model
-	for {
-		ds, err := m.GetDataset(model.Request{})
-		if err != nil {
-			_ = m.DiscardDataset()
-			return err
-		}
-		full := ds.Full()
-		if s.cfg.Drained != nil {
-			s.cfg.Drained(ds)
-		}
-		if err := m.PreprocessData(ds); err != nil {
-			// A corrupted portion trips the controller (EMERGENCY).
-			s.cfg.Logger.Warn("dataset rejected", "model", ModelPath, "err", err)
-		} else {
-			if _, err := m.PublishData(ds); err != nil {
-				s.cfg.Logger.Warn("publishing dataset", "model", ModelPath, "err", err)
-			}
-			s.consume(ds)
-		}
-		s.mu.Lock()
-		s.stats.corrupted += ds.Corrupted
-		s.mu.Unlock()
-		if err := m.DiscardDataset(); err != nil {
-			return err
-		}
-		if !full {
-			return nil
-		}
-	}
-}
-
-func (s *Subsystem) consume(ds *model.Dataset) {
-	m := s.model
-	var c Conn
-	for _, raw := range ds.All() {
-		if DecodeConn(raw, &c) != nil {
-			continue
-		}
-		fb, ok, ch := s.learner.Observe(&c)
-		s.cfg.Logger.Debug("connection", "model", ModelPath, "peer", c.Peer, "arm", c.Arm, "cc", c.CC,
-			"recommended", c.Recommended, "bytes", c.BytesAcked, "duration", c.Duration, "loss", c.Loss(),
-			"retrans", c.Retrans, "segs", c.SegsOut, "max_rate", c.MaxRate, "srtt", c.SRTT, "learned", ok, "reward", fb.Reward, "predicted", fb.Predicted)
-		s.mu.Lock()
-		s.stats.records++
-		if ok {
-			s.stats.transfers++
-			if c.Mode == m.Mode() {
-				s.stats.goodput[c.Arm].Add(c.Goodput(), 1)
-			}
-		}
-		s.mu.Unlock()
-		if ch != nil {
-			s.apply(ch)
-		}
-		if ok {
-			s.feedbackAlg = c.CC
-			if _, err := m.ErrorBackpropagation(fb); err != nil {
-				s.cfg.Logger.Warn("feedback refused", "model", ModelPath, "err", err)
-			}
-		}
-	}
-}
-
-func (s *Subsystem) apply(ch *Change) {
-	log := s.cfg.Logger.With("model", ModelPath, "prefix", ch.Prefix, "reason", ch.Reason)
-	if ch.CC == "" {
-		if err := s.remove(ch.Prefix, false); err != nil {
-			log.Warn("withdrawing recommendation", "err", err)
-			return
-		}
-		log.Info("recommendation withdrawn")
-		return
-	}
-	if err := s.model.ApplyRecommendation(model.Recommendation{Key: ch.Prefix.String(), Value: ch.CC}); err != nil {
-		log.Warn("recommendation refused", "cc", ch.CC, "err", err)
-		return
-	}
-	log.Info("recommendation made", "cc", ch.CC)
 }

@@ -243,7 +243,7 @@ func TestLearnerUnderLoss(t *testing.T) {
 		c.Mode = model.ModeCollaboration
 		fb, ok, ch := l.Observe(c)
 		if ok {
-			l.Backpropagate(fb, "bbr")
+			l.Backpropagate(fb)
 		}
 		if ch != nil {
 			withdrawn = ch

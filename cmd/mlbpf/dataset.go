@@ -12,6 +12,7 @@ import (
 	"github.com/mlbpf/mlbpf/export"
 	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/pipeline"
 )
 
 const datasetAbout = `
@@ -96,7 +97,7 @@ func (s *portionSource) Close() {
 }
 
 // pinnedPortion reads a portion from the pinned ring.
-func (s *portionSource) pinnedPortion(maxRecords int) (*model.Dataset, *daemon.Subsystem, error) {
+func (s *portionSource) pinnedPortion(maxRecords int) (*model.Dataset, *pipeline.Subsystem, error) {
 	return daemon.ReadDataset(s.p.pinRoot, s.name, maxRecords)
 }
 
@@ -158,7 +159,7 @@ func parseOffset(s string) (*uint64, error) {
 
 // portionOf describes a dataset read from the pins as the daemon would
 // publish it.
-func portionOf(name string, ds *model.Dataset, sub *daemon.Subsystem, raw bool) (*agent.Portion, error) {
+func portionOf(name string, ds *model.Dataset, sub *pipeline.Subsystem, raw bool) (*agent.Portion, error) {
 	p := &agent.Portion{
 		Model: name, Offset: ds.PortionOffset, Size: ds.PortionSize, Type: ds.Type.String(), State: ds.State.String(),
 		RecordKind: sub.Records.Kind, RecordSize: sub.Records.Size, Lost: ds.Lost, Corrupted: ds.Corrupted,

@@ -19,7 +19,11 @@ import (
 	"github.com/mlbpf/mlbpf/config"
 	"github.com/mlbpf/mlbpf/daemon"
 	"github.com/mlbpf/mlbpf/loader"
+	"github.com/mlbpf/mlbpf/subsystems"
 )
+
+// The subsystems mlbpf runs, registered once (package subsystems).
+func init() { daemon.Register(subsystems.All()...) }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

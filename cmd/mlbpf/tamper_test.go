@@ -65,7 +65,7 @@ func (s *session) pinForeign(name string, spec *ebpf.MapSpec) {
 }
 
 // pinModel leaves the pins of a synthetic/demo as a stopped daemon would.
-func (s *session) pinModel() *synthetic.Subsystem {
+func (s *session) pinModel() *synthetic.Objects {
 	s.t.Helper()
 	sub, err := synthetic.Open(synthetic.Config{PinRoot: s.root, Model: "demo"})
 	if err != nil {

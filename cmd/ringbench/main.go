@@ -108,6 +108,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	pipe, err := ringbench.RunPipeline(ctx, opts, log)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(log, "ringbench: done in %v\n", time.Since(start).Round(time.Second))
 
 	if *output == "json" {
@@ -120,5 +124,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "ringbuf size=%d ours=%.0f libbpf=%.0f cilium=%.0f ours/libbpf=%.2f ours/cilium=%.2f allocs/record=%.4f\n",
 			r.Size, ours, lib, cil, ours/lib, ours/cil, r.AllocsPerRec)
 	}
+	fmt.Fprintln(stdout, pipe)
 	return nil
 }

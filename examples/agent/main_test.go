@@ -15,6 +15,7 @@ import (
 	"github.com/mlbpf/mlbpf/internal/testutil"
 	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/subsystems"
 )
 
 type syncBuffer = testutil.SyncBuffer
@@ -50,6 +51,7 @@ models:
 	if err != nil {
 		t.Fatal(err)
 	}
+	daemon.Register(subsystems.All()...)
 	d, err := daemon.New(daemon.Options{Config: cfg})
 	if err != nil {
 		t.Fatal(err)

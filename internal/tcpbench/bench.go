@@ -189,7 +189,7 @@ func Run(ctx context.Context, w io.Writer, cfg Config) ([]Result, Cost, error) {
 // mlbpf is a tcp/cc model running on the testbed's cgroup with its own
 // pins, removed by close.
 type mlbpf struct {
-	sub  *tcp.Subsystem
+	sub  *tcp.Objects
 	root string
 	stop context.CancelFunc
 	done chan error

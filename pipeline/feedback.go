@@ -1,4 +1,4 @@
-package daemon
+package pipeline
 
 import (
 	"github.com/mlbpf/mlbpf/agent"

@@ -1,0 +1,33 @@
+package ringbench
+
+import (
+	"io"
+	"testing"
+
+	"github.com/mlbpf/mlbpf/internal/testutil"
+)
+
+// TestRunPipeline runs the pipeline benchmark once on a small ring: every
+// record reaches the learner (RunPipeline checks it), and the figures are
+// there.
+func TestRunPipeline(t *testing.T) {
+	testutil.RequireBPF(t)
+	opts := DefaultOptions()
+	opts.RingBytes, opts.Repeats, opts.ConsumerCPU = 256<<10, 3, -1
+	r, err := RunPipeline(t.Context(), opts, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Records == 0 || r.Pipeline.Median <= 0 || r.Drain.Median <= 0 || r.VsDrain <= 0 {
+		t.Fatalf("result %+v", r)
+	}
+	t.Log(r)
+}
+
+func TestMedianCI(t *testing.T) {
+	for _, c := range []struct{ n, lo, hi int }{{31, 9, 21}, {3, 0, 2}, {1, 0, 0}, {11, 1, 9}} {
+		if lo, hi := medianCI(c.n); lo != c.lo || hi != c.hi {
+			t.Errorf("medianCI(%d) = %d, %d; want %d, %d", c.n, lo, hi, c.lo, c.hi)
+		}
+	}
+}

@@ -1,0 +1,18 @@
+// Package subsystems lists every subsystem mlbpf's binary runs, in one
+// place: adding a subsystem (see package pipeline) is adding its line
+// here.
+package subsystems
+
+import (
+	"github.com/mlbpf/mlbpf/pipeline"
+	"github.com/mlbpf/mlbpf/synthetic"
+	"github.com/mlbpf/mlbpf/tcp"
+)
+
+// All returns every subsystem, in the order the CLI lists them.
+func All() []*pipeline.Subsystem {
+	return []*pipeline.Subsystem{
+		tcp.Subsystem(),
+		synthetic.Subsystem(),
+	}
+}
