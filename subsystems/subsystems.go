@@ -5,6 +5,7 @@ package subsystems
 
 import (
 	"github.com/mlbpf/mlbpf/pipeline"
+	"github.com/mlbpf/mlbpf/storage/readahead"
 	"github.com/mlbpf/mlbpf/synthetic"
 	"github.com/mlbpf/mlbpf/tcp"
 )
@@ -14,5 +15,6 @@ func All() []*pipeline.Subsystem {
 	return []*pipeline.Subsystem{
 		tcp.Subsystem(),
 		synthetic.Subsystem(),
+		readahead.Subsystem(),
 	}
 }

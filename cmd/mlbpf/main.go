@@ -72,6 +72,7 @@ func commands() []command {
 		{name: "completion", summary: "print a shell completion script (bash, zsh)", run: cmdCompletion},
 		{name: "version", summary: "print the version", run: cmdVersion},
 		{name: "__models", run: cmdModels, hidden: true},
+		{name: "watchdog", run: cmdWatchdog, hidden: true},
 	}
 }
 

@@ -132,10 +132,6 @@ func NewCollector(cfg CollectorConfig) (_ *Collector, err error) {
 		}
 		c.links = append(c.links, l)
 	}
-	c.reader, err = ringbuf.NewReader(c.objs.Events)
-	if err != nil {
-		return nil, fmt.Errorf("opening the readahead ring: %w", err)
-	}
 	c.control, err = loader.NewControlMap(c.objs.Control)
 	if err != nil {
 		return nil, err
@@ -152,8 +148,9 @@ func (c *Collector) Stats() *ebpf.Map { return c.objs.Stats }
 // Lost is the per-CPU count of windows the ring had no room for.
 func (c *Collector) Lost() *ebpf.Map { return c.objs.Lost }
 
-// Reader is the ring's reader.
-func (c *Collector) Reader() *ringbuf.Reader { return c.reader }
+// Events is the ring of windows, for a consumer other than Read (the
+// daemon's loop): only one may read it.
+func (c *Collector) Events() *ebpf.Map { return c.objs.Events }
 
 // Programs returns the attached programs by name.
 func (c *Collector) Programs() map[string]*ebpf.Program { return c.coll.Programs }
@@ -186,6 +183,13 @@ func (c *Collector) Unwatch(dev uint32) error {
 // Read calls fn for every window in the ring, waiting until deadline for
 // the first.
 func (c *Collector) Read(deadline time.Time, fn func(*Window)) error {
+	if c.reader == nil {
+		r, err := ringbuf.NewReader(c.objs.Events)
+		if err != nil {
+			return fmt.Errorf("opening the readahead ring: %w", err)
+		}
+		c.reader = r
+	}
 	c.reader.SetDeadline(deadline)
 	var w Window
 	_, err := c.reader.ReadBatch(func(rec []byte) error {

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"strconv"
 	"sync"
 	"time"
 
@@ -112,6 +113,11 @@ type Tuner struct {
 	learner  *Learner
 	ctrl     *model.Controller
 	watchdog *exec.Cmd
+	// watchdogDone is closed once the watchdog has exited.
+	watchdogDone chan struct{}
+	// external: the daemon's loop owns the control block (lease, mode,
+	// promotion); the tuner reads it and applies.
+	external bool
 
 	mu         sync.Mutex
 	devices    []*device
@@ -127,11 +133,15 @@ type Tuner struct {
 
 // New loads the collector, records the devices' settings and starts the
 // watchdog. Devices a killed predecessor left changed are restored first.
-func New(cfg Config) (_ *Tuner, err error) {
+func New(cfg Config) (*Tuner, error) {
+	return open(cfg, false)
+}
+
+func open(cfg Config, external bool) (_ *Tuner, err error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	t := &Tuner{cfg: cfg, learner: NewLearner(cfg.Grid), ctrl: model.NewController(cfg.Controller), started: time.Now(), promotedAt: -1}
+	t := &Tuner{cfg: cfg, external: external, learner: NewLearner(cfg.Grid), ctrl: model.NewController(cfg.Controller), started: time.Now(), promotedAt: -1}
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -170,17 +180,32 @@ func New(cfg Config) (_ *Tuner, err error) {
 			return nil, err
 		}
 	}
+	if external {
+		return t, nil
+	}
 	t.control = model.Control{State: model.StateRunning, Mode: t.cfg.Mode, CollabPermille: cfg.CollabPermille, HoldoutPermille: cfg.HoldoutPermille}
 	if err := t.renew(); err != nil {
 		return nil, err
 	}
-	if cfg.Watchdog != nil {
-		t.watchdog, err = StartWatchdog(cfg.Watchdog, WatchdogConfig{PinDir: cfg.PinDir, StateDir: cfg.StateDir, PID: osPID()})
-		if err != nil {
-			return nil, err
-		}
+	if err := t.startWatchdog(); err != nil {
+		return nil, err
 	}
 	return t, nil
+}
+
+// startWatchdog starts the watchdog if the configuration names one and
+// none runs.
+func (t *Tuner) startWatchdog() error {
+	if t.cfg.Watchdog == nil || t.watchdog != nil {
+		return nil
+	}
+	cmd, err := StartWatchdog(t.cfg.Watchdog, WatchdogConfig{PinDir: t.cfg.PinDir, StateDir: t.cfg.StateDir, PID: osPID()})
+	if err != nil {
+		return err
+	}
+	t.watchdog, t.watchdogDone = cmd, make(chan struct{})
+	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(t.watchdogDone) // reaped whenever it exits
+	return nil
 }
 
 // renew writes the control block with a fresh lease.
@@ -239,6 +264,17 @@ func (t *Tuner) Run(ctx context.Context) error {
 const settle = 150 * time.Millisecond
 
 func (t *Tuner) observe(w *Window) {
+	if fb, ok := t.feedback(w); ok {
+		t.mu.Lock()
+		t.ctrl.Observe(model.Outcome{Arm: fb.Arm, Reward: fb.Reward})
+		t.mu.Unlock()
+	}
+}
+
+// feedback learns from one window, and returns the outcome it is for the
+// mode controller: a model block (not an exploration) or a control
+// block, its reward relative to the default's in the same phase.
+func (t *Tuner) feedback(w *Window) (model.Feedback, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.windows++
@@ -249,7 +285,7 @@ func (t *Tuner) observe(w *Window) {
 		}
 	}
 	if d == nil {
-		return
+		return model.Feedback{}, false
 	}
 	// A window with too little I/O to tell its phase is still an outcome
 	// (a setting may make the workload that slow): it counts for the
@@ -260,21 +296,23 @@ func (t *Tuner) observe(w *Window) {
 	}
 	phase = d.phase
 	if w.Hdr.TsNs-w.WindowNs < d.changedNs+uint64(settle) || phase == PhaseIdle {
-		return // the window saw the setting change, or nothing is known yet
+		return model.Feedback{}, false // the window saw the setting change, or nothing is known yet
 	}
 	reward := w.Throughput()
 	t.learner.Observe(d.Dev, phase, w.RaKb, reward)
 	if d.exploring || d.override != 0 {
-		return
+		return model.Feedback{}, false
 	}
 	ref, n := t.learner.Mean(d.Dev, phase, d.original)
 	if n == 0 || ref <= 0 {
-		return
+		return model.Feedback{}, false
 	}
-	switch model.Arm(w.Hdr.Arm) {
+	switch arm := model.Arm(w.Hdr.Arm); arm {
 	case model.ArmModel, model.ArmControl:
-		t.ctrl.Observe(model.Outcome{Arm: model.Arm(w.Hdr.Arm), Reward: reward / ref})
+		return model.Feedback{Arm: arm, Reward: reward / ref, Key: d.Name, Value: strconv.FormatUint(uint64(w.RaKb), 10),
+			Mode: model.Mode(w.Hdr.Mode), Generation: w.Hdr.Generation}, true
 	}
+	return model.Feedback{}, false
 }
 
 // decide is mlbpf_decide for one device and time block, in user space.
@@ -315,6 +353,13 @@ func (t *Tuner) step(now time.Time) {
 	if t.closed {
 		return
 	}
+	if t.external {
+		c, err := t.coll.Control().LoadControl()
+		if err != nil {
+			c = model.Control{} // unreadable: fall back
+		}
+		t.control = c
+	}
 	nowNs := loader.MonotonicNs()
 	for _, d := range t.devices {
 		if d.backedOff {
@@ -346,7 +391,7 @@ func (t *Tuner) step(now time.Time) {
 		}
 		t.apply(d, d.choice)
 	}
-	if now.Sub(t.lastDecide) >= t.cfg.Block {
+	if !t.external && now.Sub(t.lastDecide) >= t.cfg.Block {
 		t.lastDecide = now
 		t.correct()
 	}
@@ -496,21 +541,11 @@ func (t *Tuner) Close() error {
 	if t.applier != nil {
 		errs = append(errs, t.applier.RestoreAll())
 	}
-	if t.coll != nil {
+	if t.coll != nil && !t.external {
 		t.control.State = model.StateStopped
 		errs = append(errs, t.coll.Control().StoreControl(t.control))
 	}
-	if t.watchdog != nil {
-		done := make(chan error, 1)
-		go func() { done <- t.watchdog.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(3 * time.Second):
-			_ = t.watchdog.Process.Kill()
-			<-done
-			errs = append(errs, errors.New("stopping the readahead watchdog: it did not exit; killed"))
-		}
-	}
+	errs = append(errs, t.waitWatchdog())
 	if t.coll != nil {
 		errs = append(errs, t.coll.Close())
 	}
@@ -581,4 +616,21 @@ func (t *Tuner) Status() Status {
 		st.Devices = append(st.Devices, ds)
 	}
 	return st
+}
+
+// waitWatchdog waits for the watchdog to exit once the model is stopped,
+// and kills it if it does not.
+func (t *Tuner) waitWatchdog() error {
+	if t.watchdog == nil {
+		return nil
+	}
+	defer func() { t.watchdog = nil }()
+	select {
+	case <-t.watchdogDone:
+		return nil
+	case <-time.After(3 * time.Second):
+		_ = t.watchdog.Process.Kill()
+		<-t.watchdogDone
+		return errors.New("stopping the readahead watchdog: it did not exit; killed")
+	}
 }
