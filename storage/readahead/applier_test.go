@@ -387,60 +387,12 @@ func TestSIGKILLRestoresWithinLease(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Logf("original restored %v after the SIGKILL (lease %v)", time.Since(killed).Round(time.Millisecond), lease)
-	for end := time.Now().Add(3 * time.Second); running(wdPID); time.Sleep(20 * time.Millisecond) {
+	for end := time.Now().Add(3 * time.Second); processRunning(wdPID); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatalf("the watchdog (pid %d) is still running after restoring", wdPID)
 		}
 	}
 	if _, err := os.Stat(filepath.Join(state, stateFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the record is left after the watchdog restored: %v", err)
-	}
-}
-
-// running reports whether pid runs (a zombie, exited but not reaped by
-// whoever inherited it, does not).
-func running(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
-}
-
-// TestTunerLearnsAndPromotes runs the model in COLLABORATION on a
-// sequential workload over a device capped at 100 requests a second,
-// where large readahead wins: it must learn a setting above the default
-// and be promoted to RECOMMENDATION.
-func TestTunerLearnsAndPromotes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("learns for up to 60 s")
-	}
-	tb := newTestbed(t, testbed.Config{Throttle: testbed.Throttle{ReadIOPS: 100}})
-	tu := newTuner(t, tb, Config{Mode: model.ModeCollaboration,
-		Controller: model.ControllerConfig{MinSamples: 20, Confidence: 0.95, MinEffect: 0.05}})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- tu.Run(ctx) }()
-	start := time.Now()
-	for time.Since(start) < 60*time.Second && tu.Mode() != model.ModeRecommendation {
-		if _, err := tb.Run(ctx, testbed.Seq, 2*time.Second, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	st := tu.Status()
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("after %v: mode %v, learned %v; %s", time.Since(start).Round(time.Second), st.Mode, st.Devices[0].Learned, st.Evidence)
-	if kb := st.Devices[0].Learned[PhaseSequential.String()]; kb <= testbed.DefaultReadAheadKB {
-		t.Errorf("learned %d KB for sequential reads at 100 IOPS, want more than the default %d", kb, testbed.DefaultReadAheadKB)
-	}
-	if st.Mode != model.ModeRecommendation {
-		t.Errorf("mode %v after 60 s, want RECOMMENDATION", st.Mode)
-	}
-	if got := kernelKB(t, tb); got != testbed.DefaultReadAheadKB {
-		t.Errorf("after the model stopped the device holds %d, want its original %d", got, testbed.DefaultReadAheadKB)
 	}
 }

@@ -205,19 +205,29 @@ func (o *objects) Close() error {
 }
 
 // Learn implements pipeline.Learner: every window to the learner, the
-// outcomes to the loop's mode controller, then the time blocks decided
-// and applied.
+// outcomes to the loop's mode controller (the devices' time blocks are
+// decided and applied in CorrectSystemState, every period).
 func (o *objects) Learn(recs []Window, out *pipeline.Result) {
 	for i := range recs {
 		if fb, ok := o.t.feedback(&recs[i]); ok {
 			out.Feedback = append(out.Feedback, fb)
 		}
 	}
-	o.t.step(time.Now())
 }
 
-// rollback restores every device the record in the state directory
-// names, then removes the pins.
+// CorrectSystemState implements model.ModelOps: the mode controller's
+// decision (generic), then the devices' time blocks decided and applied
+// under the mode now in force, every period, whether or not windows came
+// (an idle device still goes back to its original in EMERGENCY, and an
+// operator's recommendation applies at once).
+func (o *objects) CorrectSystemState(m *model.Model) (model.Decision, error) {
+	d, err := o.GenericModelOps.CorrectSystemState(m)
+	o.t.step(time.Now())
+	return d, err
+}
+
+// rollback removes the pins; a running watchdog then restores every
+// device (as does the model's next start, from its state directory).
 func rollback(pinRoot, modelName string) error {
 	return loader.RemovePins(loader.PinDir(pinRoot, Name, modelName))
 }

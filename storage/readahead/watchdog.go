@@ -1,6 +1,7 @@
 package readahead
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -125,7 +126,7 @@ func RunWatchdog(ctx context.Context, cfg WatchdogConfig, logf func(string, ...a
 		case loader.MonotonicNs() > c.LeaseExpiresNs:
 			reason = "the model's lease ran out"
 		}
-		if unix.Kill(cfg.PID, 0) == unix.ESRCH {
+		if !processRunning(cfg.PID) {
 			reason, done = fmt.Sprintf("the daemon (pid %d) is gone", cfg.PID), true
 		}
 		if _, err := os.Stat(cfg.PinDir); errors.Is(err, os.ErrNotExist) {
@@ -148,4 +149,15 @@ func RunWatchdog(ctx context.Context, cfg WatchdogConfig, logf func(string, ...a
 		case <-tick.C:
 		}
 	}
+}
+
+// processRunning reports whether pid runs: a zombie (killed, and not yet
+// reaped by whoever inherited it) does not.
+func processRunning(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return unix.Kill(pid, 0) != unix.ESRCH // no procfs: ask the kernel
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
 }
