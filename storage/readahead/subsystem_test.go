@@ -18,7 +18,7 @@ import (
 // subsystem, and stopping the model puts the device back.
 func TestModelRunsOnTheLoop(t *testing.T) {
 	if testing.Short() {
-		t.Skip("learns for up to 60 s")
+		t.Skip("learns for up to 120 s")
 	}
 	tb := newTestbed(t, testbed.Config{Throttle: testbed.Throttle{ReadIOPS: 100}})
 	old := WatchdogCommand
@@ -48,7 +48,7 @@ func TestModelRunsOnTheLoop(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- loop.Run(ctx) }()
 	start := time.Now()
-	for time.Since(start) < 60*time.Second && loop.Model().Mode() != model.ModeRecommendation {
+	for time.Since(start) < 120*time.Second && loop.Model().Mode() != model.ModeRecommendation {
 		if _, err := tb.Run(ctx, testbed.Seq, 2*time.Second, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -56,7 +56,7 @@ func TestModelRunsOnTheLoop(t *testing.T) {
 	mode := loop.Model().Mode()
 	t.Logf("after %v: %v; %s", time.Since(start).Round(time.Second), mode, loop.Stats().Decision)
 	if mode != model.ModeRecommendation {
-		t.Errorf("mode %v after 60 s of sequential reads at 100 IOPS, want RECOMMENDATION", mode)
+		t.Errorf("mode %v after 120 s of sequential reads at 100 IOPS, want RECOMMENDATION", mode)
 	}
 	cancel()
 	if err := <-done; err != nil {
