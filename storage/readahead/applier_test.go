@@ -396,3 +396,40 @@ func TestSIGKILLRestoresWithinLease(t *testing.T) {
 		t.Errorf("the record is left after the watchdog restored: %v", err)
 	}
 }
+
+// TestTunerLearnsAndPromotes runs the model in COLLABORATION on a
+// sequential workload over a device capped at 100 requests a second,
+// where large readahead wins: it must learn a setting above the default
+// and be promoted to RECOMMENDATION.
+func TestTunerLearnsAndPromotes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("learns for up to 120 s")
+	}
+	tb := newTestbed(t, testbed.Config{Throttle: testbed.Throttle{ReadIOPS: 100}})
+	tu := newTuner(t, tb, Config{Mode: model.ModeCollaboration,
+		Controller: model.ControllerConfig{MinSamples: 20, Confidence: 0.95, MinEffect: 0.05}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tu.Run(ctx) }()
+	start := time.Now()
+	for time.Since(start) < 120*time.Second && tu.Mode() != model.ModeRecommendation {
+		if _, err := tb.Run(ctx, testbed.Seq, 2*time.Second, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := tu.Status()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("after %v: mode %v, learned %v; %s", time.Since(start).Round(time.Second), st.Mode, st.Devices[0].Learned, st.Evidence)
+	if kb := st.Devices[0].Learned[PhaseSequential.String()]; kb <= testbed.DefaultReadAheadKB {
+		t.Errorf("learned %d KB for sequential reads at 100 IOPS, want more than the default %d", kb, testbed.DefaultReadAheadKB)
+	}
+	if st.Mode != model.ModeRecommendation {
+		t.Errorf("mode %v after 120 s, want RECOMMENDATION", st.Mode)
+	}
+	if got := kernelKB(t, tb); got != testbed.DefaultReadAheadKB {
+		t.Errorf("after the model stopped the device holds %d, want its original %d", got, testbed.DefaultReadAheadKB)
+	}
+}
