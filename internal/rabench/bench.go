@@ -11,7 +11,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -221,18 +220,13 @@ func measureWorkload(ctx context.Context, cfg Config, wl testbed.Workload) (Resu
 
 	// mlbpf: learn in COLLABORATION until promoted (or LearnMax), then
 	// measure in the mode it reached, on the same workload.
-	state, err := os.MkdirTemp("", "mlbpf-rabench-")
+	state, pinDir, cleanup, err := readahead.TempDirs()
 	if err != nil {
 		return r, err
 	}
-	defer os.RemoveAll(state)
-	pins, err := os.MkdirTemp("/sys/fs/bpf", "mlbpf-rabench-")
-	if err != nil {
-		return r, fmt.Errorf("creating a pin directory: %w (is bpffs mounted? mount -t bpf bpf /sys/fs/bpf)", err)
-	}
-	defer os.RemoveAll(pins)
+	defer cleanup()
 	tu, err := readahead.New(readahead.Config{
-		Devices: []string{tb.Name}, StateDir: state, PinDir: filepath.Join(pins, "readahead"),
+		Devices: []string{tb.Name}, StateDir: state, PinDir: pinDir,
 		Grid: cfg.Grid, Mode: model.ModeCollaboration,
 		Controller: model.ControllerConfig{MinSamples: 20, Confidence: 0.95, MinEffect: 0.05},
 		Logf:       cfg.Logf,
@@ -323,16 +317,11 @@ func measureOverhead(ctx context.Context, cfg Config) (Overhead, error) {
 		return o, fmt.Errorf("enabling BPF run time statistics: %w", err)
 	}
 	defer stats.Close()
-	state, err := os.MkdirTemp("", "mlbpf-rabench-")
+	state, pinDir, cleanup, err := readahead.TempDirs()
 	if err != nil {
 		return o, err
 	}
-	defer os.RemoveAll(state)
-	pins, err := os.MkdirTemp("/sys/fs/bpf", "mlbpf-rabench-")
-	if err != nil {
-		return o, err
-	}
-	defer os.RemoveAll(pins)
+	defer cleanup()
 	var with, without, cpu []float64
 	var runNs, runCnt, ios uint64
 	for range cfg.Repeats {
@@ -342,7 +331,7 @@ func measureOverhead(ctx context.Context, cfg Config) (Overhead, error) {
 		}
 		without = append(without, st.MBps())
 
-		tu, err := readahead.New(readahead.Config{Devices: []string{tb.Name}, StateDir: state, PinDir: filepath.Join(pins, "readahead"), Mode: model.ModeLearning, MaxMode: model.ModeLearning})
+		tu, err := readahead.New(readahead.Config{Devices: []string{tb.Name}, StateDir: state, PinDir: pinDir, Mode: model.ModeLearning, MaxMode: model.ModeLearning})
 		if err != nil {
 			return o, err
 		}

@@ -47,20 +47,15 @@ func Demo(ctx context.Context, w io.Writer, o DemoOptions) error {
 		return err
 	}
 	defer tb.Close()
-	state, err := os.MkdirTemp("", "mlbpf-demo-readahead-")
+	state, pinDir, cleanup, err := TempDirs()
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(state)
-	pins, err := os.MkdirTemp("/sys/fs/bpf", "mlbpf-demo-")
-	if err != nil {
-		return fmt.Errorf("creating a pin directory: %w (is bpffs mounted? mount -t bpf bpf /sys/fs/bpf)", err)
-	}
-	defer os.RemoveAll(pins)
+	defer cleanup()
 	fmt.Fprintf(w, "testbed: %s (ext4 on a loop device over tmpfs), reads capped at %s by %s; workload %s; read_ahead_kb %d\n",
 		tb.Device, o.Throttle, tb.IOController(), o.Workload, testbed.DefaultReadAheadKB)
 	tu, err := New(Config{
-		Devices: []string{tb.Name}, StateDir: state, PinDir: filepath.Join(pins, "readahead"),
+		Devices: []string{tb.Name}, StateDir: state, PinDir: pinDir,
 		Mode: model.ModeCollaboration, Controller: model.ControllerConfig{MinSamples: 20, Confidence: 0.95, MinEffect: 0.05},
 		Logf: func(f string, a ...any) { fmt.Fprintf(w, "  "+f+"\n", a...) },
 	})
@@ -136,4 +131,19 @@ loop:
 		}
 	}
 	return err
+}
+
+// TempDirs makes a state directory and a pin directory (on bpffs) for a
+// model that lives as long as a demo or a benchmark; cleanup removes both.
+func TempDirs() (state, pinDir string, cleanup func(), err error) {
+	state, err = os.MkdirTemp("", "mlbpf-readahead-")
+	if err != nil {
+		return "", "", nil, fmt.Errorf("creating a state directory: %w", err)
+	}
+	pins, err := os.MkdirTemp("/sys/fs/bpf", "mlbpf-readahead-")
+	if err != nil {
+		os.RemoveAll(state)
+		return "", "", nil, fmt.Errorf("creating a pin directory: %w (is bpffs mounted? mount -t bpf bpf /sys/fs/bpf)", err)
+	}
+	return state, filepath.Join(pins, "readahead"), func() { os.RemoveAll(state); os.RemoveAll(pins) }, nil
 }
