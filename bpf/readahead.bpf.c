@@ -7,6 +7,7 @@
  *
  * Tracepoints only (no kprobes, no fentry):
  *   readahead:page_cache_sync_ra, page_cache_async_ra   readahead decisions
+ *   readahead:page_cache_ra_order                        the file's limit (mmap read-around)
  *   filemap:mm_filemap_add_to_page_cache                 pages read in
  *   filemap:mm_filemap_delete_from_page_cache            pages evicted
  *   filemap:mm_filemap_get_pages, mm_filemap_fault       what the workload asked for
@@ -63,7 +64,8 @@ struct {
  * @window_ns:      the window's length
  * @sync_ra, @async_ra: readahead events
  * @ra_pages:       pages the readahead events asked to read
- * @ra_max_pages:   the largest ra_pages (the file's readahead limit) seen
+ * @ra_max_pages:   the largest ra_pages (a file's readahead limit, copied
+ *                  from the device's when it was opened) seen
  * @mmap_ra:        readahead events on behalf of a page fault (mmap_miss != 0)
  * @req_pages:      pages the reads that triggered readahead asked for
  * @added_pages:    pages added to the page cache
@@ -230,6 +232,22 @@ SEC("tracepoint/readahead/page_cache_async_ra")
 int ra_async(struct trace_event_raw_page_cache_ra_op *ctx)
 {
 	ra_event(ctx, true);
+	return 0;
+}
+
+/* Readahead by order (mmap read-around among others): only the file's
+ * readahead limit, which says which setting the reader runs under. */
+SEC("tracepoint/readahead/page_cache_ra_order")
+int ra_order(struct trace_event_raw_page_cache_ra_order *ctx)
+{
+	struct ra_acc *a = account(ctx->s_dev);
+	__u64 ra_pages;
+
+	if (!a)
+		return 0;
+	ra_pages = ctx->ra_pages;
+	if (ra_pages > a->w.ra_max_pages)
+		a->w.ra_max_pages = ra_pages;
 	return 0;
 }
 

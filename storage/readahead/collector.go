@@ -25,6 +25,7 @@ type tracepoint struct {
 var tracepoints = []tracepoint{
 	{"readahead", "page_cache_sync_ra", "ra_sync", false},
 	{"readahead", "page_cache_async_ra", "ra_async", false},
+	{"readahead", "page_cache_ra_order", "ra_order", false},
 	{"filemap", "mm_filemap_add_to_page_cache", "ra_add", true},
 	{"filemap", "mm_filemap_delete_from_page_cache", "ra_delete", true},
 	{"filemap", "mm_filemap_get_pages", "ra_get_pages", false},

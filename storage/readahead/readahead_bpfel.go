@@ -101,6 +101,7 @@ const (
 	readaheadProgRaDelete          = "ra_delete"
 	readaheadProgRaFault           = "ra_fault"
 	readaheadProgRaGetPages        = "ra_get_pages"
+	readaheadProgRaOrder           = "ra_order"
 	readaheadProgRaRqComplete      = "ra_rq_complete"
 	readaheadProgRaRqIssue         = "ra_rq_issue"
 	readaheadProgRaSync            = "ra_sync"
@@ -155,6 +156,7 @@ type readaheadProgramSpecs struct {
 	RaDelete     *ebpf.ProgramSpec `ebpf:"ra_delete"`
 	RaFault      *ebpf.ProgramSpec `ebpf:"ra_fault"`
 	RaGetPages   *ebpf.ProgramSpec `ebpf:"ra_get_pages"`
+	RaOrder      *ebpf.ProgramSpec `ebpf:"ra_order"`
 	RaRqComplete *ebpf.ProgramSpec `ebpf:"ra_rq_complete"`
 	RaRqIssue    *ebpf.ProgramSpec `ebpf:"ra_rq_issue"`
 	RaSync       *ebpf.ProgramSpec `ebpf:"ra_sync"`
@@ -239,6 +241,7 @@ type readaheadPrograms struct {
 	RaDelete     *ebpf.Program `ebpf:"ra_delete"`
 	RaFault      *ebpf.Program `ebpf:"ra_fault"`
 	RaGetPages   *ebpf.Program `ebpf:"ra_get_pages"`
+	RaOrder      *ebpf.Program `ebpf:"ra_order"`
 	RaRqComplete *ebpf.Program `ebpf:"ra_rq_complete"`
 	RaRqIssue    *ebpf.Program `ebpf:"ra_rq_issue"`
 	RaSync       *ebpf.Program `ebpf:"ra_sync"`
@@ -251,6 +254,7 @@ func (p *readaheadPrograms) Close() error {
 		p.RaDelete,
 		p.RaFault,
 		p.RaGetPages,
+		p.RaOrder,
 		p.RaRqComplete,
 		p.RaRqIssue,
 		p.RaSync,

@@ -298,6 +298,12 @@ func (t *Tuner) feedback(w *Window) (model.Feedback, bool) {
 	if w.Hdr.TsNs-w.WindowNs < d.changedNs+uint64(settle) || phase == PhaseIdle {
 		return model.Feedback{}, false // the window saw the setting change, or nothing is known yet
 	}
+	if w.RaMaxPages != 0 && w.RaMaxPages*4 != uint64(w.RaKb) {
+		// A reader still runs under another setting: the kernel copies
+		// read_ahead_kb into a file when it is opened, so a file opened
+		// before the change keeps the old one. Not this setting's outcome.
+		return model.Feedback{}, false
+	}
 	reward := w.Throughput()
 	t.learner.Observe(d.Dev, phase, w.RaKb, reward)
 	if d.exploring || d.override != 0 {
