@@ -6,7 +6,7 @@ VMTEST_FLAGS ?=
 TCPBENCH_FLAGS ?=
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all setup setup-run generate check-generated build deb test bench bench-ringbuf bench-tcp bench-tcp-rto bench-fleet vmtest fuzz lint run
+.PHONY: all setup setup-run generate check-generated build deb test bench bench-ringbuf bench-tcp bench-tcp-rto bench-readahead bench-fleet vmtest fuzz lint run
 
 all: build
 
@@ -43,7 +43,7 @@ run: setup-run
 	CGO_ENABLED=0 $(GO) run ./cmd/mlbpf run
 
 ## bench: every benchmark
-bench: bench-ringbuf bench-tcp bench-tcp-rto
+bench: bench-ringbuf bench-tcp bench-tcp-rto bench-readahead
 
 ## bench-ringbuf: our ring buffer consumer against libbpf's and cilium/ebpf's, same producer, same run
 bench-ringbuf: setup
@@ -60,6 +60,10 @@ bench-tcp-rto: setup
 ## bench-fleet: N tcp/cc daemons (own pins, state, socket, cgroup, lossy testbed) share through a real nats-server; connections a joining host needs against a lone one (FLEETBENCH_FLAGS=-h lists the knobs)
 bench-fleet: setup
 	$(GO) run ./internal/fleetbench/cmd/fleetbench $(FLEETBENCH_FLAGS)
+
+## bench-readahead: a throttled loop device: every fixed readahead of the grid, then mlbpf after learning, per workload; overhead
+bench-readahead: setup
+	$(GO) run ./internal/rabench/cmd/rabench
 
 ## vmtest: the privileged suite in a virtme-ng (vng) VM on another kernel (KERNEL=6.1|6.12|path/to/bzImage|….deb)
 ##   as root it runs setup first; a user in the kvm group needs no root: vng runs the tests as the guest's root

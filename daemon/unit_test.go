@@ -85,7 +85,7 @@ func TestLockThroughProbes(t *testing.T) {
 
 func TestCheck(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
-		{"models:\n  - name: disk/io\n", `x.yaml:2: models[0].name: unknown subsystem "disk" (want tcp, synthetic)`},
+		{"models:\n  - name: disk/io\n", `x.yaml:2: models[0].name: unknown subsystem "disk" (want tcp, synthetic, storage)`},
 		{"models:\n  - name: tcp/xyz\n", `x.yaml:2: models[0].name: tcp has only the models cc, rto`},
 		{"models:\n  - name: tcp/cc\n    tcp:\n      allowed: [BBR]\n", `x.yaml:4: models[0].tcp.allowed: "BBR" is not a congestion control name`},
 		{"models:\n  - name: tcp/cc\n    tcp:\n      cgroups: /x\n", `x.yaml:4: models[0].tcp.cgroups: unknown field (want cgroup, allowed, default, passive, rate_probe, learn, portion_bytes, ring_bytes)`},

@@ -22,7 +22,7 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 if [[ $purpose == test ]]; then
-	packages=(clang-19 llvm-19 bpftool libbpf-dev iperf3 iproute2 qemu-system-x86 udev dpkg xz-utils python3-pandas systemd util-linux nats-server prometheus)
+	packages=(clang-19 llvm-19 bpftool libbpf-dev iperf3 iproute2 qemu-system-x86 udev dpkg xz-utils python3-pandas systemd util-linux nats-server prometheus e2fsprogs)
 	missing=()
 	for p in "${packages[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -63,6 +63,11 @@ if [[ $purpose == test ]]; then
 		! command -v vng >/dev/null || vng --version
 	fi
 
+	# The storage testbed's loop devices.
+	if [[ ! -e /dev/loop-control ]]; then
+		echo "setup: loading the loop driver"
+		modprobe loop || echo "setup: no loop driver: the storage/readahead tests will say so" >&2
+	fi
 fi # test
 
 if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then

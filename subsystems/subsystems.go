@@ -5,6 +5,7 @@ package subsystems
 
 import (
 	"github.com/mlbpf/mlbpf/pipeline"
+	"github.com/mlbpf/mlbpf/storage/readahead"
 	"github.com/mlbpf/mlbpf/synthetic"
 	"github.com/mlbpf/mlbpf/tcp"
 	"github.com/mlbpf/mlbpf/tcp/rto"
@@ -16,5 +17,6 @@ func All() []*pipeline.Subsystem {
 		tcp.Subsystem(),
 		rto.Subsystem(),
 		synthetic.Subsystem(),
+		readahead.Subsystem(),
 	}
 }

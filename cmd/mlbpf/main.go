@@ -75,6 +75,7 @@ func commands() []command {
 		{name: "version", summary: "print the version", run: cmdVersion},
 		{name: "__models", run: cmdModels, hidden: true},
 		{name: "__man", run: cmdMan, hidden: true},
+		{name: "watchdog", run: cmdWatchdog, hidden: true},
 	}
 }
 

@@ -1,0 +1,172 @@
+package readahead
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mlbpf/mlbpf/internal/testutil"
+	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/storage/testbed"
+)
+
+// newTestbed builds a storage testbed for t, removed when t ends.
+func newTestbed(t *testing.T, cfg testbed.Config) *testbed.Testbed {
+	t.Helper()
+	testutil.RequireBPF(t)
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		testutil.Missing(t, "needs the loop driver (/dev/loop-control): modprobe loop")
+	}
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		testutil.Missing(t, "needs mkfs.ext4: apt-get install e2fsprogs")
+	}
+	if cfg.SizeMiB == 0 {
+		cfg.SizeMiB, cfg.FileMiB = 96, 24
+	}
+	tb, err := testbed.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := tb.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return tb
+}
+
+func newCollector(t *testing.T, cfg CollectorConfig) *Collector {
+	t.Helper()
+	c, err := NewCollector(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	for _, m := range c.Missing {
+		// Named, never silent: the collector works from the rest.
+		t.Logf("kernel lacks tracepoint %s: the collector works without it", m)
+	}
+	return c
+}
+
+// sum adds up the windows of one run.
+func sum(ws []Window) Window {
+	var s Window
+	for _, w := range ws {
+		s.WindowNs += w.WindowNs
+		s.SyncRa += w.SyncRa
+		s.AsyncRa += w.AsyncRa
+		s.MmapRa += w.MmapRa
+		s.RqIssued += w.RqIssued
+		s.RqSeq += w.RqSeq
+		s.RqBytes += w.RqBytes
+		s.RqCompleted += w.RqCompleted
+		s.LatNs += w.LatNs
+		s.AskedBytes += w.AskedBytes
+		s.Reads += w.Reads
+		s.Faults += w.Faults
+		s.AddedPages += w.AddedPages
+		s.EvictedPages += w.EvictedPages
+	}
+	return s
+}
+
+func TestCollectorTellsWorkloadsApart(t *testing.T) {
+	tb := newTestbed(t, testbed.Config{Throttle: testbed.Throttle{ReadIOPS: 400}})
+	c := newCollector(t, CollectorConfig{Window: 100 * time.Millisecond})
+	if err := c.Watch(tb.Dev(), model.ArmFallback, 128); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		w    testbed.Workload
+		want Phase
+	}{
+		{testbed.Seq, PhaseSequential},
+		{testbed.Random, PhaseRandom},
+		{testbed.Mmap, PhaseMmap},
+	} {
+		st, err := tb.Run(context.Background(), tc.w, time.Second, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ws []Window
+		var phases [phaseCount]int
+		deadline := time.Now().Add(300 * time.Millisecond)
+		for time.Now().Before(deadline) {
+			if err := c.Read(deadline, func(w *Window) {
+				if w.Dev != tb.Dev() {
+					t.Errorf("a window of device %s, watching only %d:%d", w.Device(), tb.Major, tb.Minor)
+				}
+				if w.RaKb != 128 || w.Arm != model.ArmFallback {
+					t.Errorf("window carries ra_kb %d arm %v, want 128 %v", w.RaKb, w.Arm, model.ArmFallback)
+				}
+				ws = append(ws, *w)
+				phases[w.Classify()]++
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s := sum(ws)
+		t.Logf("%s: %d windows, workload %d bytes, asked %d, device %d (%d requests, %.0f%% sequential, %.0f KiB mean, latency %v), ra sync %d async %d mmap %d, faults %d reads %d, added %d evicted %d pages; phases %v",
+			tc.w, len(ws), st.Bytes, s.AskedBytes, s.RqBytes, s.RqIssued, 100*s.SeqShare(), s.MeanRequestKB(), s.MeanLatency(),
+			s.SyncRa, s.AsyncRa, s.MmapRa, s.Faults, s.Reads, s.AddedPages, s.EvictedPages, phases)
+		if len(ws) < 3 {
+			t.Fatalf("%s: %d windows in 1 s at a 100 ms window", tc.w, len(ws))
+		}
+		if s.RqIssued == 0 || s.AddedPages == 0 {
+			t.Errorf("%s: no device reads or page cache additions seen", tc.w)
+		}
+		if got := s.Classify(); got != tc.want {
+			t.Errorf("%s: the run's features say %v, want %v", tc.w, got, tc.want)
+		}
+		if phases[tc.want] < len(ws)/2 {
+			t.Errorf("%s: %d of %d windows classified %v", tc.w, phases[tc.want], len(ws), tc.want)
+		}
+		if contains(c.Missing, "filemap:mm_filemap_get_pages") {
+			continue
+		}
+		if ratio := float64(s.AskedBytes) / float64(st.Bytes); ratio < 0.8 || ratio > 1.5 {
+			t.Errorf("%s: the collector saw %d bytes asked for, the workload %d", tc.w, s.AskedBytes, st.Bytes)
+		}
+	}
+	if c.objs.Stats == nil {
+		t.Fatal("no stats map")
+	}
+}
+
+func TestCollectorIgnoresUnwatchedDevices(t *testing.T) {
+	tb := newTestbed(t, testbed.Config{})
+	c := newCollector(t, CollectorConfig{Window: 50 * time.Millisecond})
+	if _, err := tb.Run(context.Background(), testbed.Seq, 500*time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	if err := c.Read(time.Now().Add(100*time.Millisecond), func(*Window) { n++ }); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%d windows with no device watched", n)
+	}
+}
+
+// TestCollectorLoadsOnThisKernel loads and attaches the collector with no
+// testbed (so it runs in the VM kernels too): every tracepoint the kernel
+// has is attached, every one it lacks is named in Missing.
+func TestCollectorLoadsOnThisKernel(t *testing.T) {
+	testutil.RequireBPF(t)
+	c := newCollector(t, CollectorConfig{PinDir: filepath.Join(testutil.PinRoot(t), "readahead")})
+	for _, tp := range tracepoints {
+		_, err := os.Stat(filepath.Join(tracefs, "events", tp.group, tp.name))
+		name := tp.group + ":" + tp.name
+		if has := err == nil; has == contains(c.Missing, name) {
+			t.Errorf("tracepoint %s: present %v, but Missing %v", name, has, c.Missing)
+		}
+	}
+	if len(c.Attached())+len(c.Missing) != len(tracepoints) {
+		t.Errorf("attached %v and missing %v do not add up to %d tracepoints", c.Attached(), c.Missing, len(tracepoints))
+	}
+	t.Logf("attached %v; missing %v", c.Attached(), c.Missing)
+}

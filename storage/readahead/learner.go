@@ -1,0 +1,170 @@
+package readahead
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sync"
+)
+
+// DefaultGrid is the readahead settings the learner chooses from, in KB.
+var DefaultGrid = []uint32{16, 32, 64, 128, 256, 512, 1024, 2048}
+
+// Learner chooses, per device and phase, a readahead from a grid: the
+// setting with the highest mean reward (bytes the workload asked for per
+// second of window) once every setting has been tried MinWindows times,
+// trying the untried ones first and, with probability Explore, a
+// neighbour of the best.
+type Learner struct {
+	Grid       []uint32
+	MinWindows int     // windows per setting before it may be chosen; default 3
+	Explore    float64 // exploration share once every setting is known; default 0.1
+
+	mu   sync.Mutex
+	arms map[learnKey][]armStat
+}
+
+type learnKey struct {
+	dev   uint32
+	phase Phase
+}
+
+type armStat struct {
+	n    int
+	mean float64
+	m2   float64
+}
+
+func (s *armStat) add(x float64) {
+	s.n++
+	d := x - s.mean
+	s.mean += d / float64(s.n)
+	s.m2 += d * (x - s.mean)
+}
+
+// NewLearner returns a learner over grid (DefaultGrid if nil).
+func NewLearner(grid []uint32) *Learner {
+	if grid == nil {
+		grid = DefaultGrid
+	}
+	g := slices.Clone(grid)
+	slices.Sort(g)
+	return &Learner{Grid: g, MinWindows: 3, Explore: 0.1, arms: map[learnKey][]armStat{}}
+}
+
+func (l *Learner) stats(k learnKey) []armStat {
+	s, ok := l.arms[k]
+	if !ok {
+		s = make([]armStat, len(l.Grid))
+		l.arms[k] = s
+	}
+	return s
+}
+
+func (l *Learner) index(kb uint32) int {
+	i, ok := slices.BinarySearch(l.Grid, kb)
+	if !ok {
+		return -1
+	}
+	return i
+}
+
+// Observe records the reward of one window of dev in phase under kb. A
+// setting off the grid is ignored.
+func (l *Learner) Observe(dev uint32, phase Phase, kb uint32, reward float64) {
+	i := l.index(kb)
+	if i < 0 || phase == PhaseIdle || math.IsNaN(reward) {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stats(learnKey{dev, phase})[i].add(reward)
+}
+
+// Best returns the setting with the highest mean reward among those seen
+// MinWindows times, and whether there is one.
+func (l *Learner) Best(dev uint32, phase Phase) (uint32, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i := l.best(l.stats(learnKey{dev, phase}))
+	if i < 0 {
+		return 0, false
+	}
+	return l.Grid[i], true
+}
+
+func (l *Learner) best(s []armStat) int {
+	best := -1
+	for i := range s {
+		if s[i].n >= l.MinWindows && (best < 0 || s[i].mean > s[best].mean) {
+			best = i
+		}
+	}
+	return best
+}
+
+// Mean returns the mean reward of kb for dev in phase and how many
+// windows it rests on.
+func (l *Learner) Mean(dev uint32, phase Phase, kb uint32) (float64, int) {
+	i := l.index(kb)
+	if i < 0 {
+		return 0, 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.stats(learnKey{dev, phase})[i]
+	return s.mean, s.n
+}
+
+// Choose returns the setting to try next for dev in phase, and whether it
+// is an exploration rather than the best known. With explore false it
+// returns the best known (def while nothing is known).
+func (l *Learner) Choose(dev uint32, phase Phase, def uint32, explore bool) (uint32, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.stats(learnKey{dev, phase})
+	best := l.best(s)
+	if !explore {
+		if best < 0 {
+			return def, false
+		}
+		return l.Grid[best], false
+	}
+	// Untried settings first, the extremes before the middle, so that a
+	// monotone response is found early.
+	order := make([]int, 0, len(s))
+	for lo, hi := 0, len(s)-1; lo <= hi; lo, hi = lo+1, hi-1 {
+		order = append(order, hi)
+		if lo != hi {
+			order = append(order, lo)
+		}
+	}
+	for _, i := range order {
+		if s[i].n < l.MinWindows {
+			return l.Grid[i], true
+		}
+	}
+	if best >= 0 && rand.Float64() < l.Explore {
+		j := best + []int{-1, 1}[rand.IntN(2)]
+		if j >= 0 && j < len(s) {
+			return l.Grid[j], true
+		}
+	}
+	return l.Grid[best], false
+}
+
+// Known reports, per device and phase, the learned best setting.
+func (l *Learner) Known() map[uint32]map[Phase]uint32 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[uint32]map[Phase]uint32{}
+	for k, s := range l.arms {
+		if i := l.best(s); i >= 0 {
+			if out[k.dev] == nil {
+				out[k.dev] = map[Phase]uint32{}
+			}
+			out[k.dev][k.phase] = l.Grid[i]
+		}
+	}
+	return out
+}

@@ -1,0 +1,39 @@
+// Package testbed builds a slow block device on one machine, for the
+// tests, benchmark and demonstration of the storage/readahead model:
+//
+//	tmpfs (a private mount)
+//	  └─ disk.img ── loop device (/dev/loopN, autoclear)
+//	                   └─ ext4, mounted privately, holding the workload files
+//	io controller: reads of the loop device by the testbed's cgroup are
+//	throttled (cgroup v2 io.max where the v2 hierarchy offers the io
+//	controller, cgroup v1 blkio.throttle.read_{iops,bps}_device otherwise)
+//
+// The backing file lives in memory, so the device's speed is the
+// throttle's alone: a loop device capped at 100 read IOPS behaves like a
+// disk whose cost is per request (large readahead wins on sequential
+// reads), one capped in bytes per second like a disk whose cost is per
+// byte (small readahead wins on random page faults).
+//
+// A filesystem is mounted on the device so that every page of the
+// workload's files is attributed to the device (the tracepoints name the
+// superblock's device), as on a real host.
+//
+// Throttle moves the calling process into the testbed's cgroup: every
+// read the process (any goroutine) makes from the loop device is
+// throttled, reads of other devices are not. DropCache empties the page
+// cache of this device only: the workload files' pages (fadvise
+// DONTNEED) and the device's own buffer cache (BLKFLSBUF), never the
+// host's.
+//
+// Workloads (Run): seq (large sequential reads of one file), random
+// (4 KiB preads at random offsets), mmap (random page faults in a
+// mapping), phased (the three in turn, a few seconds each). Each reopens
+// its file often: the kernel copies a device's readahead setting into a
+// file's readahead state when the file is opened, so a new read_ahead_kb
+// reaches files opened after it is set.
+//
+// Close removes everything (the mount, the loop device, the tmpfs, the
+// cgroup) and may be called more than once; New also removes what the
+// testbeds of dead processes left behind, so a killed test leaves
+// nothing for long.
+package testbed
