@@ -142,15 +142,19 @@ static __always_inline void emit(struct ra_acc *a, __u32 dev, __u64 now,
 				 __u64 start, const struct ra_device *d)
 {
 	struct ra_window *r;
+	struct mlbpf_snapshot snap;
 	__u32 zero = 0;
-	const struct mlbpf_control *c = bpf_map_lookup_elem(&control, &zero);
+
+	/* The record names the mode and generation of one version of the
+	 * block (the applier is the daemon; the arm is the device's). */
+	mlbpf_snapshot_take(bpf_map_lookup_elem(&control, &zero), &snap);
 
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		mlbpf_count_lost(&lost);
 		return;
 	}
-	mlbpf_fill_hdr(&r->hdr, RA_RECORD_KIND, sizeof(*r), d->arm, c);
+	mlbpf_fill_hdr(&r->hdr, RA_RECORD_KIND, sizeof(*r), d->arm, &snap);
 	r->hdr.ts_ns = now;
 	r->dev = dev;
 	r->ra_kb = d->ra_kb;

@@ -21,7 +21,17 @@ type readaheadMlbpfControl struct {
 	CollabPermille  uint32
 	HoldoutPermille uint32
 	Generation      uint32
-	Flags           uint32
+	Seq             uint32
+	Spare           struct {
+		_               structs.HostLayout
+		Mode            uint32
+		State           uint32
+		LeaseExpiresNs  uint64
+		CollabPermille  uint32
+		HoldoutPermille uint32
+		Generation      uint32
+		_               [4]byte
+	}
 }
 
 type readaheadRaAcc struct {
