@@ -46,8 +46,10 @@
 //     status becomes vng's.
 //  4. guest.sh mounts bpffs, tracefs and debugfs where vng has not, and
 //     cgroup2 on /sys/fs/cgroup; lifts RLIMIT_MEMLOCK; loads the modules
-//     the tests use (-kmods); then runs each test binary with -test.v in
-//     its package's directory, so that testdata is where the tests look,
+//     the tests use (-kmods); then copies each test binary to a tmpfs
+//     (9p would read it from the host at every exec) and runs it with
+//     -test.v in its package's directory, so that testdata is where the
+//     tests look, temporary files on that tmpfs,
 //     with VMTEST_GUEST=1 in its environment, and -test.timeout set to the
 //     time left. It prints "ok"/"FAIL" per package and exits with the
 //     first failure's status.
