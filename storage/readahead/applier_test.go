@@ -243,6 +243,7 @@ func TestOperatorWriteIsRespectedInEveryArm(t *testing.T) {
 }
 
 func TestCollaborationRandomisesBlocks(t *testing.T) {
+	requireReward(t)
 	tb := newTestbed(t, testbed.Config{Throttle: testbed.Throttle{ReadIOPS: 200}})
 	setKB(t, tb, 128)
 	tu := newTuner(t, tb, Config{Mode: model.ModeCollaboration, MaxMode: model.ModeCollaboration, Block: 200 * time.Millisecond, Window: 100 * time.Millisecond})
@@ -309,6 +310,7 @@ func TestEmergencyAndOperatorWriteRestoreOrBackOff(t *testing.T) {
 // readahead: its watchdog restores the original within the lease plus
 // one second, with no operator action, and exits.
 func TestSIGKILLRestoresWithinLease(t *testing.T) {
+	requireReward(t) // without one the model never leaves LEARNING: nothing to restore
 	const lease = 2 * time.Second
 	if os.Getenv("MLBPF_RA_DAEMON") != "" {
 		fields := strings.Fields(os.Getenv("MLBPF_RA_DAEMON"))
@@ -402,6 +404,7 @@ func TestSIGKILLRestoresWithinLease(t *testing.T) {
 // where large readahead wins: it must learn a setting above the default
 // and be promoted to RECOMMENDATION.
 func TestTunerLearnsAndPromotes(t *testing.T) {
+	requireReward(t)
 	if testing.Short() {
 		t.Skip("learns for up to 120 s")
 	}
