@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/mlbpf/mlbpf/agent"
 	"github.com/mlbpf/mlbpf/daemon"
@@ -258,6 +260,7 @@ func cmdDatasetExport(ctx context.Context, args []string, stdout, stderr io.Writ
 		return err
 	}
 	var datasets []*model.Dataset
+	evicted := 0
 	if src.c != nil {
 		off, err := parseOffset(*offset)
 		if err != nil {
@@ -271,6 +274,12 @@ func cmdDatasetExport(ctx context.Context, args []string, stdout, stderr io.Writ
 		}
 		for _, o := range offsets {
 			portion, err := src.c.Fetch(ctx, src.name, agent.FetchOptions{Offset: o, Raw: true})
+			if off == nil && isEvicted(err) {
+				// The daemon moved on while we fetched the ones before
+				// (a slow machine): what it evicted is gone, say so.
+				evicted++
+				continue
+			}
 			if err != nil {
 				return unwrapRemote(err)
 			}
@@ -302,7 +311,17 @@ func cmdDatasetExport(ctx context.Context, args []string, stdout, stderr io.Writ
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: %s written to %s (%s)\n", src.name, st, *file, f)
+	if evicted > 0 {
+		fmt.Fprintf(stdout, "%s: %d portion(s) evicted by the daemon during the export, not in the file\n", src.name, evicted)
+	}
 	return nil
+}
+
+// isEvicted says whether err is the daemon's answer for a portion it has
+// evicted (OBSOLETE) since it listed it.
+func isEvicted(err error) bool {
+	var re *agent.RemoteError
+	return errors.As(err, &re) && strings.Contains(re.Msg, "is OBSOLETE: evicted")
 }
 
 // retained returns the offsets of the portions the daemon holds for a
