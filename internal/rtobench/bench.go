@@ -289,7 +289,7 @@ func (e *env) measure(ctx context.Context, recs map[netip.Prefix][]rto.Setting, 
 	opts.Lease = time.Hour
 	var mu sync.Mutex
 	var out map[testbed.Path][]rto.Flow // nil: before the flows
-	err := e.run(ctx, pipeline.Env{Options: opts, External: true}, func(f *rto.Flow) {
+	err := e.run(ctx, pipeline.Env{Options: opts, External: true}, nil, func(f *rto.Flow) {
 		mu.Lock()
 		defer mu.Unlock()
 		if p, ok := pathOf(f.Peer); ok && out != nil {
@@ -312,12 +312,16 @@ func (e *env) measure(ctx context.Context, recs map[netip.Prefix][]rto.Setting, 
 }
 
 // run runs tcp/rto on its period loop (the daemon's), on the testbed's
-// cgroup, with fn seeing every decoded flow, while do runs; when do
+// cgroup, its learner's grid grid (nil: rto.Grid), with fn seeing every decoded flow, while do runs; when do
 // returns, the loop stops (its model STOPPED: the kernel on its
 // defaults), the records that came meanwhile seen.
-func (e *env) run(ctx context.Context, env pipeline.Env, fn func(*rto.Flow), do func(context.Context, *pipeline.Loop) error) error {
+func (e *env) run(ctx context.Context, env pipeline.Env, grid []rto.Setting, fn func(*rto.Flow), do func(context.Context, *pipeline.Loop) error) error {
 	env.Model, env.PinRoot = rto.ModelName, e.pins
-	loop, err := rto.Subsystem().Open(env, &rto.SectionConfig{Cgroup: e.tb.Cgroup(), Grid: e.cfg.Settings})
+	sec := &rto.SectionConfig{Cgroup: e.tb.Cgroup(), Grid: grid}
+	if err := sec.Validate(); err != nil {
+		return err
+	}
+	loop, err := rto.Subsystem().Open(env, sec)
 	if err != nil {
 		return err
 	}

@@ -283,7 +283,7 @@ func learn(ctx context.Context, e *env, res map[testbed.Path]*PathResult) (map[n
 	var mode model.Mode
 	var recs map[netip.Prefix][]rto.Setting
 	var l *rto.Learner
-	err := e.run(ctx, pipeline.Env{Options: rto.DefaultOptions()}, func(*rto.Flow) {}, func(ctx context.Context, loop *pipeline.Loop) error {
+	err := e.run(ctx, pipeline.Env{Options: rto.DefaultOptions()}, e.cfg.Settings, func(*rto.Flow) {}, func(ctx context.Context, loop *pipeline.Loop) error {
 		l = loop.Objects().(*rto.Objects).Learner()
 		period := loop.Model().Options().SleepTimeout
 		for sent := 0; ; sent += batch {
