@@ -80,14 +80,17 @@ func (c Config) withDefaults() Config {
 var paths = []testbed.Path{testbed.PathLossy, testbed.PathBloat}
 
 // env is one run's testbed and model objects: o attaches the program
-// for the whole run (the cost is its statistics) and the period loops
-// (run) adopt its link and share its maps.
+// for the whole run and the period loops (run) adopt its link, each with
+// its own program, and share its maps.
 type env struct {
 	cfg   Config
 	tb    *testbed.Paths
 	o     *rto.Objects
 	sinks map[testbed.Path]*testbed.Sink
 	pins  string
+	// progNs and progRuns add up the run time and runs of the loops'
+	// programs (each loop's objects replace the program in the link).
+	progNs, progRuns uint64
 }
 
 func setup(ctx context.Context, cfg Config) (*env, error) {
@@ -295,7 +298,12 @@ func (e *env) measure(ctx context.Context, recs map[netip.Prefix][]rto.Setting, 
 		if p, ok := pathOf(f.Peer); ok && out != nil {
 			out[p] = append(out[p], *f)
 		}
-	}, func(ctx context.Context, _ *pipeline.Loop) error {
+	}, func(ctx context.Context, loop *pipeline.Loop) error {
+		defer func() {
+			if m := loop.Model().Mode(); m != opts.InitialMode {
+				e.cfg.Logger.Warn("the mode changed while measuring", "mode", m, "want", opts.InitialMode)
+			}
+		}()
 		time.Sleep(2 * rto.DefaultOptions().SleepTimeout) // what came before
 		mu.Lock()
 		out = map[testbed.Path][]rto.Flow{}
@@ -326,14 +334,20 @@ func (e *env) run(ctx context.Context, env pipeline.Env, grid []rto.Setting, fn 
 		return err
 	}
 	defer loop.Close()
-	loop.Objects().(*rto.Objects).Learner().OnFlow(fn)
+	o := loop.Objects().(*rto.Objects)
+	o.Learner().OnFlow(fn)
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
 	runErr := make(chan error, 1)
 	go func() { runErr <- loop.Run(rctx) }()
 	err = do(rctx, loop)
 	stop()
-	return errors.Join(err, <-runErr)
+	err = errors.Join(err, <-runErr)
+	// The program the loop attached (Start), until the next loop's.
+	ns, runs, serr := progStats(o.Program())
+	e.progNs += ns
+	e.progRuns += runs
+	return errors.Join(err, serr)
 }
 
 // Survey measures every configured setting once on both paths and prints

@@ -171,7 +171,7 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 		defer ccClose()
 	}
 	cost := Cost{CCErr: ccErr}
-	rto0, rtoN, _ := progStats(e.o.Program())
+	e.progNs, e.progRuns = 0, 0
 	var cc0, ccN uint64
 	if ccProg != nil {
 		cc0, ccN, _ = progStats(ccProg)
@@ -209,10 +209,9 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 			}
 		}
 	}
-	rto1, rtoN1, _ := progStats(e.o.Program())
-	if rtoN1 > rtoN {
-		cost.RTONsPerCall = float64(rto1-rto0) / float64(rtoN1-rtoN)
-		cost.RTOCallsPerConn = float64(rtoN1-rtoN) / float64(conns)
+	if e.progRuns > 0 {
+		cost.RTONsPerCall = float64(e.progNs) / float64(e.progRuns)
+		cost.RTOCallsPerConn = float64(e.progRuns) / float64(conns)
 	}
 	if ccProg != nil {
 		cc1, ccN1, _ := progStats(ccProg)
