@@ -18,9 +18,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cilium/ebpf/ringbuf"
-
 	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/pipeline"
 	"github.com/mlbpf/mlbpf/tcp/rto"
 	"github.com/mlbpf/mlbpf/testbed"
 )
@@ -80,13 +79,18 @@ func (c Config) withDefaults() Config {
 
 var paths = []testbed.Path{testbed.PathLossy, testbed.PathBloat}
 
-// env is one run's testbed and model objects.
+// env is one run's testbed and model objects: o attaches the program
+// for the whole run and the period loops (run) adopt its link, each with
+// its own program, and share its maps.
 type env struct {
 	cfg   Config
 	tb    *testbed.Paths
 	o     *rto.Objects
 	sinks map[testbed.Path]*testbed.Sink
 	pins  string
+	// progNs and progRuns add up the run time and runs of the loops'
+	// programs (each loop's objects replace the program in the link).
+	progNs, progRuns uint64
 }
 
 func setup(ctx context.Context, cfg Config) (*env, error) {
@@ -201,25 +205,6 @@ func pathOf(a netip.Addr) (testbed.Path, bool) {
 	return "", false
 }
 
-// drain reads every record now in the ring buffer.
-func drain(rd *ringbuf.Reader, fn func(*rto.Flow)) error {
-	var rec ringbuf.Record
-	var f rto.Flow
-	rd.SetDeadline(time.Now().Add(50 * time.Millisecond))
-	for {
-		err := rd.ReadInto(&rec)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if rto.DecodeFlow(rec.RawSample, &f) == nil {
-			fn(&f)
-		}
-	}
-}
-
 // Stats summarises flows of one arm on one path.
 type Stats struct {
 	N                   int
@@ -268,21 +253,29 @@ func pct(xs []float64, q float64) float64 {
 
 // fixed measures one setting on both paths: every flow gets it (holdout
 // 0), or the kernel's defaults for rto.Default (no recommendation).
-func (e *env) fixed(ctx context.Context, rd *ringbuf.Reader, s rto.Setting) (map[testbed.Path][]rto.Flow, error) {
+func (e *env) fixed(ctx context.Context, s rto.Setting) (map[testbed.Path][]rto.Flow, error) {
 	recs := map[netip.Prefix][]rto.Setting{}
 	for _, p := range paths {
 		if s != rto.Default {
 			recs[p.Addrs().Prefix] = []rto.Setting{s}
 		}
 	}
-	return e.measure(ctx, rd, recs, 0)
+	return e.measure(ctx, recs, fixedOptions)
 }
 
-// measure writes recs (every path's prefix not in it withdrawn) and a
-// control block RUNNING in RECOMMENDATION with holdout permille and an
-// endless lease, sends Flows flows on each path and returns their
-// records by path.
-func (e *env) measure(ctx context.Context, rd *ringbuf.Reader, recs map[netip.Prefix][]rto.Setting, holdout uint32) (map[testbed.Path][]rto.Flow, error) {
+// fixedOptions run every flow with the setting recommended, or on the
+// kernel's defaults where none is: COLLABORATION with all of them drawing
+// the candidate (RECOMMENDATION would keep a holdout on the defaults).
+var fixedOptions = model.Options{
+	InitialMode: model.ModeCollaboration, MaxMode: model.ModeCollaboration, CollabPermille: model.Permille,
+}
+
+// measure writes recs (every path's prefix not in it withdrawn), runs the
+// model on its period loop with opts (an external learner: the built-in
+// one's recommendations are not applied, nor its mode), sends Flows flows
+// on each path and returns their records, as the loop decoded them, by
+// path.
+func (e *env) measure(ctx context.Context, recs map[netip.Prefix][]rto.Setting, opts model.Options) (map[testbed.Path][]rto.Flow, error) {
 	for _, p := range paths {
 		pfx := p.Addrs().Prefix
 		var err error
@@ -295,29 +288,66 @@ func (e *env) measure(ctx context.Context, rd *ringbuf.Reader, recs map[netip.Pr
 			return nil, err
 		}
 	}
-	c, err := e.o.Control().LoadControl()
-	if err != nil {
-		return nil, err
-	}
-	if err := e.o.Control().StoreControl(model.Control{
-		State: model.StateRunning, Mode: model.ModeRecommendation, LeaseExpiresNs: math.MaxUint64,
-		HoldoutPermille: holdout, Generation: c.Generation + 1,
-	}); err != nil {
-		return nil, err
-	}
-	if err := drain(rd, func(*rto.Flow) {}); err != nil {
-		return nil, err
-	}
-	if err := e.flows(ctx, e.cfg.LossyFlows, e.cfg.Flows); err != nil {
-		return nil, err
-	}
-	out := map[testbed.Path][]rto.Flow{}
-	err = drain(rd, func(f *rto.Flow) {
-		if p, ok := pathOf(f.Peer); ok {
+	opts.SleepTimeout = rto.DefaultOptions().SleepTimeout
+	opts.Lease = time.Hour
+	var mu sync.Mutex
+	var out map[testbed.Path][]rto.Flow // nil: before the flows
+	err := e.run(ctx, pipeline.Env{Options: opts, External: true}, nil, func(f *rto.Flow) {
+		mu.Lock()
+		defer mu.Unlock()
+		if p, ok := pathOf(f.Peer); ok && out != nil {
 			out[p] = append(out[p], *f)
 		}
+	}, func(ctx context.Context, loop *pipeline.Loop) error {
+		defer func() {
+			if m := loop.Model().Mode(); m != opts.InitialMode {
+				e.cfg.Logger.Warn("the mode changed while measuring", "mode", m, "want", opts.InitialMode)
+			}
+		}()
+		time.Sleep(2 * rto.DefaultOptions().SleepTimeout) // what came before
+		mu.Lock()
+		out = map[testbed.Path][]rto.Flow{}
+		mu.Unlock()
+		if err := e.flows(ctx, e.cfg.LossyFlows, e.cfg.Flows); err != nil {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond) // the last records in
+		return nil
 	})
+	mu.Lock()
+	defer mu.Unlock()
 	return out, err
+}
+
+// run runs tcp/rto on its period loop (the daemon's), on the testbed's
+// cgroup, its learner's grid grid (nil: rto.Grid), with fn seeing every decoded flow, while do runs; when do
+// returns, the loop stops (its model STOPPED: the kernel on its
+// defaults), the records that came meanwhile seen.
+func (e *env) run(ctx context.Context, env pipeline.Env, grid []rto.Setting, fn func(*rto.Flow), do func(context.Context, *pipeline.Loop) error) error {
+	env.Model, env.PinRoot = rto.ModelName, e.pins
+	sec := &rto.SectionConfig{Cgroup: e.tb.Cgroup(), Grid: grid}
+	if err := sec.Validate(); err != nil {
+		return err
+	}
+	loop, err := rto.Subsystem().Open(env, sec)
+	if err != nil {
+		return err
+	}
+	defer loop.Close()
+	o := loop.Objects().(*rto.Objects)
+	o.Learner().OnFlow(fn)
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	runErr := make(chan error, 1)
+	go func() { runErr <- loop.Run(rctx) }()
+	err = do(rctx, loop)
+	stop()
+	err = errors.Join(err, <-runErr)
+	// The program the loop attached (Start), until the next loop's.
+	ns, runs, serr := progStats(o.Program())
+	e.progNs += ns
+	e.progRuns += runs
+	return errors.Join(err, serr)
 }
 
 // Survey measures every configured setting once on both paths and prints
@@ -329,16 +359,11 @@ func Survey(ctx context.Context, w io.Writer, cfg Config) error {
 		return err
 	}
 	defer e.close()
-	rd, err := ringbuf.NewReader(e.o.Events())
-	if err != nil {
-		return err
-	}
-	defer rd.Close()
 	for _, s := range cfg.Settings {
 		if err := s.Validate(rto.KernelHZ()); err != nil {
 			return err
 		}
-		res, err := e.fixed(ctx, rd, s)
+		res, err := e.fixed(ctx, s)
 		if err != nil {
 			return err
 		}

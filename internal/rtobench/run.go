@@ -11,11 +11,11 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
 	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/pipeline"
 	"github.com/mlbpf/mlbpf/tcp"
 	"github.com/mlbpf/mlbpf/tcp/rto"
 	"github.com/mlbpf/mlbpf/testbed"
@@ -171,16 +171,11 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 		defer ccClose()
 	}
 	cost := Cost{CCErr: ccErr}
-	rto0, rtoN, _ := progStats(e.o.Program())
+	e.progNs, e.progRuns = 0, 0
 	var cc0, ccN uint64
 	if ccProg != nil {
 		cc0, ccN, _ = progStats(ccProg)
 	}
-	rd, err := ringbuf.NewReader(e.o.Events())
-	if err != nil {
-		return err
-	}
-	defer rd.Close()
 	mlbpf := map[testbed.Path][]float64{}
 	slots := len(cfg.Settings) + 1 // the last is mlbpf
 	conns := 0
@@ -189,9 +184,12 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 			slot := (k + rep) % slots
 			var out map[testbed.Path][]rto.Flow
 			if slot == len(cfg.Settings) {
-				out, err = e.measure(ctx, rd, learned, rto.DefaultOptions().HoldoutPermille)
+				out, err = e.measure(ctx, learned, model.Options{
+					InitialMode: model.ModeRecommendation, MaxMode: model.ModeRecommendation,
+					HoldoutPermille: rto.DefaultOptions().HoldoutPermille,
+				})
 			} else {
-				out, err = e.fixed(ctx, rd, cfg.Settings[slot])
+				out, err = e.fixed(ctx, cfg.Settings[slot])
 			}
 			if err != nil {
 				return err
@@ -211,10 +209,9 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 			}
 		}
 	}
-	rto1, rtoN1, _ := progStats(e.o.Program())
-	if rtoN1 > rtoN {
-		cost.RTONsPerCall = float64(rto1-rto0) / float64(rtoN1-rtoN)
-		cost.RTOCallsPerConn = float64(rtoN1-rtoN) / float64(conns)
+	if e.progRuns > 0 {
+		cost.RTONsPerCall = float64(e.progNs) / float64(e.progRuns)
+		cost.RTOCallsPerConn = float64(e.progRuns) / float64(conns)
 	}
 	if ccProg != nil {
 		cc1, ccN1, _ := progStats(ccProg)
@@ -280,39 +277,36 @@ func learn(ctx context.Context, e *env, res map[testbed.Path]*PathResult) (map[n
 			return nil, 0, err
 		}
 	}
-	run, err := rto.NewRunner(e.o, rto.LearnConfig{Grid: e.cfg.Settings}, model.Options{})
+	const maxLearn, batch = 400, 25
+	start := time.Now()
+	var mode model.Mode
+	var recs map[netip.Prefix][]rto.Setting
+	var l *rto.Learner
+	err := e.run(ctx, pipeline.Env{Options: rto.DefaultOptions()}, e.cfg.Settings, func(*rto.Flow) {}, func(ctx context.Context, loop *pipeline.Loop) error {
+		l = loop.Objects().(*rto.Objects).Learner()
+		period := loop.Model().Options().SleepTimeout
+		for sent := 0; ; sent += batch {
+			if len(l.Destinations()) == len(paths) && !l.Exploring() {
+				break
+			}
+			if sent >= maxLearn {
+				log.Warn("still exploring", "flows_per_path", sent)
+				break
+			}
+			if err := e.flows(ctx, batch, batch); err != nil {
+				return err
+			}
+			time.Sleep(2 * period) // the last records in
+		}
+		time.Sleep(2 * period)
+		mode = loop.Model().Mode()
+		recs = l.Recommendations()
+		return nil
+	})
 	if err != nil {
 		return nil, 0, err
 	}
-	defer run.Close()
-	rctx, stop := context.WithCancel(ctx)
-	runErr := make(chan error, 1)
-	go func() { runErr <- run.Run(rctx) }()
-	const maxLearn, batch = 400, 25
-	start := time.Now()
-	for sent := 0; ; sent += batch {
-		if len(run.Learner().Destinations()) == len(paths) && !run.Learner().Exploring() {
-			break
-		}
-		if sent >= maxLearn {
-			log.Warn("still exploring", "flows_per_path", sent)
-			break
-		}
-		if err := e.flows(ctx, batch, batch); err != nil {
-			stop()
-			<-runErr
-			return nil, 0, err
-		}
-		time.Sleep(2 * run.Model().Options().SleepTimeout) // the last records in
-	}
-	time.Sleep(2 * run.Model().Options().SleepTimeout)
-	mode := run.Model().Mode()
-	recs := run.Learner().Recommendations()
-	stop()
-	if err := <-runErr; err != nil {
-		return nil, 0, err
-	}
-	for _, d := range run.Learner().Destinations() {
+	for _, d := range l.Destinations() {
 		if p, ok := pathOf(d.Prefix.Addr()); ok {
 			res[p].LearnedAfter, res[p].Chosen = d.LearnedAfter, d.Setting
 			log.Info("learned", "path", p, "after", d.LearnedAfter, "chosen", d.Setting, "arms", d.Arms)

@@ -9,7 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/pipeline"
 	"github.com/mlbpf/mlbpf/testbed"
 )
 
@@ -59,20 +61,17 @@ func Demo(ctx context.Context, w io.Writer, pinRoot string, opts DemoOptions) (e
 	} else {
 		fmt.Fprintf(w, "bloat path queue full: background flow RTT %v\n", rtt.Round(time.Millisecond))
 	}
-	o, err := Open(Config{PinRoot: pinRoot, Cgroup: tb.Cgroup()})
+	loop, err := Subsystem().Open(pipeline.Env{Model: ModelName, PinRoot: pinRoot, Options: DefaultOptions()},
+		&SectionConfig{Cgroup: tb.Cgroup()})
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, o.Remove()) }()
-	run, err := NewRunner(o, LearnConfig{}, model.Options{})
-	if err != nil {
-		return err
-	}
-	defer run.Close()
+	o := loop.Objects().(*Objects)
+	defer func() { err = errors.Join(err, loop.Close(), loader.RemovePins(o.Dir())) }()
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
 	runErr := make(chan error, 1)
-	go func() { runErr <- run.Run(rctx) }()
+	go func() { runErr <- loop.Run(rctx) }()
 
 	paths := []testbed.Path{testbed.PathLossy, testbed.PathBloat}
 	sinks := map[testbed.Path]*testbed.Sink{}
@@ -131,13 +130,13 @@ func Demo(ctx context.Context, w io.Writer, pinRoot string, opts DemoOptions) (e
 			<-finished
 			return err
 		case <-finished:
-			demoTable(w, run)
+			demoTable(w, loop.Model(), o)
 			stop()
 			return <-runErr
 		case <-tick.C:
 		}
-		demoTable(w, run)
-		if !run.Learner().Exploring() && len(run.Learner().Destinations()) == len(paths) {
+		demoTable(w, loop.Model(), o)
+		if !o.Learner().Exploring() && len(o.Learner().Destinations()) == len(paths) {
 			mu.Lock()
 			if decidedAt < 0 {
 				decidedAt = max(sent[testbed.PathLossy], sent[testbed.PathBloat])
@@ -147,11 +146,11 @@ func Demo(ctx context.Context, w io.Writer, pinRoot string, opts DemoOptions) (e
 	}
 }
 
-func demoTable(w io.Writer, run *Runner) {
-	arms, _ := run.o.ArmCounts()
-	fmt.Fprintf(w, "\nmode %v  arms model=%d control=%d no_rec=%d fallback=%d rejected=%d\n", run.Model().Mode(),
+func demoTable(w io.Writer, m *model.Model, o *Objects) {
+	arms, _ := o.ArmCounts()
+	fmt.Fprintf(w, "\nmode %v  arms model=%d control=%d no_rec=%d fallback=%d rejected=%d\n", m.Mode(),
 		arms[model.ArmModel], arms[model.ArmControl], arms[model.ArmNoRec], arms[model.ArmFallback], arms[model.ArmRejected])
-	for _, d := range run.Learner().Destinations() {
+	for _, d := range o.Learner().Destinations() {
 		chosen := "exploring"
 		if d.Chosen >= 0 {
 			chosen = fmt.Sprintf("%s after %d flows", d.Setting, d.LearnedAfter)

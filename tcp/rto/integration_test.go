@@ -16,15 +16,17 @@ import (
 	"github.com/mlbpf/mlbpf/internal/testutil"
 	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/pipeline"
 	"github.com/mlbpf/mlbpf/testbed"
 )
 
 // rig is a testbed (one veth pair, the process in its cgroup) with the
 // tcp/rto program attached to the cgroup.
 type rig struct {
-	tb   *testbed.Testbed
-	o    *Objects
-	sink *testbed.Sink
+	pinRoot string
+	tb      *testbed.Testbed
+	o       *Objects
+	sink    *testbed.Sink
 }
 
 func newRig(t *testing.T) *rig {
@@ -35,7 +37,8 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = tb.Close() })
-	o, err := Open(Config{PinRoot: testutil.PinRoot(t), Cgroup: tb.Cgroup()})
+	pinRoot := testutil.PinRoot(t)
+	o, err := Open(Config{PinRoot: pinRoot, Cgroup: tb.Cgroup()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +51,7 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sink.Close() })
-	return &rig{tb: tb, o: o, sink: sink}
+	return &rig{pinRoot: pinRoot, tb: tb, o: o, sink: sink}
 }
 
 // setControl writes the control block: RUNNING in mode, everything
@@ -331,29 +334,36 @@ func TestFallbackReachesLiveConnections(t *testing.T) {
 	}
 }
 
-// TestRunner runs the model through its lifecycle on real connections: it
-// learns, from the records, a prefix per destination; on EMERGENCY and
-// when its lease lapses the kernel is on its defaults.
-func TestRunner(t *testing.T) {
+// TestLoop runs the model through its lifecycle on the period loop
+// (Subsystem's Open, the daemon's path) on real connections: it learns,
+// from the records, a prefix per destination; on EMERGENCY and when its
+// lease lapses the kernel is on its defaults.
+func TestLoop(t *testing.T) {
 	r := newRig(t)
-	run, err := NewRunner(r.o, LearnConfig{MinSamples: 5, MaxFlows: 40}, model.Options{
+	loop, err := Subsystem().Open(pipeline.Env{Model: ModelName, PinRoot: r.pinRoot, Options: model.Options{
 		SleepTimeout: 50 * time.Millisecond, Lease: 200 * time.Millisecond,
-	})
+	}}, &SectionConfig{Cgroup: r.tb.Cgroup(), MinSamples: 5, MaxFlows: 40})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer run.Close()
+	defer loop.Close()
+	o := loop.Objects().(*Objects)
 	var flows int
-	run.OnFlow(func(f *Flow) {
+	o.Learner().OnFlow(func(f *Flow) {
 		if f.Peer == testbed.ServerAddr {
 			flows++
 		}
 	})
-	if err := run.Start(); err != nil {
+	m := loop.Model()
+	if err := m.Start(model.RunConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	if m := run.Model().Mode(); m != model.ModeCollaboration {
+	if m := m.Mode(); m != model.ModeCollaboration {
 		t.Fatalf("mode %v after Start, want COLLABORATION", m)
+	}
+	// Run's first period, at once: the lease granted.
+	if err := loop.Period(); err != nil {
+		t.Fatal(err)
 	}
 	for range 50 {
 		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -362,32 +372,32 @@ func TestRunner(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := run.Step(); err != nil {
+		if err := loop.Period(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if flows != 50 {
 		t.Errorf("%d records of 50 flows", flows)
 	}
-	ds := run.Learner().Destinations()
+	ds := o.Learner().Destinations()
 	if len(ds) != 1 || ds[0].Prefix != netip.MustParsePrefix("198.18.0.0/24") || ds[0].Chosen < 0 {
 		t.Fatalf("destinations %+v: want 198.18.0.0/24 decided within 40 flows", ds)
 	}
-	if m := run.Model().Mode(); m != model.ModeRecommendation {
+	if m := m.Mode(); m != model.ModeRecommendation {
 		t.Errorf("mode %v once every prefix chose, want RECOMMENDATION", m)
 	}
 	// Whatever was chosen, make sure a setting is in force, then trip.
 	if err := r.o.Recommend(testbed.Prefix, aggressive); err != nil {
 		t.Fatal(err)
 	}
-	if err := run.Model().SetMode(model.ModeEmergency, "test"); err != nil {
+	if err := m.SetMode(model.ModeEmergency, "test"); err != nil {
 		t.Fatal(err)
 	}
 	checkGot(t, "EMERGENCY through the model", r.synSent(t, false), defaults, true)
-	if err := run.Model().SetMode(model.ModeRecommendation, "test"); err != nil {
+	if err := m.SetMode(model.ModeRecommendation, "test"); err != nil {
 		t.Fatal(err)
 	}
-	if err := run.Step(); err != nil {
+	if err := loop.Period(); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond) // no renewal: the lease lapses

@@ -113,6 +113,16 @@ type Learner struct {
 	cfg   LearnConfig
 	mu    sync.Mutex
 	dests map[netip.Prefix]*Destination
+	seen  func(*Flow)
+}
+
+// OnFlow sets a function that sees every flow the learner is given,
+// before it learns from it (for demos and benchmarks: the records as the
+// model's loop decoded them).
+func (l *Learner) OnFlow(fn func(*Flow)) {
+	l.mu.Lock()
+	l.seen = fn
+	l.mu.Unlock()
 }
 
 // NewLearner returns a learner; cfg must be valid (Validate).
@@ -153,6 +163,12 @@ func (l *Learner) armOf(f *Flow) int {
 // Observe learns from one flow. It reports whether the prefix's
 // recommendation changed.
 func (l *Learner) Observe(f *Flow) bool {
+	l.mu.Lock()
+	seen := l.seen
+	l.mu.Unlock()
+	if seen != nil {
+		seen(f)
+	}
 	arm := l.armOf(f)
 	if arm < 0 {
 		return false

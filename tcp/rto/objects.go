@@ -48,9 +48,11 @@ type Objects struct {
 	control *loader.ControlMap
 	hz      int
 	// learner, when the objects run on the period loop, sets the mode
-	// (EstimateSystemState); its state is saved at statePath on Stop.
+	// (EstimateSystemState) unless external (an agent recommends); its
+	// state is saved at statePath on Stop.
 	learner   *Learner
 	statePath string
+	external  bool
 
 	mu   sync.Mutex
 	link link.Link
@@ -103,6 +105,10 @@ func (o *Objects) Control() *loader.ControlMap { return o.control }
 
 // Program is the sock_ops program.
 func (o *Objects) Program() *ebpf.Program { return o.objs.TcpRtoSockops }
+
+// Learner is the learner of the model's loop (Subsystem's Open), nil
+// for objects opened without one.
+func (o *Objects) Learner() *Learner { return o.learner }
 
 // Events is the ring buffer of outcome records.
 func (o *Objects) Events() *ebpf.Map { return o.objs.Events }

@@ -34,11 +34,14 @@ type SectionConfig struct {
 	PrefixBits6 int `cfg:"prefix_bits6"`
 	// PortionBytes caps a dataset portion (default 128 KiB).
 	PortionBytes int `cfg:"portion_bytes"`
+	// Grid replaces the learner's grid (default Grid); a program's
+	// setting (the benchmark's -settings), not the file's.
+	Grid []Setting `cfg:"-"`
 }
 
 func (c *SectionConfig) learn() LearnConfig {
 	return LearnConfig{Quantile: c.Quantile, MinSamples: c.MinSamples, MaxFlows: c.MaxFlows,
-		Bits4: c.PrefixBits4, Bits6: c.PrefixBits6}
+		Bits4: c.PrefixBits4, Bits6: c.PrefixBits6, Grid: c.Grid}
 }
 
 // Validate implements config.Section.
@@ -93,7 +96,7 @@ func openLoop(env pipeline.Env, sec config.Section) (*pipeline.Loop, error) {
 			return nil, err
 		}
 	}
-	o.learner, o.statePath = l.l, l.path
+	o.learner, o.statePath, o.external = l.l, l.path, env.External
 	env.Options = withDefaultOptions(env.Options)
 	loop, err := pipeline.New(env, pipeline.Parts[Flow]{
 		Subsystem: SubsystemName, Objects: o, Records: Subsystem().Records,
@@ -161,12 +164,13 @@ func (a *learnAdapter) sync(out *pipeline.Result) {
 
 // EstimateSystemState implements model.ModelOps: the mode follows the
 // learner (COLLABORATION while a prefix explores, RECOMMENDATION once all
-// have chosen), under MaxMode; the controller's trips (a lapsed lease, a
+// have chosen), under MaxMode, unless the learner is external (its
+// recommendations are not applied); the controller's trips (a lapsed lease, a
 // corrupted dataset) still send the model to EMERGENCY, which only an
 // operator leaves.
 func (o *Objects) EstimateSystemState(m *model.Model) (model.Decision, error) {
 	d, err := (model.GenericModelOps{}).EstimateSystemState(m)
-	if err != nil || d.To == model.ModeEmergency || m.Mode() == model.ModeEmergency || o.learner == nil {
+	if err != nil || d.To == model.ModeEmergency || m.Mode() == model.ModeEmergency || o.learner == nil || o.external {
 		return d, err
 	}
 	want, why, ok := o.learner.Mode()
