@@ -25,6 +25,11 @@ mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracin
 mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
 grep -q '^cgroup2 /sys/fs/cgroup ' /proc/mounts || mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ulimit -l unlimited
+# The guest kernel's configuration, for BPF objects reading CONFIG_*
+# values: the shared /boot holds the host kernel's.
+if [[ -f ${plan%/*}/kconfig && ! -e /boot/config-$(uname -r) && ! -e /proc/config.gz ]]; then
+	mount -t tmpfs -o mode=755 tmpfs /boot && cp "${plan%/*}/kconfig" "/boot/config-$(uname -r)"
+fi
 if [[ -n $modules ]]; then
 	for m in ${modules//,/ }; do
 		modprobe "$m" 2>/dev/null || missing+=" $m"

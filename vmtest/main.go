@@ -170,6 +170,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		testArgs = append([]string{"-test.run", o.run}, testArgs...)
 	}
 	script, err := writeGuest(work, pkgs, testDeadline(o.timeout), o.kmods, testArgs)
+	if err == nil {
+		err = copyKconfig(k, work)
+	}
 	if err != nil {
 		return err
 	}
@@ -217,6 +220,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "FAIL (kernel %s under virtme-ng)\n", k.Release)
 	return errExit{status}
+}
+
+// copyKconfig puts the kernel's build configuration, when its package has
+// one beside the image (Debian's boot/config-<release>), into work as
+// "kconfig": the guest shares the host's /boot, which has the host
+// kernel's, and BPF objects that read CONFIG_* values (__kconfig) need
+// the guest kernel's.
+func copyKconfig(k *kernel.Kernel, work string) error {
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(k.Image), "config-"+k.Release))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // a bzImage or tree of one's own: its /proc/config.gz, if any
+	}
+	if err != nil {
+		return fmt.Errorf("reading the kernel's configuration: %w", err)
+	}
+	return os.WriteFile(filepath.Join(work, "kconfig"), b, 0o644)
 }
 
 // writeGuest writes the guest script and its plan into work and returns

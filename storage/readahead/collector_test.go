@@ -179,7 +179,7 @@ func TestCollectorLoadsOnThisKernel(t *testing.T) {
 // bytes a workload asked for (filemap:mm_filemap_get_pages, and
 // mm_filemap_fault for page faults; both arrived after 6.1): there the
 // model has no reward, so it collects and stays in LEARNING by design
-// (TestModelRunsOnTheLoop and TestCollectorLoadsOnThisKernel still run),
+// (TestCollectorLoadsOnThisKernel and the applier's tests still run),
 // and whatever needs a reward or tells page faults apart cannot be shown.
 func requireReward(tb testing.TB) {
 	tb.Helper()

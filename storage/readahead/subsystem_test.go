@@ -17,6 +17,7 @@ import (
 // sequential workload, an operator's recommendation is validated by the
 // subsystem, and stopping the model puts the device back.
 func TestModelRunsOnTheLoop(t *testing.T) {
+	requireReward(t)
 	if testing.Short() {
 		t.Skip("learns for up to 120 s")
 	}
