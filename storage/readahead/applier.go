@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/mlbpf/mlbpf/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"sort"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/mlbpf/mlbpf/internal/atomicfile"
 )
 
 // sysBlock is where the kernel lists block devices.
