@@ -175,6 +175,13 @@ func (l *Learner) Observe(c *Conn) (fb model.Feedback, ok bool, ch *Change) {
 	if c.Arm == model.ArmSkipped || c.Reverted || c.BytesAcked < l.cfg.MinBytes || c.Duration <= 0 || c.CC == "" {
 		return fb, false, nil
 	}
+	if c.Arm == model.ArmModel && c.CC != c.Recommended {
+		// The application set its own algorithm after mlbpf's choice at
+		// connect (iperf3 -C does): neither evidence about the model's
+		// arm nor about the default, since a connection switched away
+		// from bbr runs slower than one that never ran it.
+		return fb, false, nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	g := c.Goodput()

@@ -266,6 +266,7 @@ func TestLearnerIgnores(t *testing.T) {
 	l := newTestLearner()
 	for _, c := range []*Conn{
 		conn(model.ArmSkipped, "reno", "", 1e9, 0, 0),                                                   // the application's choice
+		conn(model.ArmModel, "cubic", "bbr", 1e9, 0, 0),                                                 // the application overrode the model after connect
 		conn(model.ArmNoRec, "cubic", "", 1000, 0, 0),                                                   // not a transfer
 		{Arm: model.ArmNoRec, CC: "cubic", BytesAcked: 1 << 30, Peer: netip.MustParseAddr("192.0.2.1")}, // no duration
 	} {
