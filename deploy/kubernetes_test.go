@@ -291,7 +291,7 @@ func TestContainerRunsAsManifest(t *testing.T) {
 
 	// tcp/cc decides on the connections of its cgroup, and the daemon in
 	// the container reads their records.
-	connect(t, n.cgroup, 5)
+	connect(t, n.cgroup, 20)
 	waitUntil(t, "5 decisions and their records", 20*time.Second, func() bool {
 		st = n.status()
 		var d uint64
@@ -300,6 +300,13 @@ func TestContainerRunsAsManifest(t *testing.T) {
 		}
 		return d >= 5 && st.Daemon != nil && st.Daemon.Records >= 5
 	}, func() string { return fmt.Sprintf("%+v %+v", st, st.Daemon) })
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "VmRSS:") || strings.HasPrefix(l, "VmHWM:") {
+				t.Logf("the daemon's %s", strings.Join(strings.Fields(l), " "))
+			}
+		}
+	}
 
 	// The Prometheus port, on the pod's address.
 	port := 0
@@ -342,12 +349,14 @@ func TestContainerRunsAsManifest(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	stopped := time.Now()
 	var hung string
 	waitUntil(t, "the liveness probe failing on a hung daemon", 30*time.Second, func() bool {
 		out, err := probe()
 		hung = out
 		return err != nil
 	})
+	t.Logf("the liveness probe failed %v after the daemon was stopped (SIGSTOP)", time.Since(stopped).Round(100*time.Millisecond))
 	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +418,7 @@ func TestContainerNeedsEachCapability(t *testing.T) {
 	for i, v := range vs {
 		args := append([]string{"run", "--rm"}, n.runArgs(v.c)...)
 		args = append(append(args, n.c.Image), n.c.Args...)
-		args = append(args, "--duration", "3s")
+		args = append(args, "--duration", "1s")
 		out, err := n.p.run(args...)
 		if _, serr := os.Stat(filepath.Join(n.cfg.PinRoot, "tcp")); serr == nil {
 			n.rollback()
