@@ -167,20 +167,31 @@ type statusJSON struct {
 // pinned.
 func (n *node) status() *statusJSON {
 	n.t.Helper()
+	st, err := n.tryStatus()
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return st
+}
+
+// tryStatus is status, returning its error: while the daemon starts, its
+// pins appear one by one and 'mlbpf status' may fail on a half-made
+// model directory.
+func (n *node) tryStatus() (*statusJSON, error) {
 	out, err := n.mlbpf("status", "-o", "json")
 	if err != nil {
-		n.t.Fatalf("mlbpf status on the node: %v\n%s", err, out)
+		return nil, fmt.Errorf("mlbpf status on the node: %w\n%s", err, out)
 	}
 	var list []statusJSON
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
-		n.t.Fatalf("mlbpf status -o json: %v\n%s", err, out)
+		return nil, fmt.Errorf("mlbpf status -o json: %w\n%s", err, out)
 	}
 	for i := range list {
 		if list[i].Model == "tcp/cc" {
-			return &list[i]
+			return &list[i], nil
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // rollback is 'mlbpf rollback' on the node: the pins go.
@@ -263,10 +274,11 @@ func TestContainerRunsAsManifest(t *testing.T) {
 	})
 
 	var st *statusJSON
+	var stErr error
 	waitUntil(t, "tcp/cc RUNNING, live, in the node's mlbpf status", 60*time.Second, func() bool {
-		st = n.status()
+		st, stErr = n.tryStatus()
 		return st != nil && st.State == "RUNNING" && st.Live && st.LeaseLeft != nil && *st.LeaseLeft > 0
-	})
+	}, func() string { return fmt.Sprintf("%+v, %v", st, stErr) })
 	if st.Mode != "LEARNING" {
 		t.Errorf("the ConfigMap's tcp/cc runs in %s, want LEARNING (max_mode learning)", st.Mode)
 	}
