@@ -412,20 +412,25 @@ func TestContainerRunsAsManifest(t *testing.T) {
 // quote these failures.
 func TestContainerNeedsEachCapability(t *testing.T) {
 	n := newNode(t)
+	// Each variant's failure must say what it lacks: its word.
 	type variant struct {
-		name string
-		c    container
+		name, word string
+		c          container
 	}
-	vs := []variant{{"the manifest's", n.c}}
+	vs := []variant{{"the manifest's", "", n.c}}
 	for _, cp := range n.c.SecurityContext.Capabilities.Add {
 		c := n.c
 		c.SecurityContext.Capabilities.Add = slices.DeleteFunc(slices.Clone(c.SecurityContext.Capabilities.Add), func(s string) bool { return s == cp })
-		vs = append(vs, variant{"without CAP_" + cp, c})
+		word := "CAP_" + cp
+		if cp == "SETPCAP" {
+			word = "capabilities not dropped" // needed only to drop them
+		}
+		vs = append(vs, variant{"without CAP_" + cp, word, c})
 	}
 	if p := n.c.SecurityContext.SeccompProfile; p != nil && p.Type == "Unconfined" {
 		c := n.c
 		c.SecurityContext.SeccompProfile = nil
-		vs = append(vs, variant{"with seccompProfile RuntimeDefault", c})
+		vs = append(vs, variant{"with seccompProfile RuntimeDefault", "seccomp", c})
 	}
 	for i, v := range vs {
 		args := append([]string{"run", "--rm"}, n.runArgs(v.c)...)
@@ -452,6 +457,9 @@ func TestContainerNeedsEachCapability(t *testing.T) {
 		}
 		if err == nil && attached && dropped {
 			t.Errorf("%s: tcp/cc attached and the daemon dropped its capabilities: the manifest asks for more than it needs", v.name)
+		}
+		if !strings.Contains(why, v.word) {
+			t.Errorf("%s: the daemon does not say what it lacks (%q):\n%s", v.name, v.word, out)
 		}
 	}
 }
