@@ -131,7 +131,7 @@ func (n *node) onNode(path string) string {
 	return where
 }
 
-// runArgs are 'podman run”s arguments for c (the manifest's container or
+// runArgs are the arguments of 'podman run' for c (the manifest's container or
 // a variant of it), up to the image.
 func (n *node) runArgs(c container) []string {
 	n.t.Helper()
@@ -244,7 +244,7 @@ for i in $(seq %d); do exec 3<>/dev/tcp/127.0.0.1/%d || exit 1; head -c 262144 /
 	}
 }
 
-// TestContainerRunsAsManifest builds the image ('make image”s script),
+// TestContainerRunsAsManifest builds the image (the script of 'make image'),
 // runs it under podman with the privileges, namespaces and mounts of
 // deploy/kubernetes/daemonset.yaml (translated from the file) and the
 // configuration of configmap.yaml (on the test's own pin root and cgroup),

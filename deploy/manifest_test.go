@@ -303,7 +303,7 @@ func (p *podman) run(args ...string) (string, error) {
 	return string(out), err
 }
 
-// buildImage builds the image with 'make image”s script into p's
+// buildImage builds the image with the script of 'make image' into p's
 // storage, and checks that it holds the manifest's image.
 func (p *podman) buildImage(image string) {
 	p.t.Helper()
