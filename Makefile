@@ -6,7 +6,7 @@ VMTEST_FLAGS ?=
 TCPBENCH_FLAGS ?=
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all setup setup-run generate check-generated build deb test bench bench-ringbuf bench-tcp bench-tcp-rto bench-readahead bench-fleet vmtest fuzz lint run
+.PHONY: all setup setup-run generate check-generated build deb image test bench bench-ringbuf bench-tcp bench-tcp-rto bench-readahead bench-fleet vmtest fuzz lint run
 
 all: build
 
@@ -33,6 +33,10 @@ build:
 ## deb: the Debian package, dist/mlbpf_<version>_<arch>.deb: static binary, /etc/mlbpf/mlbpf.yaml, hardened systemd unit, completion, mlbpf(8)
 deb:
 	./scripts/deb.sh dist
+
+## image: the container image localhost/mlbpf:<version> and :latest (podman; FROM scratch: the static binary and its default configuration); deploy/kubernetes/ runs it
+image:
+	./scripts/image.sh
 
 ## test: the whole suite; as root every BPF test runs
 test: setup

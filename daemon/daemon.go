@@ -114,6 +114,12 @@ func Preflight(c *config.Config) error {
 		return err
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
+		if loader.SeccompFiltered() {
+			// cilium/ebpf raises the limit when its bpf() probe fails,
+			// as it does when a seccomp filter refuses bpf().
+			return fmt.Errorf("%w: raising RLIMIT_MEMLOCK: %v: this process runs under a seccomp filter, which may refuse bpf() (container runtimes' default profiles allow it only with CAP_SYS_ADMIN): run it unconfined (Kubernetes: securityContext.seccompProfile.type: Unconfined, as deploy/kubernetes/daemonset.yaml does; podman: --security-opt seccomp=unconfined)",
+				loader.ErrMissingPrivilege, err)
+		}
 		return fmt.Errorf("raising RLIMIT_MEMLOCK: %w", err)
 	}
 	if err := features.HaveMapType(ebpf.RingBuf); err != nil {

@@ -19,22 +19,53 @@ var ErrMissingPrivilege = errors.New("missing privilege")
 var ErrMissingFeature = errors.New("missing kernel feature")
 
 // CheckPrivileges returns an error wrapping ErrMissingPrivilege, saying
-// what to do, unless the process can load BPF programs (root, or
-// CAP_BPF with CAP_PERFMON and CAP_NET_ADMIN).
+// what to do, unless the process can load BPF programs: CAP_SYS_ADMIN, or
+// CAP_BPF with CAP_PERFMON and CAP_NET_ADMIN, in its effective set. Root
+// has them on a host; root in a container may lack some, and is told
+// which.
 func CheckPrivileges() error {
-	if os.Geteuid() == 0 {
-		return nil
-	}
 	var hdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		if os.Geteuid() == 0 {
+			return nil
+		}
 		return fmt.Errorf("reading capabilities: %w", err)
 	}
 	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
 	if has(unix.CAP_SYS_ADMIN) || (has(unix.CAP_BPF) && has(unix.CAP_PERFMON) && has(unix.CAP_NET_ADMIN)) {
 		return nil
 	}
-	return fmt.Errorf("%w: mlbpf loads BPF programs and needs root (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN): run it with sudo", ErrMissingPrivilege)
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("%w: mlbpf loads BPF programs and needs root (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN): run it with sudo", ErrMissingPrivilege)
+	}
+	var missing []string
+	for _, c := range []struct {
+		cap  uint
+		name string
+	}{{unix.CAP_BPF, "CAP_BPF"}, {unix.CAP_PERFMON, "CAP_PERFMON"}, {unix.CAP_NET_ADMIN, "CAP_NET_ADMIN"}} {
+		if !has(c.cap) {
+			missing = append(missing, c.name)
+		}
+	}
+	return fmt.Errorf("%w: mlbpf loads BPF programs and needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN; this process runs as root without %s (a container that drops them?): grant them (Kubernetes: securityContext.capabilities.add, as deploy/kubernetes/daemonset.yaml does; podman: --cap-add)",
+		ErrMissingPrivilege, strings.Join(missing, ", "))
+}
+
+// SeccompFiltered reports whether the process runs under a seccomp filter
+// (Seccomp: 2 in /proc/self/status), as a container usually does: a
+// filter may refuse bpf() whatever the capabilities.
+func SeccompFiltered() bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Seccomp:"); ok {
+			return strings.TrimSpace(v) == "2"
+		}
+	}
+	return false
 }
 
 // EnsureBPFFS checks that dir (a pin root such as /sys/fs/bpf/mlbpf) lies

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -45,12 +46,18 @@ decisions took each arm and how many records were lost, from the pinned
 maps; and, from the evidence the daemon publishes in the state directory,
 the records it read, the efficiency estimate with its confidence interval,
 and the mode controller's last decision. Works whether the daemon runs or
-not (its evidence is then marked as not live).`, `
+not (its evidence is then marked as not live).
+
+With --check it is a liveness probe (the Kubernetes DaemonSet's): it exits
+1 unless a daemon holds the socket's lock and renews the lease of every
+pinned model it runs; a hung daemon fails it within one lease.`, `
   mlbpf status
   mlbpf status tcp/cc -o json
-  mlbpf status --pin-root /sys/fs/bpf/mlbpf --state-dir /var/lib/mlbpf`, stdout, stderr)
+  mlbpf status --pin-root /sys/fs/bpf/mlbpf --state-dir /var/lib/mlbpf
+  mlbpf status --check --config /etc/mlbpf/mlbpf.yaml`, stdout, stderr)
 	p := addPaths(fs)
 	out := addOutput(fs, "text")
+	check := fs.Bool("check", false, "exit 1 unless a daemon runs and renews the lease of every model it runs (a liveness probe)")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -113,6 +120,11 @@ not (its evidence is then marked as not live).`, `
 			}
 		}
 		list = append(list, s)
+	}
+	if *check {
+		if err := checkLive(p.socket, pid, list); err != nil {
+			return err
+		}
 	}
 	if out.json() {
 		if err := writeJSON(stdout, list); err != nil {
@@ -177,6 +189,28 @@ not (its evidence is then marked as not live).`, `
 		}
 	}
 	return listErr
+}
+
+// checkLive is 'mlbpf status --check': a daemon holds the lock on socket,
+// and every model whose live evidence says the daemon runs it, and whose
+// control block the kernel sees RUNNING, has a lease that has not
+// expired (the daemon renews it every period, in every mode).
+func checkLive(socket string, pid int, list []modelStatus) error {
+	if pid == 0 {
+		return fmt.Errorf("checking the daemon: no daemon holds %s: start it (mlbpf run)", daemon.LockPath(socket))
+	}
+	var errs []error
+	for _, s := range list {
+		ev := s.Daemon
+		if !s.Live || !ev.Running || ev.OperatorStopped || s.State != model.StateRunning.String() {
+			continue
+		}
+		if s.LeaseLeft == nil || *s.LeaseLeft <= 0 {
+			errs = append(errs, fmt.Errorf("checking %s: the daemon (pid %d) runs it but its lease is %s: the daemon is not renewing it (hung or starved?): restart it",
+				s.Model, ev.PID, formatLease(s.LeaseLeft, nil)))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func formatLease(left, age *float64) string {
