@@ -144,3 +144,18 @@ func TestMetricsAddr(t *testing.T) {
 		t.Errorf("allowed remote: %v", err)
 	}
 }
+
+func TestFleetHostName(t *testing.T) {
+	t.Setenv(HostEnv, "node/7.example")
+	if got := (&Fleet{Host: "web-17"}).HostName(); got != "web-17" {
+		t.Errorf("configured host: %q", got)
+	}
+	if got := (&Fleet{}).HostName(); got != "node-7-example" {
+		t.Errorf("from $%s: %q, want node-7-example", HostEnv, got)
+	}
+	t.Setenv(HostEnv, "")
+	h, _ := os.Hostname()
+	if got := (&Fleet{}).HostName(); h != "" && !strings.HasPrefix(got, h[:1]) {
+		t.Errorf("from the host name %q: %q", h, got)
+	}
+}

@@ -18,7 +18,9 @@ type Fleet struct {
 	// URLs are the NATS servers, e.g. nats://nats.example:4222.
 	URLs []string `cfg:"urls"`
 	// Host is this host's name in the fleet (A-Z a-z 0-9 _ -); empty:
-	// the host name, its other characters replaced by '-'.
+	// $MLBPF_FLEET_HOST (a DaemonSet sets it to the node's name: a pod's
+	// host name changes with every pod), else the host name; other
+	// characters are replaced by '-'.
 	Host string `cfg:"host"`
 	// At most one way to authenticate: user and password, an nkey seed
 	// file, or a credentials file (JWT and seed).
@@ -51,12 +53,20 @@ type TLS struct {
 // Enabled reports whether the fleet is configured.
 func (f *Fleet) Enabled() bool { return len(f.URLs) > 0 }
 
-// HostName returns Host, or the host's name made fit for the fleet.
+// HostEnv names the environment variable that gives the fleet host name
+// when the configuration does not.
+const HostEnv = "MLBPF_FLEET_HOST"
+
+// HostName returns Host, or $MLBPF_FLEET_HOST, or the host's name, made
+// fit for the fleet.
 func (f *Fleet) HostName() string {
 	if f.Host != "" {
 		return f.Host
 	}
-	h, _ := os.Hostname()
+	h := os.Getenv(HostEnv)
+	if h == "" {
+		h, _ = os.Hostname()
+	}
 	h = strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' {
 			return r

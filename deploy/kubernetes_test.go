@@ -470,7 +470,7 @@ func TestContainerNeedsEachCapability(t *testing.T) {
 // has the capabilities, mounts, read-only root and no_new_privs that the
 // translation TestContainerRunsAsManifest runs with gives. podman 4.3
 // ignores hostPID and the seccompProfile field: those two the translation
-// alone carries. Broken copies of the manifest are refused.
+// alone carries; it refuses spec.nodeName in env, which gets the value. Broken copies of the manifest are refused.
 func TestManifestPlaysInPodman(t *testing.T) {
 	n := newNode(t)
 
@@ -487,6 +487,22 @@ func TestManifestPlaysInPodman(t *testing.T) {
 	for _, v := range spec["volumes"].([]any) {
 		if hp, ok := v.(map[string]any)["hostPath"].(map[string]any); ok {
 			hp["path"] = n.host(hp["path"].(string))
+		}
+	}
+	// podman 4.3 refuses the downward API's spec.nodeName (it knows only
+	// metadata fields): give it the value, as the translation does.
+	node, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range spec["containers"].([]any) {
+		env, _ := c.(map[string]any)["env"].([]any)
+		for _, e := range env {
+			e := e.(map[string]any)
+			if vf, ok := e["valueFrom"].(map[string]any); ok && fmt.Sprint(vf["fieldRef"]) == "map[fieldPath:spec.nodeName]" {
+				delete(e, "valueFrom")
+				e["value"] = node
+			}
 		}
 	}
 	meta := tmpl["metadata"].(map[string]any)

@@ -51,13 +51,22 @@ type podSpec struct {
 }
 
 type container struct {
-	Name            string    `yaml:"name"`
-	Image           string    `yaml:"image"`
-	ImagePullPolicy string    `yaml:"imagePullPolicy"`
-	Command         []string  `yaml:"command"`
-	Args            []string  `yaml:"args"`
-	Resources       yaml.Node `yaml:"resources"`
-	Ports           []struct {
+	Name            string   `yaml:"name"`
+	Image           string   `yaml:"image"`
+	ImagePullPolicy string   `yaml:"imagePullPolicy"`
+	Command         []string `yaml:"command"`
+	Args            []string `yaml:"args"`
+	Env             []struct {
+		Name      string `yaml:"name"`
+		Value     string `yaml:"value"`
+		ValueFrom *struct {
+			FieldRef struct {
+				FieldPath string `yaml:"fieldPath"`
+			} `yaml:"fieldRef"`
+		} `yaml:"valueFrom"`
+	} `yaml:"env"`
+	Resources yaml.Node `yaml:"resources"`
+	Ports     []struct {
 		Name          string `yaml:"name"`
 		ContainerPort int    `yaml:"containerPort"`
 		Protocol      string `yaml:"protocol"`
@@ -218,6 +227,21 @@ func podmanRunArgs(spec podSpec, c container, host hostPaths, configDir string) 
 			args = append(args, "-v", configDir+":"+m.MountPath+":ro")
 		default:
 			return nil, fmt.Errorf("volume %s: only hostPath and configMap are translated", v.Name)
+		}
+	}
+	for _, e := range c.Env {
+		switch {
+		case e.ValueFrom == nil:
+			args = append(args, "--env", e.Name+"="+e.Value)
+		case e.ValueFrom.FieldRef.FieldPath == "spec.nodeName":
+			// The downward API's node name: this host's.
+			node, err := os.Hostname()
+			if err != nil {
+				return nil, err
+			}
+			args = append(args, "--env", e.Name+"="+node)
+		default:
+			return nil, fmt.Errorf("env %s: valueFrom %+v not translated", e.Name, *e.ValueFrom)
 		}
 	}
 	if len(c.Command) > 0 {
