@@ -3,6 +3,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -75,6 +76,9 @@ func ReadPinned(root, subsystem, model string) (PinnedModel, error) {
 	ro := &ebpf.LoadPinOptions{ReadOnly: true}
 
 	cm, err := ebpf.LoadPinnedMap(filepath.Join(dir, "control"), ro)
+	if errors.Is(err, fs.ErrNotExist) {
+		return pm, fmt.Errorf("reading %s/%s: %s has no control block yet: a daemon starting now is creating it (try again in a moment); if none runs, 'mlbpf rollback' removes the rest: %w", subsystem, model, dir, err)
+	}
 	if err != nil {
 		return pm, fmt.Errorf("reading %s/%s: %w", subsystem, model, err)
 	}

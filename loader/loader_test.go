@@ -2,6 +2,7 @@ package loader
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -207,5 +208,14 @@ func TestReadPinned(t *testing.T) {
 	}
 	if model.Mode(list[0].Control.Mode) != model.ModeCollaboration {
 		t.Fatalf("control %+v", list[0].Control)
+	}
+
+	// A model directory whose control block is not pinned yet (a daemon
+	// creating it) is named as such, with what to do.
+	if err := os.MkdirAll(PinDir(root, "sub", "starting"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadPinned(root, "sub", "starting"); err == nil || !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "try again") {
+		t.Fatalf("ReadPinned of a model being created: %v", err)
 	}
 }
