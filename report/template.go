@@ -1,0 +1,67 @@
+package report
+
+import "html/template"
+
+// pageTemplate is the page: inline CSS, no script, nothing to fetch.
+var pageTemplate = template.Must(template.New("report").Parse(`<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{.Title}}</title>
+<style>
+body { font-family: sans-serif; margin: 1.5em auto; max-width: 1000px; padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; margin-bottom: .2em; }
+h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
+.source { color: #666; margin-top: 0; }
+figure { margin: 1.5em 0; }
+figure svg { width: 100%; height: auto; display: block; }
+figcaption { font-size: .85em; color: #555; }
+table { border-collapse: collapse; font-size: .85em; width: 100%; }
+th, td { border: 1px solid #ddd; padding: .25em .5em; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; }
+td.num { text-align: right; white-space: nowrap; }
+tr.changed td { background: #fff4e5; }
+dl.summary { display: grid; grid-template-columns: max-content auto; gap: .2em 1em; }
+dl.summary dt { font-weight: bold; }
+dl.summary dd { margin: 0; }
+.warn { color: #a33; }
+</style>
+</head>
+<body>
+<h1>{{.Title}}</h1>
+{{with .Source}}<p class="source">{{.}}</p>{{end}}
+<dl class="summary">
+<dt>Model</dt><dd>{{.Model}}</dd>
+<dt>History</dt><dd>{{.From}} to {{.To}} UTC ({{.Span}}, {{.Periods}} periods)</dd>
+<dt>Now</dt><dd>{{.Mode}}, {{.State}}</dd>
+<dt>Efficiency</dt><dd>{{.Efficiency}}</dd>
+<dt>Records</dt><dd>{{.Records}} read, {{.Lost}} lost by the kernel</dd>
+</dl>
+{{range .Damaged}}<p class="warn">Damaged history skipped: {{.}}</p>{{end}}
+{{range .Plots}}
+<figure class="plot" title="{{.Title}}">
+{{.SVG}}
+<figcaption>{{.Caption}}</figcaption>
+</figure>
+{{end}}
+<h2>Mode changes</h2>
+{{if .Changes}}<table id="mode-changes">
+<tr><th>time (UTC)</th><th>from</th><th>to</th><th>reason</th></tr>
+{{range .Changes}}<tr><td class="num">{{.Time}}</td><td>{{.From}}</td><td>{{.To}}</td><td>{{.Reason}}</td></tr>
+{{end}}</table>{{else}}<p>None: the model stayed in {{.Mode}}.</p>{{end}}
+<h2>Decisions of the mode controller</h2>
+<p>Consecutive periods that decided alike are one row, with the last period's reason.</p>
+<table id="decisions">
+<tr><th>from (UTC)</th><th>to</th><th>periods</th><th>decision</th><th>reason</th></tr>
+{{range .Decisions}}<tr{{if .Changed}} class="changed"{{end}}><td class="num">{{.First}}</td><td class="num">{{.Last}}</td><td class="num">{{.Periods}}</td><td>{{.Decision}}</td><td>{{.Reason}}</td></tr>
+{{end}}</table>
+<h2>Keys</h2>
+{{if .Keys}}<p>The recommendation map at {{.KeysTime}} UTC, with the outcomes fed back for each key since the daemon started (n · mean reward per arm){{if .KeysLeft}}; {{.KeysLeft}} keys with fewer outcomes are not shown{{end}}.</p>
+<table id="keys">
+<tr><th>key</th><th>value</th><th>by</th>{{range .KeyArms}}<th>{{.}}</th>{{end}}</tr>
+{{range .Keys}}<tr><td>{{.Key}}</td><td>{{.Value}}</td><td>{{.By}}</td>{{range .Arms}}<td class="num">{{.}}</td>{{end}}</tr>
+{{end}}</table>{{else}}<p>No keys saved yet.</p>{{end}}
+</body>
+</html>
+`))
