@@ -166,6 +166,7 @@ func (l *Loop) Close() error {
 	if l.rd != nil {
 		l.rd.Close()
 	}
+	l.saveKeys()
 	l.hist.close()
 	return l.obj.Close()
 }
