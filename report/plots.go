@@ -7,6 +7,7 @@ import (
 	"image/color"
 	"math"
 	"slices"
+	"time"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -62,8 +63,17 @@ func svgOf(p *plot.Plot) (template.HTML, error) {
 
 func unix(p history.Period) float64 { return float64(p.Time.UnixNano()) / 1e9 }
 
-func timeAxis(p *plot.Plot) {
-	p.X.Tick.Marker = plot.TimeTicks{Format: "15:04:05"}
+// timeAxis makes p's X axis the periods' times, as precise as their
+// span needs.
+func timeAxis(p *plot.Plot, ps []history.Period) {
+	format := "15:04:05"
+	switch span := ps[len(ps)-1].Time.Sub(ps[0].Time); {
+	case span < 20*time.Second:
+		format = "15:04:05.0"
+	case span > 48*time.Hour:
+		format = "Jan 2 15:04"
+	}
+	p.X.Tick.Marker = plot.TimeTicks{Format: format}
 	p.X.Label.Text = "time (UTC)"
 }
 
@@ -77,7 +87,7 @@ var (
 // drawEfficiency: the estimated effect with its band, per run of periods
 // in one mode, and the mode changes.
 func drawEfficiency(p *plot.Plot, ps []history.Period) error {
-	timeAxis(p)
+	timeAxis(p, ps)
 	p.Y.Label.Text = "gain in reward (model − default)"
 	p.Add(plotter.NewGrid())
 	stride := max(1, len(ps)/maxPoints)
@@ -109,16 +119,17 @@ func drawEfficiency(p *plot.Plot, ps []history.Period) error {
 	mode := ""
 	for i, pd := range ps {
 		e := pd.Efficiency
-		if e == nil || e.Mode != mode || !finite(e.Effect, e.Lower, e.Upper) {
+		// No estimate yet (no outcome on a side, in a mode just entered)
+		// or an infinite interval: a gap.
+		ok := e != nil && e.N > 0 && e.BaselineN > 0 && finite(e.Effect, e.Lower, e.Upper)
+		if !ok || e.Mode != mode {
 			if err := flush(); err != nil {
 				return err
 			}
-			if e != nil {
-				mode = e.Mode
-			}
-			if e == nil || !finite(e.Effect, e.Lower, e.Upper) {
+			if !ok {
 				continue
 			}
+			mode = e.Mode
 		}
 		if i%stride != 0 && i != len(ps)-1 {
 			continue
@@ -152,14 +163,15 @@ func drawEfficiency(p *plot.Plot, ps []history.Period) error {
 	zero.Color = grey
 	p.Add(zero)
 	var labels plotter.XYLabels
-	for _, c := range modeChangeTimes(ps) {
+	for i, c := range modeChangeTimes(ps) {
 		v, err := plotter.NewLine(plotter.XYs{{X: c.x, Y: p.Y.Min}, {X: c.x, Y: p.Y.Max}})
 		if err != nil {
 			return err
 		}
 		v.Color, v.Dashes = modeColor, []vg.Length{vg.Points(4), vg.Points(3)}
 		p.Add(v)
-		labels.XYs = append(labels.XYs, plotter.XY{X: c.x, Y: p.Y.Max - pad/2})
+		// Three rows of labels, so that close changes stay readable.
+		labels.XYs = append(labels.XYs, plotter.XY{X: c.x, Y: p.Y.Max - (p.Y.Max-p.Y.Min)*(0.05+0.07*float64(i%3))})
 		labels.Labels = append(labels.Labels, " → "+c.to)
 	}
 	if len(lows) == 0 {
@@ -351,7 +363,7 @@ func drawArmCounts(p *plot.Plot, ps []history.Period) error {
 // drawArmLines draws a line per arm of y over time; NaN points are left
 // out.
 func drawArmLines(p *plot.Plot, ps []history.Period, ylabel string, y func(armPoint) float64) error {
-	timeAxis(p)
+	timeAxis(p, ps)
 	p.Y.Label.Text = ylabel
 	p.Add(plotter.NewGrid())
 	p.Legend.Top = true
