@@ -7,5 +7,6 @@
 // with their evidence.
 //
 // 'mlbpf report' renders the history a daemon keeps in its state
-// directory; a benchmark renders the history of its run (WriteDir).
+// directory; a benchmark gathers the histories of its runs with a Collector
+// and renders them as one page, a section each.
 package report

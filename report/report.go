@@ -9,6 +9,7 @@ import (
 	"math"
 	"regexp"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/mlbpf/mlbpf/history"
@@ -40,10 +41,24 @@ var PlotTitles = []string{
 // summed up in buckets of periods.
 const maxPoints = 1500
 
+// Section is one history on a page of several: a benchmark's runs.
+type Section struct {
+	// Name heads the section ("10 % loss"); empty: the model's name.
+	Name    string
+	History *history.History
+	// Missing says why there is no history (History nil).
+	Missing string
+}
+
 // WriteFile renders h to path, atomically.
 func WriteFile(path string, h *history.History, opt Options) error {
+	return WriteSections(path, []Section{{History: h}}, opt)
+}
+
+// WriteSections renders secs to path, atomically.
+func WriteSections(path string, secs []Section, opt Options) error {
 	var b bytes.Buffer
-	if err := Render(&b, h, opt); err != nil {
+	if err := RenderSections(&b, secs, opt); err != nil {
 		return err
 	}
 	if err := atomicfile.Write(path, b.Bytes(), 0o644); err != nil {
@@ -52,44 +67,96 @@ func WriteFile(path string, h *history.History, opt Options) error {
 	return nil
 }
 
-// WriteDir reads the history of model in a model's state directory (as
-// pipeline.Env.StateDir) and renders it to path: a benchmark's report of
-// its run.
-func WriteDir(path, modelStateDir, model string, opt Options) error {
-	h, err := history.Read(history.Dir(modelStateDir), model)
-	if err != nil {
-		return err
-	}
-	return WriteFile(path, h, opt)
-}
-
 // Render writes the page for h to w.
 func Render(w io.Writer, h *history.History, opt Options) error {
 	if len(h.Periods) == 0 {
 		return fmt.Errorf("rendering the report of %s: %w", h.Model, history.ErrNoHistory)
 	}
-	if opt.Title == "" {
-		opt.Title = "mlbpf report: " + h.Model
-	}
+	return RenderSections(w, []Section{{History: h}}, opt)
+}
+
+// RenderSections writes a page of several histories to w, one section
+// each, in order.
+func RenderSections(w io.Writer, secs []Section, opt Options) error {
 	if opt.MaxKeys <= 0 {
 		opt.MaxKeys = 200
 	}
-	pg := page{Title: opt.Title, Source: opt.Source, Model: h.Model, Damaged: h.Damaged}
-	pg.summarize(h)
-	plots, err := drawPlots(h)
-	if err != nil {
-		return fmt.Errorf("rendering the report of %s: %w", h.Model, err)
+	pg := page{Title: opt.Title, Source: opt.Source}
+	for _, sec := range secs {
+		sp, err := newSection(sec, opt)
+		if err != nil {
+			return err
+		}
+		pg.Sections = append(pg.Sections, sp)
 	}
-	for i, svg := range plots {
-		pg.Plots = append(pg.Plots, figure{Title: PlotTitles[i], Caption: captions[i], SVG: svg})
+	if pg.Title == "" {
+		pg.Title = "mlbpf report"
+		if len(secs) == 1 && secs[0].History != nil {
+			pg.Title += ": " + secs[0].History.Model
+		}
 	}
-	pg.Changes = modeChanges(h.Periods)
-	pg.Decisions = decisions(h.Periods)
-	pg.keys(h.Keys, opt.MaxKeys)
 	if err := pageTemplate.Execute(w, &pg); err != nil {
-		return fmt.Errorf("rendering the report of %s: %w", h.Model, err)
+		return fmt.Errorf("rendering the report: %w", err)
 	}
 	return nil
+}
+
+func newSection(sec Section, opt Options) (*section, error) {
+	h := sec.History
+	sp := &section{Name: sec.Name}
+	if h == nil || len(h.Periods) == 0 {
+		sp.Missing = cmp.Or(sec.Missing, "no history")
+		return sp, nil
+	}
+	sp.Model, sp.Damaged = h.Model, h.Damaged
+	sp.summarize(h)
+	plots, err := drawPlots(h)
+	if err != nil {
+		return nil, fmt.Errorf("rendering the report of %s: %w", h.Model, err)
+	}
+	for i, svg := range plots {
+		sp.Plots = append(sp.Plots, figure{Title: PlotTitles[i], Caption: captions[i], SVG: svg})
+	}
+	sp.Changes = modeChanges(h.Periods)
+	sp.Decisions = decisions(h.Periods)
+	sp.keys(h.Keys, opt.MaxKeys)
+	return sp, nil
+}
+
+// Collector gathers the histories of a benchmark's runs, for one page:
+// each run's daemon keeps its history in a state directory the benchmark
+// removes after the run, so Add reads it first. A nil Collector gathers
+// nothing. It is safe for concurrent use.
+type Collector struct {
+	mu   sync.Mutex
+	secs []Section
+}
+
+// Add reads the history of model in a model's state directory (as
+// pipeline.Env.StateDir: daemon.ModelStateDir) as a section named name.
+// A missing or unreadable history is a section that says so.
+func (c *Collector) Add(name, modelStateDir, model string) {
+	if c == nil {
+		return
+	}
+	sec := Section{Name: name}
+	h, err := history.Read(history.Dir(modelStateDir), model)
+	if err != nil {
+		sec.Missing = err.Error()
+	} else {
+		sec.History = h
+	}
+	c.mu.Lock()
+	c.secs = append(c.secs, sec)
+	c.mu.Unlock()
+}
+
+// WriteFile renders the histories gathered to path.
+func (c *Collector) WriteFile(path string, opt Options) error {
+	c.mu.Lock()
+	secs := slices.Clone(c.secs)
+	c.mu.Unlock()
+	return WriteSections(path, secs, opt)
 }
 
 var captions = []string{
@@ -102,7 +169,12 @@ var captions = []string{
 }
 
 type page struct {
-	Title, Source, Model string
+	Title, Source string
+	Sections      []*section
+}
+
+type section struct {
+	Name, Model, Missing string
 	From, To             string
 	Span                 string
 	Periods              int
@@ -146,7 +218,7 @@ const timeFormat = "2006-01-02 15:04:05"
 
 func fmtTime(t time.Time) string { return t.UTC().Format(timeFormat) }
 
-func (pg *page) summarize(h *history.History) {
+func (pg *section) summarize(h *history.History) {
 	ps := h.Periods
 	first, last := ps[0], ps[len(ps)-1]
 	pg.From, pg.To = fmtTime(first.Time), fmtTime(last.Time)
@@ -212,7 +284,7 @@ func decisions(ps []history.Period) []decisionRun {
 	return out
 }
 
-func (pg *page) keys(k *history.Keys, limit int) {
+func (pg *section) keys(k *history.Keys, limit int) {
 	if k == nil {
 		return
 	}

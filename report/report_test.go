@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -95,5 +96,28 @@ func TestResample(t *testing.T) {
 	}
 	if ones != 6 {
 		t.Fatalf("%v: %d ones, want 6", v, ones)
+	}
+}
+
+// TestSections: a benchmark's page, a section per run, one of them with
+// no history.
+func TestSections(t *testing.T) {
+	var c *Collector
+	c.Add("nothing", t.TempDir(), "m") // a nil Collector gathers nothing
+	c = &Collector{}
+	c.Add("0 % loss", t.TempDir(), "synthetic/demo")
+	var b bytes.Buffer
+	secs := append(slices.Clone(c.secs), Section{Name: "10 % loss", History: fakeHistory(30)})
+	if err := RenderSections(&b, secs, Options{Title: "bench"}); err != nil {
+		t.Fatal(err)
+	}
+	s := b.String()
+	if n := strings.Count(s, "<svg"); n != len(PlotTitles) {
+		t.Fatalf("%d <svg>, want %d: one section has no history", n, len(PlotTitles))
+	}
+	for _, want := range []string{`<h2 class="section">0 % loss</h2>`, "no history yet", `<h2 class="section">10 % loss</h2>`} {
+		if !strings.Contains(s, want) {
+			t.Errorf("page lacks %q", want)
+		}
 	}
 }

@@ -107,7 +107,7 @@ func TestReport(t *testing.T) {
 			t.Errorf("figure %d is %q, want %q drawn in it", i, f[1], report.PlotTitles[i])
 		}
 	}
-	for _, want := range []string{`id="mode-changes"`, "LEARNING → COLLABORATION", `id="decisions"`, `id="keys"`, "shadow (n=", "<td>learner</td>"} {
+	for _, want := range []string{`class="mode-changes"`, "LEARNING → COLLABORATION", `class="decisions"`, `class="keys"`, "shadow (n=", "<td>learner</td>"} {
 		if !strings.Contains(p.DOM, want) {
 			t.Errorf("the page lacks %q", want)
 		}
