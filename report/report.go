@@ -187,6 +187,7 @@ type section struct {
 	KeyArms              []string
 	Keys                 []keyRow
 	KeysTime             string
+	KeysSaved            bool
 	KeysLeft             int
 	Damaged              []string
 }
@@ -231,7 +232,7 @@ func (pg *section) summarize(h *history.History) {
 	pg.Mode, pg.State = last.Mode, last.State
 	pg.Efficiency = "none yet"
 	for i := len(ps) - 1; i >= 0; i-- {
-		if e := ps[i].Efficiency; e != nil {
+		if e := ps[i].Efficiency; e != nil && e.N > 0 && e.BaselineN > 0 {
 			pg.Efficiency = fmt.Sprintf("%s: effect %.4g [%.4g, %.4g] at %.0f%%, %d vs %d outcomes",
 				e.Mode, e.Effect, e.Lower, e.Upper, 100*e.Confidence, e.N, e.BaselineN)
 			break
@@ -288,7 +289,7 @@ func (pg *section) keys(k *history.Keys, limit int) {
 	if k == nil {
 		return
 	}
-	pg.KeysTime = fmtTime(k.Time)
+	pg.KeysTime, pg.KeysSaved = fmtTime(k.Time), true
 	total := func(key history.Key) int {
 		n := 0
 		for _, a := range key.Evidence {

@@ -37,7 +37,7 @@ dl.summary dd { margin: 0; }
 {{with .Source}}<p class="source">{{.}}</p>{{end}}
 {{$many := gt (len .Sections) 1}}
 {{range .Sections}}<section>
-{{if $many}}<h2 class="section">{{or .Name .Model}}</h2>{{end}}
+{{if or $many .Name}}<h2 class="section">{{or .Name .Model}}</h2>{{end}}
 {{if .Missing}}<p class="warn">{{.Missing}}</p>{{else}}
 <dl class="summary">
 <dt>Model</dt><dd>{{.Model}}</dd>
@@ -69,7 +69,7 @@ dl.summary dd { margin: 0; }
 <table class="keys">
 <tr><th>key</th><th>value</th><th>by</th>{{range .KeyArms}}<th>{{.}}</th>{{end}}</tr>
 {{range .Keys}}<tr><td>{{.Key}}</td><td>{{.Value}}</td><td>{{.By}}</td>{{range .Arms}}<td class="num">{{.}}</td>{{end}}</tr>
-{{end}}</table>{{else}}<p>No keys saved yet.</p>{{end}}
+{{end}}</table>{{else if .KeysSaved}}<p>The recommendation map was empty at {{.KeysTime}} UTC.</p>{{else}}<p>No keys saved yet.</p>{{end}}
 {{end}}</section>
 {{end}}</body>
 </html>
