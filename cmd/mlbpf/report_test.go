@@ -89,8 +89,8 @@ func TestReport(t *testing.T) {
 		t.Fatalf("mlbpf report said %q", out)
 	}
 
-	ctx := context.Background()
-	p, err := b.Load(ctx, page)
+	png := filepath.Join(dir, "report.png")
+	p, err := b.Load(context.Background(), page, &headless.Screenshot{Path: png, Width: 1000, Height: 1050})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,10 +113,6 @@ func TestReport(t *testing.T) {
 		}
 	}
 
-	png := filepath.Join(dir, "report.png")
-	if err := b.Screenshot(ctx, page, png, 1000, 1050); err != nil {
-		t.Fatal(err)
-	}
 	ink, err := headless.Ink(png)
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,8 @@
 // Package headless drives a headless Chromium, for tests that check what
 // a page shows: it loads a local HTML file and returns its DOM after load
 // and the messages the page logged to the console (errors, blocked
-// loads, uncaught exceptions), and it takes a screenshot to a PNG.
+// loads, uncaught exceptions), and takes its screenshot to a PNG, in one
+// run of the browser.
 //
 // Chromium runs with no network (every host name resolves to nothing)
 // and its own throw-away profile; as root it runs without its sandbox,

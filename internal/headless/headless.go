@@ -16,7 +16,7 @@ import (
 )
 
 // ErrNoBrowser is returned by Find when no Chromium is installed.
-var ErrNoBrowser = errors.New("no Chromium: install it (Debian: apt-get install chromium) or set MLBPF_CHROMIUM to its path")
+var ErrNoBrowser = errors.New("no Chromium: install it (Debian: apt-get install chromium) scripts/setup.sh test installs it) or set MLBPF_CHROMIUM to its path")
 
 // Browser is a Chromium executable.
 type Browser struct {
@@ -53,11 +53,34 @@ type Page struct {
 // [pid:tid:date:INFO:CONSOLE:line] "message", source: url (line).
 var consoleLine = regexp.MustCompile(`:CONSOLE(?:\(\d+\)|:\d+)\] (.*)$`)
 
-// Load loads the HTML file at path and returns its DOM and console.
-func (b *Browser) Load(ctx context.Context, path string) (*Page, error) {
-	stdout, stderr, err := b.run(ctx, path, "--enable-logging=stderr", "--v=0", "--dump-dom")
+// Screenshot asks Load for a screenshot of the page in a window of
+// Width × Height pixels, written as a PNG to Path.
+type Screenshot struct {
+	Path          string
+	Width, Height int
+}
+
+// Load loads the HTML file at path and returns its DOM and console, and
+// with shot takes its screenshot, in the same run of the browser.
+func (b *Browser) Load(ctx context.Context, path string, shot *Screenshot) (*Page, error) {
+	args := []string{"--enable-logging=stderr", "--v=0", "--dump-dom"}
+	var png string
+	if shot != nil {
+		var err error
+		if png, err = filepath.Abs(shot.Path); err != nil {
+			return nil, err
+		}
+		_ = os.Remove(png)
+		args = append(args, "--hide-scrollbars", fmt.Sprintf("--window-size=%d,%d", shot.Width, shot.Height), "--screenshot="+png)
+	}
+	stdout, stderr, err := b.run(ctx, path, args...)
 	if err != nil {
 		return nil, err
+	}
+	if png != "" {
+		if _, err := os.Stat(png); err != nil {
+			return nil, fmt.Errorf("taking a screenshot of %s: chromium wrote no %s", path, png)
+		}
 	}
 	p := &Page{DOM: string(stdout)}
 	for line := range strings.SplitSeq(string(stderr), "\n") {
@@ -66,22 +89,6 @@ func (b *Browser) Load(ctx context.Context, path string) (*Page, error) {
 		}
 	}
 	return p, nil
-}
-
-// Screenshot renders the HTML file at path in a window of width × height
-// pixels to a PNG at out.
-func (b *Browser) Screenshot(ctx context.Context, path, out string, width, height int) error {
-	abs, err := filepath.Abs(out)
-	if err != nil {
-		return err
-	}
-	if _, _, err := b.run(ctx, path, "--hide-scrollbars", fmt.Sprintf("--window-size=%d,%d", width, height), "--screenshot="+abs); err != nil {
-		return err
-	}
-	if _, err := os.Stat(abs); err != nil {
-		return fmt.Errorf("taking a screenshot of %s: chromium wrote no %s", path, abs)
-	}
-	return nil
 }
 
 // run runs Chromium headless on the file at path with args, in a

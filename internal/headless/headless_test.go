@@ -32,7 +32,7 @@ func TestLoad(t *testing.T) {
 	os.WriteFile(bad, []byte(`<!DOCTYPE html><html><head>
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline'">
 </head><body><p id="x">hello</p><img src="http://example.com/a.png"><script>console.error("boom")</script></body></html>`), 0o644)
-	p, err := b.Load(context.Background(), bad)
+	p, err := b.Load(context.Background(), bad, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,13 +46,10 @@ func TestLoad(t *testing.T) {
 
 	good := filepath.Join(dir, "good.html")
 	os.WriteFile(good, []byte(`<!DOCTYPE html><html><body><h1>report</h1><svg width="200" height="100"><rect width="200" height="100" fill="#36c"/></svg></body></html>`), 0o644)
-	p, err = b.Load(context.Background(), good)
-	if err != nil || len(p.Console) != 0 {
-		t.Fatalf("clean page: %v, console %q", err, p.Console)
-	}
 	png := filepath.Join(dir, "good.png")
-	if err := b.Screenshot(context.Background(), good, png, 400, 300); err != nil {
-		t.Fatal(err)
+	p, err = b.Load(context.Background(), good, &Screenshot{Path: png, Width: 400, Height: 300})
+	if err != nil || len(p.Console) != 0 || !strings.Contains(p.DOM, "<h1>report</h1>") {
+		t.Fatalf("clean page: %v, console %q, DOM:\n%s", err, p.Console, p.DOM)
 	}
 	if err := Compress(png); err != nil {
 		t.Fatal(err)
