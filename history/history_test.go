@@ -143,3 +143,27 @@ func TestPrune(t *testing.T) {
 		t.Fatalf("%d segments older than MaxAge kept", n)
 	}
 }
+
+// BenchmarkPeriod is what a period costs the loop: the outcomes added
+// (1000 a period here, over three arms), the period taken and appended.
+func BenchmarkPeriod(b *testing.B) {
+	w, err := Open(b.TempDir(), "m", Limits{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close()
+	var a Acc
+	p := &Period{Time: time.Now(), Mode: "COLLABORATION", State: "RUNNING",
+		Decision: Decision{From: "COLLABORATION", To: "COLLABORATION", Reason: "model 0.91±0.02 vs control 0.77±0.03 over 480/470 samples, p=0.02 ≥ α=0.001: no significant improvement; next test at 960 per arm"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		for i := range 1000 {
+			a.Add(model.Arm(3+i%3), float64(i%17)/17)
+		}
+		p.Arms = p.Arms[:0]
+		a.Take(p)
+		if err := w.Append(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
