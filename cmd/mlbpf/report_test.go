@@ -89,6 +89,17 @@ func TestReport(t *testing.T) {
 		t.Fatalf("mlbpf report said %q", out)
 	}
 
+	// To stdout, the last second only.
+	html := mustMlbpf(t, "report", name, "--state-dir", stateDir, "--last", "1s", "-o", "-")
+	if !strings.HasPrefix(html, "<!DOCTYPE html>") {
+		t.Fatalf("-o - wrote %.200q", html)
+	}
+	all := regexp.MustCompile(`(\d+) periods from`).FindStringSubmatch(out)
+	last := regexp.MustCompile(`, (\d+) periods\)`).FindStringSubmatch(html)
+	if all == nil || last == nil || last[1] == "0" || len(last[1]) > len(all[1]) || len(last[1]) == len(all[1]) && last[1] >= all[1] {
+		t.Errorf("--last 1s: %v periods of %v, want fewer (they are at least 20 ms apart)", last, all)
+	}
+
 	png := filepath.Join(dir, "report.png")
 	p, err := b.Load(context.Background(), page, &headless.Screenshot{Path: png, Width: 1000, Height: 1050})
 	if err != nil {
