@@ -92,7 +92,7 @@ func drawEfficiency(p *plot.Plot, ps []history.Period) error {
 	p.Add(plotter.NewGrid())
 	stride := max(1, len(ps)/maxPoints)
 	var line, lo, hi plotter.XYs
-	var lows, highs []float64
+	var halves []float64 // the bands' half widths
 	ymin, ymax := 0.0, 0.0
 	flush := func() error {
 		if len(line) == 0 {
@@ -138,17 +138,18 @@ func drawEfficiency(p *plot.Plot, ps []history.Period) error {
 		line = append(line, plotter.XY{X: x, Y: e.Effect})
 		lo = append(lo, plotter.XY{X: x, Y: e.Lower})
 		hi = append(hi, plotter.XY{X: x, Y: e.Upper})
-		lows, highs = append(lows, e.Lower), append(highs, e.Upper)
+		halves = append(halves, (e.Upper-e.Lower)/2)
 		ymin, ymax = min(ymin, e.Effect), max(ymax, e.Effect)
 	}
 	if err := flush(); err != nil {
 		return err
 	}
-	// The first estimates of a mode have wide intervals: show the bands'
-	// bulk, not their extremes.
-	if len(lows) > 0 {
-		ymin = min(ymin, quantile(lows, 0.05))
-		ymax = max(ymax, quantile(highs, 0.95))
+	// The first estimates of a mode, or those with a small holdout, have
+	// wide intervals: show the estimates and a typical band around them,
+	// the wider bands cut at the edges.
+	if len(halves) > 0 {
+		med := quantile(halves, 0.5)
+		ymin, ymax = ymin-med, ymax+med
 	}
 	if ymin == ymax {
 		ymin, ymax = -1, 1
@@ -174,7 +175,7 @@ func drawEfficiency(p *plot.Plot, ps []history.Period) error {
 		labels.XYs = append(labels.XYs, plotter.XY{X: c.x, Y: p.Y.Max - (p.Y.Max-p.Y.Min)*(0.05+0.07*float64(i%3))})
 		labels.Labels = append(labels.Labels, " → "+c.to)
 	}
-	if len(lows) == 0 {
+	if len(halves) == 0 {
 		labels.XYs = append(labels.XYs, plotter.XY{X: p.X.Min, Y: 0})
 		labels.Labels = append(labels.Labels, " no efficiency estimate yet")
 	}
