@@ -76,10 +76,7 @@ func synthHistory(t *testing.T, stateDir string) string {
 // be one), holding every plot as inline SVG under its title, the mode
 // changes, the decisions and the keys; its screenshot is not blank.
 func TestReport(t *testing.T) {
-	b, err := headless.Find()
-	if err != nil {
-		testutil.Missing(t, err.Error())
-	}
+	b := headless.ForTest(t)
 	stateDir := t.TempDir()
 	name := synthHistory(t, stateDir)
 	dir := t.TempDir()

@@ -2,31 +2,16 @@ package headless
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/mlbpf/mlbpf/internal/testutil"
 )
-
-func browser(t *testing.T) *Browser {
-	t.Helper()
-	b, err := Find()
-	if errors.Is(err, ErrNoBrowser) {
-		testutil.Missing(t, err.Error())
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 // TestLoad: a page's console errors, its blocked loads and its DOM come
 // back; a clean page has none; a screenshot is not blank.
 func TestLoad(t *testing.T) {
-	b := browser(t)
+	b := ForTest(t)
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.html")
 	os.WriteFile(bad, []byte(`<!DOCTYPE html><html><head>
