@@ -39,6 +39,9 @@ func Read(dir, model string) (*History, error) {
 	h := &History{Model: model}
 	for _, s := range segments(dir) {
 		ps, err := readSegment(s.path, model)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed by the daemon meanwhile, the oldest first
+		}
 		if err != nil {
 			h.Damaged = append(h.Damaged, fmt.Sprintf("%s: %v", s.path, err))
 		}
