@@ -53,7 +53,7 @@ bench: bench-ringbuf bench-tcp bench-tcp-rto bench-readahead
 bench-ringbuf: setup
 	$(GO) run ./cmd/ringbench
 
-## bench-tcp: iperf3 over a veth testbed at 0/2/10 % loss, through the daemon: each algorithm with mlbpf detached and attached, mlbpf after learning, 95 % intervals (~13 min; TCPBENCH_FLAGS=-h lists the knobs)
+## bench-tcp: iperf3 over a veth testbed at 0/2/10 % loss, through the daemon: each algorithm with mlbpf detached and attached, mlbpf after learning, 95 % intervals (~13 min; TCPBENCH_FLAGS=-h lists the knobs, TCPBENCH_FLAGS='-report tcpbench.html' writes the daemon's report)
 bench-tcp: setup
 	$(GO) run ./internal/tcpbench/cmd/tcpbench $(TCPBENCH_FLAGS)
 

@@ -23,6 +23,8 @@ import (
 //	              so that a restart in the same mode continues its tests
 //	portions/     the dataset portions retained for agents, one file
 //	              each (see spool.go), so they outlive the daemon
+//	history/      the model's history, a line a period, for 'mlbpf
+//	              report' (package history; kept by pipeline.Loop)
 //	...           the subsystem's learned state (tcp-cc.json for tcp/cc)
 
 // ModelStateDir returns a model's directory under the state directory.

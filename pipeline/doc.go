@@ -26,6 +26,11 @@
 //	estimate_system_state       the mode controller's decision,
 //	correct_system_state        applied
 //
+// Each period then leaves a line in the model's history (package
+// history, under Env.StateDir): the arms' outcomes, the efficiency
+// estimate, the mode and the controller's decision; 'mlbpf report'
+// draws it.
+//
 // get_dataset to error_backpropagation repeat, a portion at a time, while
 // portions come full, up to what the ring holds (or the subsystem's
 // Parts.PortionsPerPeriod); the rest waits for the next period. The generic operations (model.GenericModelOps) do the

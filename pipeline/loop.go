@@ -34,6 +34,7 @@ type Loop struct {
 	// (Parts.PortionsPerPeriod).
 	portions int
 	res      Result
+	hist     *historian // nil: no state directory
 
 	mu        sync.Mutex
 	operator  map[string]bool // keys an operator recommended
@@ -140,6 +141,7 @@ func New[R any](env Env, p Parts[R]) (*Loop, error) {
 		l.portions = p.PortionsPerPeriod
 	}
 	l.core = &typed[R]{decodeRecord: p.Decode, learner: p.Learner, recs: make([]R, 0, l.capacity)}
+	l.hist = openHistorian(env, name)
 	return l, nil
 }
 
@@ -164,6 +166,8 @@ func (l *Loop) Close() error {
 	if l.rd != nil {
 		l.rd.Close()
 	}
+	l.saveKeys()
+	l.hist.close()
 	return l.obj.Close()
 }
 
@@ -182,6 +186,7 @@ func (l *Loop) Run(ctx context.Context) (err error) {
 			err = errors.Join(err, serr)
 		}
 		l.drain(false) // what closed meanwhile, for the learner
+		l.saveKeys()
 	}()
 	if r := l.core.resumer(); r != nil {
 		l.res.reset()
@@ -245,6 +250,7 @@ func (l *Loop) Period() error {
 	l.mu.Lock()
 	l.eff, l.decision = eff, d.String()
 	l.mu.Unlock()
+	l.record(eff, d)
 	if d.Changed {
 		l.log.Info("mode changed", "model", l.name, "from", d.From, "to", d.To, "reason", d.Reason)
 	}
@@ -389,6 +395,7 @@ func (l *Loop) backpropagate() {
 			break
 		}
 		pf.add(fb, n.Accepted)
+		l.hist.add(fb)
 	}
 	l.mu.Lock()
 	for _, fb := range l.res.Feedback {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mlbpf/mlbpf/history"
 	"github.com/mlbpf/mlbpf/internal/ringbench"
 	"github.com/mlbpf/mlbpf/internal/testutil"
 	"github.com/mlbpf/mlbpf/loader"
@@ -44,6 +45,7 @@ type harness struct {
 	learner *seqLearner
 	loop    *pipeline.Loop
 	next    uint64
+	state   string // the model's state directory
 }
 
 func newHarness(t *testing.T, ringBytes uint32, external bool) *harness {
@@ -57,8 +59,8 @@ func newHarness(t *testing.T, ringBytes uint32, external bool) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, p: p, objs: objs, learner: &seqLearner{}}
-	h.loop, err = pipeline.New(pipeline.Env{Model: "test", External: external,
+	h := &harness{t: t, p: p, objs: objs, learner: &seqLearner{}, state: t.TempDir()}
+	h.loop, err = pipeline.New(pipeline.Env{Model: "test", External: external, StateDir: h.state,
 		Options: model.Options{SleepTimeout: time.Second, MaxMode: model.ModeLearning}},
 		pipeline.Parts[uint64]{Subsystem: "ringbench", Objects: objs,
 			Records: pipeline.RecordFormat{Kind: kind, Size: recordSize}, Decode: decodeSeq, Learner: h.learner})
@@ -148,5 +150,39 @@ func TestLoopExternal(t *testing.T) {
 	}
 	if got := h.objs.Applied(); got["1"] != "2" {
 		t.Fatalf("an agent's recommendation was not applied: %v", got)
+	}
+}
+
+// TestHistory: every period leaves a line in the model's history, with
+// the outcomes fed back during it, the mode and the decision (the keys
+// are checked on a real subsystem, in cmd/mlbpf's report test).
+func TestHistory(t *testing.T) {
+	h := newHarness(t, uint32(os.Getpagesize()), false)
+	h.emit(9)
+	h.period()
+	h.period() // nothing new
+	h.emit(3)
+	h.period()
+	hist, err := history.Read(history.Dir(h.state), "ringbench/test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist.Periods) != 3 || len(hist.Damaged) != 0 {
+		t.Fatalf("%d periods (damaged %v), want 3", len(hist.Periods), hist.Damaged)
+	}
+	for i, want := range []int{9, 0, 3} {
+		p := hist.Periods[i]
+		got := 0
+		for _, a := range p.Arms {
+			if a.Arm == model.ArmShadow.String() {
+				got = a.N
+			}
+		}
+		if got != want || int(p.Records) != want || p.Mode != "LEARNING" || p.Decision.Reason == "" {
+			t.Fatalf("period %d: %+v, want %d shadow outcomes and records, LEARNING, a reason", i, p, want)
+		}
+	}
+	if hist.Keys != nil {
+		t.Fatalf("keys %+v from objects that do not list them", hist.Keys)
 	}
 }

@@ -87,7 +87,9 @@ type Env struct {
 	Model   string
 	PinRoot string
 	// StateDir is the model's own directory for what it learns, kept
-	// across restarts; empty keeps it in memory.
+	// across restarts, and for its history (package history, appended
+	// every period by the loop); empty keeps it in memory, and no
+	// history.
 	StateDir string
 	Log      *slog.Logger
 	// Options are the model's options (model.Model.Init).

@@ -28,6 +28,7 @@ if [[ $purpose == test ]]; then
 	# network is podman's CNI bridge, which uses iptables.
 	packages=(clang-19 llvm-19 bpftool libbpf-dev iperf3 iproute2 qemu-system-x86 udev dpkg xz-utils python3-pandas systemd util-linux nats-server prometheus e2fsprogs podman runc catatonit iptables)
 	missing=()
+	packages+=(chromium) # headless, for the report's test (cmd/mlbpf TestReport, internal/headless)
 	for p in "${packages[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 	done

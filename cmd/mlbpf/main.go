@@ -67,6 +67,7 @@ func commands() []command {
 		{name: "recommend", summary: "write an operator's recommendation, validated by the model's subsystem", run: cmdRecommend},
 		{name: "recommendations", summary: "list a model's recommendation map: value, operator or learner, when, evidence", run: cmdRecommendations},
 		{name: "reload", summary: "have the daemon re-read its configuration and apply it live, or refuse it whole", run: cmdReload},
+		{name: "report", summary: "write a model's report, one HTML file: efficiency, arms, decisions, keys over its history", run: cmdReport},
 		{name: "dataset", summary: "get, discard or export a model's dataset portion", run: cmdDataset},
 		{name: "rollback", summary: "every model to EMERGENCY, the daemon stopped, every pin removed", run: cmdRollback},
 		{name: "demo", summary: "show a model learning on a testbed of its own (tcp: lossy veth; tcp-rto: a lossy and a bloated path)", run: cmdDemo},
@@ -93,6 +94,7 @@ Examples:
   mlbpf mode tcp/cc emergency
   mlbpf recommend tcp/cc 10.0.0.0/8 bbr
   mlbpf dataset get synthetic/demo
+  mlbpf report tcp/cc -o tcp-cc.html
   mlbpf rollback --dry-run
 
 Every command takes --pin-root, --state-dir, --socket and --config; run

@@ -316,6 +316,14 @@ func TestOperatorSession(t *testing.T) {
 		st, err := s.status()
 		return err == nil && st[0].Mode == "COLLABORATION"
 	})
+	// The daemon keeps the model's history; 'mlbpf report' reads it while
+	// the daemon runs (the promotion's period is appended once it ends).
+	page := filepath.Join(t.TempDir(), "report.html")
+	s.waitFor("the promotion in the report", func() bool {
+		s.must("report", "synthetic/demo", "-o", page)
+		b, err := os.ReadFile(page)
+		return err == nil && strings.Contains(string(b), "LEARNING → COLLABORATION")
+	})
 	st, _ := s.status()
 	if !st[0].Live || st[0].Daemon == nil || st[0].Daemon.MaxMode != "COLLABORATION" || st[0].LeaseLeft == nil || st[0].Arms["shadow"] == 0 {
 		t.Fatalf("status: %+v", st[0])

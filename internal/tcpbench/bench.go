@@ -55,6 +55,7 @@ import (
 	"github.com/mlbpf/mlbpf/config"
 	"github.com/mlbpf/mlbpf/daemon"
 	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/report"
 	"github.com/mlbpf/mlbpf/tcp"
 	"github.com/mlbpf/mlbpf/testbed"
 )
@@ -91,6 +92,9 @@ type Config struct {
 	Seed uint64
 	// Logger gets progress (default: discarded).
 	Logger *slog.Logger
+	// Report, if not empty, is the HTML file where Run writes the
+	// report of the daemon's history at each loss rate (package report).
+	Report string
 }
 
 func (c Config) withDefaults() Config {
@@ -296,11 +300,15 @@ func Run(ctx context.Context, w io.Writer, cfg Config) ([]Result, Cost, error) {
 
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0))
 	var results []Result
+	var rep *report.Collector
+	if cfg.Report != "" {
+		rep = &report.Collector{}
+	}
 	for _, loss := range cfg.Losses {
 		if err := tb.SetLoss(loss); err != nil {
 			return results, Cost{}, err
 		}
-		r, err := measureLoss(ctx, tb, cfg, algs, loss, rng)
+		r, err := measureLoss(ctx, tb, cfg, algs, loss, rng, rep)
 		if err != nil {
 			return results, Cost{}, fmt.Errorf("measuring at %g%% loss: %w", loss, err)
 		}
@@ -308,6 +316,14 @@ func Run(ctx context.Context, w io.Writer, cfg Config) ([]Result, Cost, error) {
 		fmt.Fprintln(w, r.Line())
 		fmt.Fprintln(w, r.CostLine())
 		results = append(results, r)
+	}
+	if rep != nil {
+		opt := report.Options{Title: "tcpbench: " + modelName + ", the daemon at each loss rate",
+			Source: "written " + time.Now().UTC().Format(time.DateTime) + " UTC by the tcp/cc benchmark (make bench-tcp)"}
+		if err := rep.WriteFile(cfg.Report, opt); err != nil {
+			return results, Cost{}, err
+		}
+		log.Info("report written", "file", cfg.Report)
 	}
 	if err := tb.SetLoss(0); err != nil {
 		return results, Cost{}, err
@@ -324,6 +340,7 @@ func Run(ctx context.Context, w io.Writer, cfg Config) ([]Result, Cost, error) {
 // pin root, state directory and socket, removed by close.
 type mlbpf struct {
 	d       *daemon.Daemon
+	report  func(stateDir string) // reads the history before it goes; nil: none
 	cgroup  string
 	pinRoot string
 	dir     string
@@ -422,6 +439,9 @@ func (m *mlbpf) program() (*ebpf.Program, error) {
 func (m *mlbpf) close() error {
 	m.stop()
 	err := <-m.done
+	if m.report != nil {
+		m.report(daemon.ModelStateDir(filepath.Join(m.dir, "state"), modelName))
+	}
 	err = errors.Join(err, daemon.Rollback(m.pinRoot, modelName))
 	m.remove()
 	return err
@@ -495,12 +515,15 @@ func presetSend(ctx context.Context, tb *testbed.Testbed, addr, cc string, paral
 	return total, errors.Join(errs...)
 }
 
-func measureLoss(ctx context.Context, tb *testbed.Testbed, cfg Config, algs []string, loss float64, rng *rand.Rand) (Result, error) {
+func measureLoss(ctx context.Context, tb *testbed.Testbed, cfg Config, algs []string, loss float64, rng *rand.Rand, rep *report.Collector) (Result, error) {
 	r := Result{Loss: loss, Target: cfg.Target, Detached: map[string]Estimate{}, Attached: map[string]Estimate{},
 		Cost: map[string]Estimate{}, Modes: map[model.Mode]int{}, Chosen: map[string]int{}}
 	m, err := startMLBPF(ctx, tb, cfg.Logger)
 	if err != nil {
 		return r, err
+	}
+	if rep != nil {
+		m.report = func(dir string) { rep.Add(fmt.Sprintf("%g %% loss", loss), dir, modelName) }
 	}
 	defer func() { _ = m.close() }()
 

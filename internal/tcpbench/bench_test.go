@@ -2,13 +2,16 @@ package tcpbench
 
 import (
 	"math"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mlbpf/mlbpf/internal/testutil"
 	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/report"
 )
 
 func TestT975(t *testing.T) {
@@ -82,9 +85,10 @@ func TestRunSmoke(t *testing.T) {
 		testutil.Missing(t, "needs iperf3 (apt-get install iperf3; make setup installs it)")
 	}
 	var out strings.Builder
+	page := filepath.Join(t.TempDir(), "report.html")
 	res, cost, err := Run(t.Context(), &out, Config{
 		Losses: []float64{0}, Algorithms: []string{"cubic", "reno"}, MinRounds: 2, MaxRounds: 2,
-		MaxLearn: 6, RateRounds: 2, RateRound: 100 * time.Millisecond,
+		MaxLearn: 6, RateRounds: 2, RateRound: 100 * time.Millisecond, Report: page,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -100,5 +104,18 @@ func TestRunSmoke(t *testing.T) {
 	}
 	if lines := strings.Count(out.String(), "\n"); lines != 3 {
 		t.Fatalf("%d lines of output, want 3:\n%s", lines, out.String())
+	}
+	// The report of the daemon's history at 0 % loss, with its plots.
+	html, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`<h2 class="section">0 % loss</h2>`, `<figure class="plot" title="Efficiency over time">`} {
+		if !strings.Contains(string(html), want) {
+			t.Errorf("the report lacks %q", want)
+		}
+	}
+	if n := strings.Count(string(html), "<svg"); n != len(report.PlotTitles) {
+		t.Errorf("the report holds %d plots, want %d", n, len(report.PlotTitles))
 	}
 }

@@ -3,6 +3,7 @@
 //
 //	sudo go run ./internal/tcpbench/cmd/tcpbench
 //	sudo go run ./internal/tcpbench/cmd/tcpbench -losses 10 -budget 1m -v
+//	sudo go run ./internal/tcpbench/cmd/tcpbench -report tcpbench.html
 //
 // It prints two lines per loss rate (goodput detached, attached and with
 // mlbpf choosing, with 95 % intervals; what being attached costs) and
@@ -51,6 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	dur := fs.Duration("run", 0, "duration of one iperf3 run, whole seconds (default 1s)")
 	seed := fs.Uint64("seed", 0, "seed of the arms' order (default 1)")
 	verbose := fs.Bool("v", false, "log progress (and the daemon's log) to stderr")
+	reportFile := fs.String("report", "", "write the report of the daemon's history at each loss rate to this HTML file (as 'mlbpf report')")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -58,7 +60,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg := tcpbench.Config{RunDuration: *dur, MinRounds: *minRounds, MaxRounds: *maxRounds, Budget: *budget,
-		Target: *target, Seed: *seed}
+		Target: *target, Seed: *seed, Report: *reportFile}
 	for f := range strings.SplitSeq(*losses, ",") {
 		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
 		if err != nil || v < 0 || v > 100 {
