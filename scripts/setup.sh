@@ -22,7 +22,7 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 if [[ $purpose == test ]]; then
-	packages=(clang-19 llvm-19 bpftool libbpf-dev iperf3 iproute2 qemu-system-x86 udev dpkg xz-utils python3-pandas systemd util-linux nats-server prometheus e2fsprogs)
+	packages=(clang-19 llvm-19 bpftool libbpf-dev iperf3 iproute2 qemu-system-x86 udev dpkg xz-utils python3-pandas systemd util-linux nats-server prometheus e2fsprogs tmux)
 	missing=()
 	for p in "${packages[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

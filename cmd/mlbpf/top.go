@@ -76,6 +76,9 @@ interrupted; with -o json, one JSON object a line per frame.`, `
 	if err := loader.CheckPrivileges(); err != nil {
 		return err
 	}
+	if list, _, err := readStatus(p, fs.Args(), io.Discard); list == nil && err != nil {
+		return err // a model named that is not pinned
+	}
 	if *every == 0 {
 		*every = max(cfg.Interval, 100*time.Millisecond)
 	}
@@ -710,17 +713,27 @@ func buckets(samples []effSample, span time.Duration, now time.Time, width int) 
 
 var sparks = []rune("▁▂▃▄▅▆▇█")
 
-// sparkline is the efficiency over span, one character a column.
+// sparkline is the efficiency over span, one character a column, from
+// its lowest to its highest; a range narrower than the mean interval is
+// widened to it, so that noise within the interval shows flat.
 func sparkline(samples []effSample, span time.Duration, now time.Time, width int) string {
 	cols, ok := buckets(samples, span, now, width)
 	lo, hi := math.Inf(1), math.Inf(-1)
+	var interval float64
+	n := 0
 	for i, c := range cols {
 		if ok[i] {
 			lo, hi = min(lo, c.effect), max(hi, c.effect)
+			interval += c.high - c.lower
+			n++
 		}
 	}
-	if math.IsInf(lo, 1) {
+	if n == 0 {
 		return strings.Repeat(" ", width)
+	}
+	if interval /= float64(n); hi-lo < interval {
+		mid := (hi + lo) / 2
+		lo, hi = mid-interval/2, mid+interval/2
 	}
 	r := make([]rune, width)
 	for i, c := range cols {
