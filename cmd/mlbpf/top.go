@@ -492,7 +492,7 @@ func (v *topView) table(spark int) []string {
 	}
 	tw.Flush()
 	rows := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
-	lines := rows[:1]
+	lines := []string{rows[0]}
 	for i, m := range v.frame.Models {
 		lines = append(lines, rows[i+1], "    decisions: "+armRates(m.Arms, m.ArmRates))
 	}

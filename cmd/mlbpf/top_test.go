@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mlbpf/mlbpf/internal/testutil"
+	"github.com/mlbpf/mlbpf/loader"
 	"github.com/mlbpf/mlbpf/model"
 )
 
@@ -114,11 +115,21 @@ func TestTopInTerminal(t *testing.T) {
 		testutil.Missing(t, "needs tmux to run mlbpf top in a real terminal: apt-get install tmux (scripts/setup.sh test installs it)")
 	}
 	load := syscallLoad(t)
-	s := newSession(t, fmt.Sprintf(sessionConfig, load))
+	// synthetic/demo is promoted to COLLABORATION, its max_mode;
+	// synthetic/other stays in LEARNING.
+	s := newSession(t, fmt.Sprintf(sessionConfig+`
+  - name: synthetic/other
+    mode: learning
+    max_mode: learning
+    lease: 3s
+    synthetic:
+      pid: %d
+`, load, load))
 	s.start()
 	s.waitFor("COLLABORATION", func() bool {
 		st, err := s.status()
-		return err == nil && st[0].Mode == "COLLABORATION" && st[0].Daemon != nil && st[0].Daemon.Efficiency != nil
+		return err == nil && len(st) == 2 && st[0].Mode == "COLLABORATION" && st[0].Daemon != nil && st[0].Daemon.Efficiency != nil &&
+			st[1].State == "RUNNING" && st[1].Mode == "LEARNING"
 	})
 
 	// This test binary stands in for mlbpf (see TestMain): no build.
@@ -131,7 +142,7 @@ func TestTopInTerminal(t *testing.T) {
 	for _, a := range append(args, s.flags...) {
 		command = append(command, shellQuote(a))
 	}
-	tm := newTerminal(t, 150, 32, strings.Join(command, " ")+`; echo "mlbpf top exited: $?"; sleep 600`)
+	tm := newTerminal(t, 150, 36, strings.Join(command, " ")+`; echo "mlbpf top exited: $?"; sleep 600`)
 
 	// The model, its mode and max_mode, its keys from the daemon.
 	tm.waitText("synthetic/demo", "RUNNING", "COLLABORATION", "decisions: ", "keys, from the daemon (pid ", "efficiency: gain over the default")
@@ -200,12 +211,32 @@ func TestTopInTerminal(t *testing.T) {
 		t.Fatalf("after a refused RECOMMENDATION the kernel has %v", c)
 	}
 
+	// Another model: selected with the down key, its detail shown, and
+	// the mode keys act on it alone.
+	tm.keys("Down")
+	tm.waitFor("synthetic/other selected", func(screen string) bool {
+		return regexp.MustCompile(`(?m)^> synthetic/other +RUNNING +LEARNING +LEARNING `).MatchString(screen) &&
+			strings.Contains(screen, "synthetic/other - RUNNING LEARNING, generation")
+	})
+	tm.keys("e")
+	tm.waitText("set synthetic/other to EMERGENCY? y to confirm")
+	tm.keys("y")
+	tm.waitText("synthetic/other: mode emergency", "the kernel has RUNNING EMERGENCY")
+	if pm, err := loader.ReadPinned(s.root, "synthetic", "other"); err != nil || model.Mode(pm.Control.Mode) != model.ModeEmergency {
+		t.Fatalf("top said synthetic/other's kernel has EMERGENCY; its pinned control block: %+v %v", pm.Control, err)
+	}
+	if c := s.control(); c.Mode != model.ModeCollaboration {
+		t.Fatalf("EMERGENCY set for synthetic/other changed synthetic/demo's block: %v", c)
+	}
+	tm.keys("Up")
+	tm.waitText("synthetic/demo - RUNNING COLLABORATION, generation")
+
 	// EMERGENCY, confirmed: the daemon answers once the kernel holds it,
 	// and top shows its answer.
 	tm.keys("e")
 	tm.waitText("set synthetic/demo to EMERGENCY? y to confirm")
 	tm.keys("y")
-	tm.waitText("the kernel has RUNNING EMERGENCY")
+	tm.waitText("synthetic/demo: mode emergency", "the kernel has RUNNING EMERGENCY")
 	if c := s.control(); c.Mode != model.ModeEmergency || c.State != model.StateRunning {
 		t.Fatalf("top said the kernel has RUNNING EMERGENCY; the pinned control block says %v", c)
 	}
