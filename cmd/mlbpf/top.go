@@ -42,18 +42,18 @@ carried out as 'mlbpf mode' does (through the daemon, which answers once
 the kernel holds the mode, or refuses and says why: the answer is shown);
 q or Ctrl-C quits, and gives the terminal back as it was.
 
-When stdout is not a terminal, top prints a plain frame every period
-(every model with its arms, chart and first keys), -n frames or until
-interrupted; with -o json, one JSON object a line per frame.`, `
+When stdout is not a terminal, or with -n, top prints a plain frame every
+period (every model with its arms, chart and first keys), -n frames or
+until interrupted; with -o json, one JSON object a line per frame.`, `
   mlbpf top
   mlbpf top tcp/cc --every 5s --history 30m
-  mlbpf top -n 1                        # one plain frame (as when piped)
+  mlbpf top -n 1                        # one plain frame, as when piped
   mlbpf top -o json -n 10 | jq .models[0].arms`, stdout, stderr)
 	p := addPaths(fs)
 	out := addOutput(fs, "text")
 	every := fs.Duration("every", 0, "refresh period (default: the configuration's interval)")
 	history := fs.Duration("history", 5*time.Minute, "how far back the efficiency chart goes")
-	frames := fs.Int("n", 0, "stop after this many frames (0: until q, Ctrl-C or SIGTERM)")
+	frames := fs.Int("n", 0, "print this many plain frames, and stop (0: the live view on a terminal, until q, Ctrl-C or SIGTERM)")
 	keys := fs.Int("keys", 10, "keys shown per model in plain text (the terminal view shows what fits)")
 	if err := fs.parse(args); err != nil {
 		return err
@@ -84,10 +84,10 @@ interrupted; with -o json, one JSON object a line per frame.`, `
 	}
 	c := &topCollector{p: p, cfg: cfg, names: fs.Args(), history: *history, rings: map[string][]effSample{}, prev: map[string]topPrev{}}
 	defer c.close()
-	if f, ok := stdout.(*os.File); ok && !out.json() && term.IsTerminal(f.Fd()) {
+	if f, ok := stdout.(*os.File); ok && !out.json() && *frames == 0 && term.IsTerminal(f.Fd()) {
 		own := *p // carry loads its own
 		ops := &operatorFlags{p: &own, out: &output{format: "text"}, wait: 5 * time.Second}
-		return runTopTerminal(ctx, c, ops, f, *every, *frames)
+		return runTopTerminal(ctx, c, ops, f, *every)
 	}
 	return runTopPlain(ctx, c, out.json(), stdout, *every, *frames, *keys)
 }
@@ -302,8 +302,8 @@ func runTopPlain(ctx context.Context, c *topCollector, asJSON bool, stdout io.Wr
 }
 
 // runTopTerminal runs the live view on the terminal f.
-func runTopTerminal(ctx context.Context, c *topCollector, ops *operatorFlags, f *os.File, every time.Duration, frames int) error {
-	ui := &topUI{ctx: ctx, c: c, ops: ops, frames: frames, view: topView{every: every, history: c.history, width: 80, height: 24}}
+func runTopTerminal(ctx context.Context, c *topCollector, ops *operatorFlags, f *os.File, every time.Duration) error {
+	ui := &topUI{ctx: ctx, c: c, ops: ops, view: topView{every: every, history: c.history, width: 80, height: 24}}
 	prog := tea.NewProgram(ui, tea.WithContext(ctx), tea.WithOutput(f), tea.WithAltScreen())
 	_, err := prog.Run()
 	if errors.Is(err, tea.ErrInterrupted) || (errors.Is(err, tea.ErrProgramKilled) && ctx.Err() != nil) {
@@ -317,12 +317,10 @@ func runTopTerminal(ctx context.Context, c *topCollector, ops *operatorFlags, f 
 
 // topUI is the terminal view's bubbletea model.
 type topUI struct {
-	ctx    context.Context
-	c      *topCollector
-	ops    *operatorFlags
-	frames int // to show before quitting, 0 for no end
-	shown  int
-	view   topView
+	ctx  context.Context
+	c    *topCollector
+	ops  *operatorFlags
+	view topView
 	// confirm is the mode waiting for the operator's y, busy is set
 	// while a mode change is carried out.
 	confirm string
@@ -361,10 +359,6 @@ func (u *topUI) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		v.frame = topFrame(msg)
 		if v.index() < 0 && len(v.frame.Models) > 0 {
 			v.selected = v.frame.Models[0].Model
-		}
-		u.shown++
-		if u.frames > 0 && u.shown >= u.frames {
-			return u, tea.Quit
 		}
 		return u, tea.Tick(v.every, func(time.Time) tea.Msg { return topTickMsg{} })
 	case topTickMsg:

@@ -316,3 +316,42 @@ func TestTopPlain(t *testing.T) {
 		t.Fatalf("top of a model not pinned: no error\n%s", stdout.String())
 	}
 }
+
+// TestTopCharts draws the sparkline and the chart of known samples.
+func TestTopCharts(t *testing.T) {
+	now := time.Now()
+	at := func(ago time.Duration, effect, lower, high float64) effSample {
+		return effSample{t: now.Add(-ago), effect: effect, lower: lower, high: high}
+	}
+	// Noise within the interval shows flat; a rise beyond it shows.
+	// A column a second, the newest on the right.
+	flat := []effSample{at(2500*time.Millisecond, 10, 0, 20), at(1500*time.Millisecond, 11, 1, 21), at(500*time.Millisecond, 10.5, 0.5, 20.5)}
+	if got := sparkline(flat, 4*time.Second, now, 4); got != " ▄▄▄" && got != " ▃▄▄" && got != " ▄▄▃" {
+		t.Errorf("sparkline of noise within the interval: %q", got)
+	}
+	rise := []effSample{at(2500*time.Millisecond, 0, -1, 1), at(1500*time.Millisecond, 50, 49, 51), at(500*time.Millisecond, 100, 99, 101)}
+	if got := sparkline(rise, 4*time.Second, now, 4); got != " ▁▄█" {
+		t.Errorf("sparkline of a rise: %q", got)
+	}
+	if got := sparkline(nil, time.Minute, now, 3); got != "   " {
+		t.Errorf("sparkline of nothing: %q", got)
+	}
+	// Samples older than the span are left out.
+	if got := sparkline([]effSample{at(time.Hour, 1, 0, 2)}, time.Minute, now, 3); got != "   " {
+		t.Errorf("sparkline of a sample older than its span: %q", got)
+	}
+
+	// The chart: the estimate '●' within its interval '│', zero '─',
+	// labelled with the top, zero and bottom values.
+	rows := effChart([]effSample{at(500*time.Millisecond, 10, -10, 30)}, 2*time.Second, now, 2, 5)
+	want := []string{
+		"  +30.0% ┤ │",
+		"         ┤ │",
+		"         ┤ ●",
+		"       0 ┤─│",
+		"  -10.0% ┤ │",
+	}
+	if strings.Join(rows, "\n") != strings.Join(want, "\n") {
+		t.Errorf("chart:\n%s\nwant:\n%s", strings.Join(rows, "\n"), strings.Join(want, "\n"))
+	}
+}
