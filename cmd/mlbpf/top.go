@@ -304,7 +304,11 @@ func runTopPlain(ctx context.Context, c *topCollector, asJSON bool, stdout io.Wr
 // runTopTerminal runs the live view on the terminal f.
 func runTopTerminal(ctx context.Context, c *topCollector, ops *operatorFlags, f *os.File, every time.Duration) error {
 	ui := &topUI{ctx: ctx, c: c, ops: ops, view: topView{every: every, history: c.history, width: 80, height: 24}}
-	prog := tea.NewProgram(ui, tea.WithContext(ctx), tea.WithOutput(f), tea.WithAltScreen())
+	// SIGINT and SIGTERM end ctx (see main), which ends the program:
+	// bubbletea's own handler would race that path and can block its
+	// shutdown forever (its handler sends on a channel nobody reads once
+	// the context ended the event loop).
+	prog := tea.NewProgram(ui, tea.WithContext(ctx), tea.WithOutput(f), tea.WithAltScreen(), tea.WithoutSignalHandler())
 	_, err := prog.Run()
 	if errors.Is(err, tea.ErrInterrupted) || (errors.Is(err, tea.ErrProgramKilled) && ctx.Err() != nil) {
 		return nil // Ctrl-C, SIGINT, SIGTERM: a clean end

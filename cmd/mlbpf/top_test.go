@@ -23,11 +23,12 @@ import (
 
 var updateTop = flag.Bool("update-top", false, "write the screen TestTopInTerminal captures to docs/top.txt (the README's screenshot)")
 
-// terminal is a tmux server of a test's own, with one pane.
+// terminal is a tmux server of a test's own, and one of its panes.
 type terminal struct {
 	t      *testing.T
 	tmux   string
 	socket string
+	pane   string // its id, "" for the first one
 }
 
 // newTerminal starts a tmux server of its own running command in a
@@ -53,11 +54,30 @@ func (tm *terminal) run(args ...string) string {
 	return string(out)
 }
 
+// target is the arguments naming the pane.
+func (tm *terminal) target() []string {
+	if tm.pane == "" {
+		return nil
+	}
+	return []string{"-t", tm.pane}
+}
+
 // screen is what the pane shows, as plain text.
-func (tm *terminal) screen() string { return tm.run("capture-pane", "-p") }
+func (tm *terminal) screen() string {
+	return tm.run(append([]string{"capture-pane", "-p"}, tm.target()...)...)
+}
 
 // keys types keys into the pane.
-func (tm *terminal) keys(keys ...string) { tm.run(append([]string{"send-keys"}, keys...)...) }
+func (tm *terminal) keys(keys ...string) {
+	tm.run(append(append([]string{"send-keys"}, tm.target()...), keys...)...)
+}
+
+// window runs command in a new window, and returns its pane.
+func (tm *terminal) window(command string) *terminal {
+	tm.t.Helper()
+	pane := strings.TrimSpace(tm.run("new-window", "-d", "-P", "-F", "#{pane_id}", command))
+	return &terminal{t: tm.t, tmux: tm.tmux, socket: tm.socket, pane: pane}
+}
 
 // waitFor waits until the screen satisfies cond, and returns it.
 func (tm *terminal) waitFor(what string, cond func(screen string) bool) string {
@@ -137,12 +157,21 @@ func TestTopInTerminal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A script runs top, saying its pid first; the pane's shell says how
+	// it ended.
 	args := []string{"env", asMlbpf + "=1", self, "top", "--every", "250ms", "--history", "20s"}
 	var command []string
 	for _, a := range append(args, s.flags...) {
 		command = append(command, shellQuote(a))
 	}
-	tm := newTerminal(t, 150, 36, strings.Join(command, " ")+`; echo "mlbpf top exited: $?"; sleep 600`)
+	dir := t.TempDir()
+	pidFile, script := filepath.Join(dir, "top.pid"), filepath.Join(dir, "top.sh")
+	body := "echo $$ > " + shellQuote(pidFile) + "\nexec " + strings.Join(command, " ") + "\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	topCommand := "sh " + shellQuote(script) + `; echo "mlbpf top exited: $?"; sleep 600`
+	tm := newTerminal(t, 150, 36, topCommand)
 
 	// The model, its mode and max_mode, its keys from the daemon.
 	tm.waitText("synthetic/demo", "RUNNING", "COLLABORATION", "decisions: ", "keys, from the daemon (pid ", "efficiency: gain over the default")
@@ -258,6 +287,28 @@ func TestTopInTerminal(t *testing.T) {
 	screen = tm.waitText("mlbpf top exited: 0")
 	if strings.Contains(screen, "synthetic/demo") {
 		t.Fatalf("top's screen is still there after it quit:\n%s", screen)
+	}
+
+	// SIGTERM (systemd's, kill's) ends it as cleanly.
+	if err := os.Remove(pidFile); err != nil {
+		t.Fatal(err)
+	}
+	w := tm.window(topCommand)
+	w.waitText("synthetic/demo", "decisions: ")
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	w.waitText("mlbpf top exited: 0")
+	if screen := w.screen(); strings.Contains(screen, "synthetic/demo") {
+		t.Fatalf("top's screen is still there after SIGTERM:\n%s", screen)
 	}
 }
 
