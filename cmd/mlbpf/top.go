@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -92,6 +93,9 @@ until interrupted; with -o json, one JSON object a line per frame.`, `
 	return runTopPlain(ctx, c, out.json(), stdout, *every, *frames, *keys)
 }
 
+// keysTimeout bounds the wait for the daemon's answer on a model's keys.
+const keysTimeout = 3 * time.Second
+
 // topFrame is one frame of 'mlbpf top'; -o json writes one a line.
 type topFrame struct {
 	Time time.Time `json:"time"`
@@ -139,8 +143,9 @@ type topPrev struct {
 	recordRate *float64
 }
 
-// topCollector reads the frames. Not safe for concurrent use.
+// topCollector reads the frames, one at a time.
 type topCollector struct {
+	mu      sync.Mutex // held by collect and close
 	p       *paths
 	cfg     *config.Config
 	names   []string
@@ -152,6 +157,13 @@ type topCollector struct {
 }
 
 func (c *topCollector) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hangUp()
+}
+
+// hangUp closes the connection to the daemon, if any.
+func (c *topCollector) hangUp() {
 	if c.client != nil {
 		c.client.Close()
 		c.client = nil
@@ -160,6 +172,8 @@ func (c *topCollector) close() {
 
 // collect reads a frame; keysOf says which models' keys to read.
 func (c *topCollector) collect(ctx context.Context, keysOf func(name string) bool) topFrame {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	now := time.Now()
 	var warn bytes.Buffer
 	list, pid, err := readStatus(c.p, c.names, &warn)
@@ -228,10 +242,14 @@ func (c *topCollector) sample(name string, ev *daemon.Evidence, now time.Time) [
 }
 
 // keys lists a model's keys: from the daemon when one runs (the
-// connection is kept from frame to frame), else from the pins.
+// connection is kept from frame to frame), else from the pins. A daemon
+// that does not answer within keysTimeout is hung up on, and tried again
+// the next frame.
 func (c *topCollector) keys(ctx context.Context, pid int, name string) ([]agent.Entry, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, keysTimeout)
+	defer cancel()
 	if pid == 0 {
-		c.close()
+		c.hangUp()
 		k, err := daemon.PinnedKeys(c.cfg, c.p.pinRoot, name)
 		if err != nil {
 			return nil, "", err
@@ -241,17 +259,17 @@ func (c *topCollector) keys(ctx context.Context, pid int, name string) ([]agent.
 		return daemon.Entries(pes), "the pinned maps", err
 	}
 	if c.client != nil && c.pid != pid {
-		c.close() // another daemon
+		c.hangUp() // another daemon
 	}
 	if c.client != nil {
 		select {
 		case <-c.client.Done():
-			c.close()
+			c.hangUp()
 		default:
 		}
 	}
 	if c.client == nil {
-		cl, h, err := dialDaemon(ctx, c.p, pid, "mlbpf top", time.Second)
+		cl, h, err := dialDaemon(ctx, c.p, pid, "mlbpf top", keysTimeout/2)
 		if err != nil {
 			return nil, "", err
 		}
@@ -264,7 +282,7 @@ func (c *topCollector) keys(ctx context.Context, pid int, name string) ([]agent.
 	if err != nil {
 		var re *agent.RemoteError
 		if !errors.As(err, &re) {
-			c.close() // redial next frame
+			c.hangUp() // redial next frame
 		}
 		return nil, "", unwrapRemote(err)
 	}
@@ -304,16 +322,23 @@ func runTopPlain(ctx context.Context, c *topCollector, asJSON bool, stdout io.Wr
 // runTopTerminal runs the live view on the terminal f.
 func runTopTerminal(ctx context.Context, c *topCollector, ops *operatorFlags, f *os.File, every time.Duration) error {
 	ui := &topUI{ctx: ctx, c: c, ops: ops, view: topView{every: every, history: c.history, width: 80, height: 24}}
-	// SIGINT and SIGTERM end ctx (see main), which ends the program:
-	// bubbletea's own handler would race that path and can block its
-	// shutdown forever (its handler sends on a channel nobody reads once
-	// the context ended the event loop).
-	prog := tea.NewProgram(ui, tea.WithContext(ctx), tea.WithOutput(f), tea.WithAltScreen(), tea.WithoutSignalHandler())
-	_, err := prog.Run()
-	if errors.Is(err, tea.ErrInterrupted) || (errors.Is(err, tea.ErrProgramKilled) && ctx.Err() != nil) {
-		return nil // Ctrl-C, SIGINT, SIGTERM: a clean end
-	}
-	if err != nil {
+	// SIGINT and SIGTERM end ctx (see main), which quits the program as
+	// q does. Neither bubbletea's signal handler nor its WithContext:
+	// the handler races ctx and can block the shutdown forever (it sends
+	// on a channel nobody reads once the event loop ended), and a
+	// program ended by its context closes the terminal under its own
+	// input reader (a data race the race detector reports).
+	prog := tea.NewProgram(ui, tea.WithOutput(f), tea.WithAltScreen(), tea.WithoutSignalHandler())
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-ctx.Done():
+			prog.Quit()
+		case <-done:
+		}
+	}()
+	if _, err := prog.Run(); err != nil {
 		return fmt.Errorf("running the terminal view: %w (try 'mlbpf top | cat' for plain text)", err)
 	}
 	return nil
