@@ -208,7 +208,11 @@ func (c *topCollector) collect(ctx context.Context, keysOf func(name string) boo
 		}
 		m.RecordRate = next.recordRate
 		c.prev[s.Model] = next
-		m.history = c.sample(s.Model, s.Daemon, now)
+		ev := s.Daemon
+		if !s.Live {
+			ev = nil // a stopped daemon's last word, not a sample
+		}
+		m.history = c.sample(s.Model, ev, now)
 		if keysOf(s.Model) {
 			m.Keys, m.KeysFrom, err = c.keys(ctx, pid, s.Model)
 			if err != nil {
