@@ -304,7 +304,7 @@ func runTopPlain(ctx context.Context, c *topCollector, asJSON bool, stdout io.Wr
 				return err
 			}
 		} else {
-			v := topView{frame: f, every: every, history: c.history, width: 120}
+			v := topView{frame: f, every: every, history: c.history}
 			if i > 1 {
 				fmt.Fprintln(stdout)
 			}
