@@ -26,7 +26,7 @@ if [[ $purpose == test ]]; then
 	# with runc (crun refuses a hybrid cgroup hierarchy) and 'podman kube
 	# play' the DaemonSet's pod (catatonit is its pause process); the pod
 	# network is podman's CNI bridge, which uses iptables.
-	packages=(clang-19 llvm-19 bpftool libbpf-dev iperf3 iproute2 qemu-system-x86 udev dpkg xz-utils python3-pandas systemd util-linux nats-server prometheus e2fsprogs podman runc catatonit iptables)
+	packages=(clang-19 llvm-19 bpftool libbpf-dev iperf3 iproute2 qemu-system-x86 udev dpkg xz-utils python3-pandas systemd util-linux nats-server prometheus e2fsprogs podman runc catatonit iptables tmux)
 	missing=()
 	packages+=(chromium) # headless, for the report's test (cmd/mlbpf TestReport, internal/headless)
 	for p in "${packages[@]}"; do

@@ -141,18 +141,28 @@ func addWait(fs *flags, d *time.Duration) {
 // errDaemonGone says the daemon that held the lock is gone.
 var errDaemonGone = errors.New("the daemon went away")
 
-// command carries an operator's command out: through the daemon when one
-// runs, else on the pinned block (see handshake).
+// command carries an operator's command out (see carry) and reports it.
 func (o *operatorFlags) command(ctx context.Context, stdout io.Writer, req agent.ControlRequest) error {
-	if _, _, err := daemon.SplitName(req.Model); err != nil {
-		return err
-	}
-	cfg, err := o.p.load()
+	res, pid, err := o.carry(ctx, req)
 	if err != nil {
 		return err
 	}
+	return o.report(stdout, req, res, pid)
+}
+
+// carry carries an operator's command out: through the daemon when one
+// runs, else on the pinned block (see handshake). It returns the result
+// and the pid of the daemon that carried it out, 0 if none.
+func (o *operatorFlags) carry(ctx context.Context, req agent.ControlRequest) (agent.ControlResult, int, error) {
+	if _, _, err := daemon.SplitName(req.Model); err != nil {
+		return agent.ControlResult{}, 0, err
+	}
+	cfg, err := o.p.load()
+	if err != nil {
+		return agent.ControlResult{}, 0, err
+	}
 	if err := loader.CheckPrivileges(); err != nil {
-		return err
+		return agent.ControlResult{}, 0, err
 	}
 	for range 3 {
 		if pid := o.p.daemonPID(); pid != 0 {
@@ -160,23 +170,20 @@ func (o *operatorFlags) command(ctx context.Context, stdout io.Writer, req agent
 			if errors.Is(err, errDaemonGone) {
 				continue // it stopped meanwhile: on the pins
 			}
-			if err != nil {
-				return err
-			}
-			return o.report(stdout, req, res, pid)
+			return res, pid, err
 		}
 		res, err := o.writePinned(cfg, req)
 		if err != nil {
-			return err
+			return res, 0, err
 		}
 		if o.p.daemonPID() != 0 {
 			// A daemon took its lock meanwhile: it may have read the
 			// block before the write. Ask it.
 			continue
 		}
-		return o.report(stdout, req, res, 0)
+		return res, 0, nil
 	}
-	return fmt.Errorf("%s: a daemon keeps starting and stopping: check its logs, and retry", req.Model)
+	return agent.ControlResult{}, 0, fmt.Errorf("%s: a daemon keeps starting and stopping: check its logs, and retry", req.Model)
 }
 
 // dialDaemon connects to the daemon holding the lock (pid), waiting up to

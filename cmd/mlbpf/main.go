@@ -61,6 +61,7 @@ func commands() []command {
 	return []command{
 		{name: "run", summary: "run the daemon: load, pin, renew leases, learn, serve agents, until SIGINT/SIGTERM", run: cmdRun},
 		{name: "status", summary: "show every pinned model: state, mode, lease, arm counts, efficiency, records, losses", run: cmdStatus},
+		{name: "top", summary: "a live view of every model: modes, arms and their rates, efficiency charted, keys; set a mode there", run: cmdTop},
 		{name: "mode", summary: "set a model's mode (emergency, learning, collaboration, recommendation)", run: cmdMode},
 		{name: "start", summary: "start a model an operator stopped", run: cmdStart},
 		{name: "stop", summary: "stop a model: the kernel goes back to its default at once", run: cmdStop},
@@ -91,6 +92,7 @@ Examples:
   mlbpf run                                   # the daemon, embedded default configuration
   mlbpf run --config /etc/mlbpf/mlbpf.yaml --metrics-addr 127.0.0.1:9464
   mlbpf status -o json
+  mlbpf top
   mlbpf mode tcp/cc emergency
   mlbpf recommend tcp/cc 10.0.0.0/8 bbr
   mlbpf dataset get synthetic/demo

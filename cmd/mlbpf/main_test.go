@@ -220,7 +220,8 @@ func (s *session) start(extra ...string) {
 		default:
 		}
 		st, err := s.status()
-		return err == nil && len(st) == 1 && st[0].State == "RUNNING"
+		// synthetic/demo comes first: status lists the pins by name.
+		return err == nil && len(st) > 0 && st[0].Model == "synthetic/demo" && st[0].State == "RUNNING"
 	})
 	s.t.Cleanup(func() { s.stop() })
 }

@@ -166,6 +166,7 @@ _mlbpf() {
 		rollback) COMPREPLY=($(compgen -W "` + commonFlags + ` --dry-run" -- "$cur")) ;;
 		dataset) COMPREPLY=($(compgen -W "` + commonFlags + ` --offset --max-records --raw --format" -- "$cur")) ;;
 		report) COMPREPLY=($(compgen -W "` + commonFlags + ` -o --title --last" -- "$cur")) ;;
+		top) COMPREPLY=($(compgen -W "` + commonFlags + ` --every --history -n --keys" -- "$cur")) ;;
 		*) COMPREPLY=($(compgen -W "` + commonFlags + `" -- "$cur")) ;;
 		esac
 		return
@@ -181,7 +182,7 @@ _mlbpf() {
 	mode)
 		if [ "$COMP_CWORD" -eq 2 ]; then COMPREPLY=($(compgen -W "$(mlbpf __models 2>/dev/null)" -- "$cur"));
 		else COMPREPLY=($(compgen -W "emergency learning collaboration recommendation" -- "$cur")); fi ;;
-	status|start|stop|recommend|recommendations|report)
+	status|top|start|stop|recommend|recommendations|report)
 		COMPREPLY=($(compgen -W "$(mlbpf __models 2>/dev/null)" -- "$cur")) ;;
 	esac
 }
@@ -205,7 +206,7 @@ _mlbpf() {
 	completion) compadd bash zsh ;;
 	mode)
 		if (( CURRENT == 3 )); then compadd -a models; else compadd emergency learning collaboration recommendation; fi ;;
-	status|start|stop|recommend|recommendations|report) compadd -a models ;;
+	status|top|start|stop|recommend|recommendations|report) compadd -a models ;;
 	run) _arguments '--config[configuration file]:file:_files' '--metrics-addr[host:port]' '--metrics-allow-remote' '--log-format:format:(text json)' '--log-level:level:(debug info warn error)' '--duration[stop after]' ;;
 	esac
 }

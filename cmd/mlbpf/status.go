@@ -70,56 +70,9 @@ pinned model it runs; a hung daemon fails it within one lease.`, `
 	if err := loader.CheckPrivileges(); err != nil {
 		return err
 	}
-	pinned, listErr := loader.ListPinned(p.pinRoot)
-	if fs.NArg() > 0 {
-		want := map[string]bool{}
-		for _, a := range fs.Args() {
-			if _, _, err := daemon.SplitName(a); err != nil {
-				return err
-			}
-			want[a] = true
-		}
-		var keep []loader.PinnedModel
-		for _, pm := range pinned {
-			name := pm.Subsystem + "/" + pm.Model
-			if want[name] {
-				keep = append(keep, pm)
-				delete(want, name)
-			}
-		}
-		for name := range want {
-			return fmt.Errorf("%s: not pinned under %s", name, p.pinRoot)
-		}
-		pinned = keep
-	}
-	pid := p.daemonPID()
-	now := loader.MonotonicNs()
-	list := make([]modelStatus, 0, len(pinned))
-	for _, pm := range pinned {
-		name := pm.Subsystem + "/" + pm.Model
-		s := modelStatus{
-			Model: name, State: model.State(pm.Control.State).String(), Mode: model.Mode(pm.Control.Mode).String(),
-			Generation: pm.Control.Generation, Collab: pm.Control.CollabPermille, Holdout: pm.Control.HoldoutPermille,
-			Arms: map[string]uint64{}, Lost: pm.Lost, Pins: pm.Dir,
-		}
-		for i, n := range pm.Arms {
-			s.Arms[model.Arm(i).String()] = n
-		}
-		ev, err := daemon.ReadEvidence(p.stateDir, name)
-		if err != nil {
-			fmt.Fprintln(stderr, "mlbpf status:", err)
-		}
-		s.Daemon = ev
-		s.Live = ev != nil && pid != 0 && (pid < 0 || ev.PID == pid)
-		if pm.Control.LeaseExpiresNs != 0 {
-			left := (float64(pm.Control.LeaseExpiresNs) - float64(now)) / 1e9
-			s.LeaseLeft = &left
-			if ev != nil && ev.Lease > 0 {
-				age := ev.Lease.Seconds() - left
-				s.LeaseAge = &age
-			}
-		}
-		list = append(list, s)
+	list, pid, listErr := readStatus(p, fs.Args(), stderr)
+	if list == nil && listErr != nil {
+		return listErr
 	}
 	if *check {
 		if err := checkLive(p.socket, pid, list); err != nil {
@@ -167,16 +120,7 @@ pinned model it runs; a hung daemon fails it within one lease.`, `
 		if ev == nil {
 			continue
 		}
-		var notes []string
-		if ev.OperatorStopped {
-			notes = append(notes, "stopped by an operator ('mlbpf start "+s.Model+"' starts it)")
-		}
-		if ev.Tripped != "" {
-			notes = append(notes, "tripped: "+ev.Tripped)
-		}
-		if ev.Decision != "" {
-			notes = append(notes, "decision: "+ev.Decision)
-		}
+		notes := evidenceNotes(s.Model, ev)
 		if ev.Lost+ev.Dropped > 0 {
 			notes = append(notes, fmt.Sprintf("records came faster than the daemon read them: %d lost in the kernel (ring full), %d dropped past a portion's cap; %d dataset portions partial (EXTRACTED_PARTIALLY)",
 				ev.Lost, ev.Dropped, ev.PartialPortions))
@@ -211,6 +155,82 @@ func checkLive(socket string, pid int, list []modelStatus) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// readStatus reads every pinned model, or the ones named, with the
+// daemon's evidence; it returns them with the daemon's pid (0 if none, -1
+// if unknown). A model that is not pinned returns a nil list and an
+// error; a failure to list some of the pins returns those listed and the
+// error.
+func readStatus(p *paths, names []string, warn io.Writer) ([]modelStatus, int, error) {
+	pinned, listErr := loader.ListPinned(p.pinRoot)
+	if len(names) > 0 {
+		want := map[string]bool{}
+		for _, a := range names {
+			if _, _, err := daemon.SplitName(a); err != nil {
+				return nil, 0, err
+			}
+			want[a] = true
+		}
+		var keep []loader.PinnedModel
+		for _, pm := range pinned {
+			name := pm.Subsystem + "/" + pm.Model
+			if want[name] {
+				keep = append(keep, pm)
+				delete(want, name)
+			}
+		}
+		for name := range want {
+			return nil, 0, fmt.Errorf("%s: not pinned under %s", name, p.pinRoot)
+		}
+		pinned = keep
+	}
+	pid := p.daemonPID()
+	now := loader.MonotonicNs()
+	list := make([]modelStatus, 0, len(pinned))
+	for _, pm := range pinned {
+		name := pm.Subsystem + "/" + pm.Model
+		s := modelStatus{
+			Model: name, State: model.State(pm.Control.State).String(), Mode: model.Mode(pm.Control.Mode).String(),
+			Generation: pm.Control.Generation, Collab: pm.Control.CollabPermille, Holdout: pm.Control.HoldoutPermille,
+			Arms: map[string]uint64{}, Lost: pm.Lost, Pins: pm.Dir,
+		}
+		for i, n := range pm.Arms {
+			s.Arms[model.Arm(i).String()] = n
+		}
+		ev, err := daemon.ReadEvidence(p.stateDir, name)
+		if err != nil {
+			fmt.Fprintln(warn, "mlbpf status:", err)
+		}
+		s.Daemon = ev
+		s.Live = ev != nil && pid != 0 && (pid < 0 || ev.PID == pid)
+		if pm.Control.LeaseExpiresNs != 0 {
+			left := (float64(pm.Control.LeaseExpiresNs) - float64(now)) / 1e9
+			s.LeaseLeft = &left
+			if ev != nil && ev.Lease > 0 {
+				age := ev.Lease.Seconds() - left
+				s.LeaseAge = &age
+			}
+		}
+		list = append(list, s)
+	}
+	return list, pid, listErr
+}
+
+// evidenceNotes are what the daemon's evidence says of a model beyond
+// its figures: stopped by an operator, tripped, the controller's decision.
+func evidenceNotes(name string, ev *daemon.Evidence) []string {
+	var notes []string
+	if ev.OperatorStopped {
+		notes = append(notes, "stopped by an operator ('mlbpf start "+name+"' starts it)")
+	}
+	if ev.Tripped != "" {
+		notes = append(notes, "tripped: "+ev.Tripped)
+	}
+	if ev.Decision != "" {
+		notes = append(notes, "decision: "+ev.Decision)
+	}
+	return notes
 }
 
 func formatLease(left, age *float64) string {
