@@ -39,10 +39,10 @@ func main() {
 var guestScript []byte
 
 // defaultModules are loaded before the tests: what mlbpf's tests use
-// (veth pairs, loop devices, tc clsact with cls_bpf, tbf and fq, bbr), and the netlink
+// (veth pairs, loop devices and the storage testbed's FUSE disk, tc clsact with cls_bpf, tbf and fq, bbr), and the netlink
 // families netlink libraries open up front or socket diagnostics use.
 // The guest's modprobe loads any other module the kernel asks for.
-const defaultModules = "veth,loop,sch_ingress,cls_bpf,act_bpf,act_gact,act_mirred,sch_tbf,sch_fq,tcp_bbr,xfrm_user,nfnetlink,inet_diag,tcp_diag,udp_diag"
+const defaultModules = "veth,loop,fuse,sch_ingress,cls_bpf,act_bpf,act_gact,act_mirred,sch_tbf,sch_fq,tcp_bbr,xfrm_user,nfnetlink,inet_diag,tcp_diag,udp_diag"
 
 const usage = `usage: go run ./vmtest [flags] [-- test binary flags]
 
