@@ -36,12 +36,12 @@ import (
 // Config configures a run. Zero fields take the defaults.
 type Config struct {
 	// Flows is the number of flows on the bloat path of each fixed arm
-	// in one round (default 100), LossyFlows on the lossy path (default
-	// twice Flows: its flows take milliseconds, and its p99 needs them);
-	// mlbpf and the default measured beside it get twice as many each
-	// (their comparison is the one the goals are closest to). Repeats
-	// is the number of rounds (default 2), Bytes one flow's transfer
-	// (default 64 KiB).
+	// in one round (default 80), LossyFlows on the lossy path (default
+	// five times Flows: its flows take milliseconds, a slot's time is
+	// the bloat path's, and a p99 needs them); mlbpf and the default
+	// measured beside it get three times as many each (their comparison
+	// is the one the goals are closest to). Repeats is the number of
+	// rounds (default 2), Bytes one flow's transfer (default 64 KiB).
 	Flows, LossyFlows, Repeats int
 	Bytes                      int64
 	// Workers are the flows in flight per path (default 4 on lossy, 12
@@ -61,10 +61,10 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.Flows == 0 {
-		c.Flows = 100
+		c.Flows = 80
 	}
 	if c.LossyFlows == 0 {
-		c.LossyFlows = 2 * c.Flows
+		c.LossyFlows = 5 * c.Flows
 	}
 	if c.Repeats == 0 {
 		c.Repeats = 2

@@ -44,6 +44,10 @@ func (i Interval) fmt(prec int) string {
 // of another.
 type blocks [][]float64
 
+// besideFactor is how many times a fixed arm's flows mlbpf and the
+// default beside it get per round.
+const besideFactor = 3
+
 // blocksPerSlot is how many blocks each arm's flows of one slot are cut
 // into for the bootstrap.
 const blocksPerSlot = 5
@@ -134,8 +138,8 @@ func p99Ratio(num, den blocks) Ratio {
 // PathResult is one path's figures.
 type PathResult struct {
 	Path testbed.Path
-	// Flows is each fixed arm's flows per round; mlbpf and the default
-	// beside it have twice as many.
+	// Flows is the number of flows the default's and mlbpf's p99 are
+	// each over (all rounds); a fixed arm has 1/besideFactor as many.
 	Flows int
 	// Fixed are the fixed arms' flows, measured at once; Default and
 	// MLBPF the default's and mlbpf's, measured at once in another slot
@@ -210,7 +214,7 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 		if p == testbed.PathLossy {
 			n = cfg.LossyFlows
 		}
-		res[p] = &PathResult{Path: p, Flows: n, Fixed: map[rto.Setting]blocks{}, Survey: map[rto.Setting]Stats{}}
+		res[p] = &PathResult{Path: p, Flows: besideFactor * n * cfg.Repeats, Fixed: map[rto.Setting]blocks{}, Survey: map[rto.Setting]Stats{}}
 	}
 
 	// Learning: one model, both paths at once, from an empty map, on
@@ -270,7 +274,8 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 			}
 			// mlbpf on each path's first destination (the one it
 			// learned), the default beside it on the second.
-			n := load{testbed.PathLossy: {2 * cfg.LossyFlows, 2 * cfg.LossyFlows}, testbed.PathBloat: {2 * cfg.Flows, 2 * cfg.Flows}}
+			nl, nb := besideFactor*cfg.LossyFlows, besideFactor*cfg.Flows
+			n := load{testbed.PathLossy: {nl, nl}, testbed.PathBloat: {nb, nb}}
 			out, err := e.measure(ctx, learned, model.Options{
 				InitialMode: model.ModeRecommendation, MaxMode: model.ModeRecommendation,
 				HoldoutPermille: rto.DefaultOptions().HoldoutPermille,
@@ -278,7 +283,7 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 			if err != nil {
 				return err
 			}
-			conns += 4 * (cfg.LossyFlows + cfg.Flows)
+			conns += 2 * (nl + nb)
 			for _, p := range paths {
 				r := res[p]
 				r.MLBPF.add(out[p][0])

@@ -94,8 +94,9 @@ func TestTailBounds(t *testing.T) {
 	for i := range xs {
 		xs[i] = float64(i + 1)
 	}
+	// The worst 10 % but the worst 1 %: 91 to 99.
 	m, lo, hi := tail(xs, 0.9, 1.645)
-	if m != 95.5 || lo >= m || hi <= m || lo < 90 || hi > 100 {
+	if m != 95 || lo >= m || hi <= m || lo < 90 || hi > 100 {
 		t.Fatalf("tail of 1..100: %g [%g, %g]", m, lo, hi)
 	}
 	// Bimodal, 12 % stalled: the 0.9-quantile's bounds would span both
@@ -108,6 +109,15 @@ func TestTailBounds(t *testing.T) {
 	}
 	if m, lo, _ := tail(xs, 0.9, 1.645); m != 1000 || lo < 900 {
 		t.Fatalf("bimodal tail: %g, lower bound %g", m, lo)
+	}
+	// One outlier among 50 flows does not make a setting's tail.
+	ys := make([]float64, 50)
+	for i := range ys {
+		ys[i] = float64(10 + i%5)
+	}
+	ys[7] = 2000
+	if m, _, _ := tail(ys, 0.9, 1.645); m > 20 {
+		t.Fatalf("one outlier of 50: tail %g", m)
 	}
 }
 
