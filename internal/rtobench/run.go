@@ -85,7 +85,7 @@ func (b blocks) p99(idx []int, buf []float64) float64 {
 const bootstrapRounds = 2000
 
 // bootstrap resamples the blocks of arms measured over the same rounds
-// (a moving-block bootstrap's blocks, kept paired: one draw of block
+// (a block bootstrap over consecutive flows, kept paired: one draw of block
 // indices serves every arm, so that drift common to the arms of a slot
 // cancels in their ratio) and returns stat's point estimate and its 95 %
 // percentile interval. stat gets each arm's pooled p99.
