@@ -70,6 +70,47 @@ func (p Path) Addrs() PathAddrs {
 	return LossyAddrs
 }
 
+// MaxDestinations is the most destinations a path can have
+// (PathsConfig.Destinations).
+const MaxDestinations = 8
+
+// Dest returns the addresses of the path's i-th destination (0 to
+// PathsConfig.Destinations-1): Dest(0) is Addrs(); each other is a
+// server address of its own /24 and /64 behind the same link (on the
+// bloat path, the same router and queue), so that a per-prefix model
+// can treat them differently while the path treats them alike. The
+// bloat path's client address is the same for all.
+func (p Path) Dest(i int) PathAddrs {
+	a := p.Addrs()
+	if i <= 0 || i >= MaxDestinations {
+		return a
+	}
+	v4 := func(third, host byte) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, third, host}) }
+	v6 := func(base netip.Addr, host byte) netip.Addr {
+		b := base.As16()
+		b[7], b[15] = byte(i), host
+		return netip.AddrFrom16(b)
+	}
+	third := byte(16 + i) // lossy: 198.18.17-23.0/24
+	if p == PathBloat {
+		third = byte(32 + i) // bloat: 198.18.33-39.0/24
+	} else {
+		a.Client, a.Client6 = v4(third, 1), v6(LossyAddrs.Client6, 1)
+	}
+	a.Server, a.Server6 = v4(third, 2), v6(a.Server6, 2)
+	a.Prefix, a.Prefix6 = netip.PrefixFrom(v4(third, 0), 24), netip.PrefixFrom(v6(a.Server6, 0), 64)
+	return a
+}
+
+// routerDest is the router's address in the bloat path's i-th
+// destination's subnets.
+func routerDest(i int) (netip.Addr, netip.Addr) {
+	d := PathBloat.Dest(i)
+	b4, b6 := d.Server.As4(), d.Server6.As16()
+	b4[3], b6[15] = 254, 0xfe
+	return netip.AddrFrom4(b4), netip.AddrFrom16(b6)
+}
+
 // ServerURL returns host:port of the path's server for a port.
 func (p Path) ServerURL(ipv6 bool, port int) string {
 	a := p.Addrs()
@@ -109,6 +150,9 @@ type PathsConfig struct {
 	// connection whose SYN was sent more than twice starts with a
 	// congestion window of one segment.
 	NoTimestamps bool
+	// Destinations is how many server addresses each path has (default
+	// 1, at most MaxDestinations): see Path.Dest.
+	Destinations int
 	// Cgroup and CgroupRoot are as in Config. The background flow's
 	// socket is created before the process enters the cgroup, so that a
 	// sock_ops program attached there never sees it.
@@ -161,6 +205,12 @@ func NewPaths(ctx context.Context, cfg PathsConfig) (p *Paths, err error) {
 	}
 	if cfg.BloatLimitBytes == 0 {
 		cfg.BloatLimitBytes = 1000000
+	}
+	if cfg.Destinations == 0 {
+		cfg.Destinations = 1
+	}
+	if cfg.Destinations < 0 || cfg.Destinations > MaxDestinations {
+		return nil, fmt.Errorf("building paths testbed: %d destinations, want 1 to %d", cfg.Destinations, MaxDestinations)
 	}
 	if err := loader.CheckPrivileges(); err != nil {
 		return nil, fmt.Errorf("building paths testbed: %w", err)
@@ -220,37 +270,41 @@ type linkEnd struct {
 
 func (p *Paths) wire() error {
 	pfx := func(a netip.Addr, bits int) netip.Prefix { return netip.PrefixFrom(a, bits) }
-	la, ba := LossyAddrs, BloatAddrs
-	pairs := [][2]linkEnd{
-		{
-			{p.Client, lossyLink, []netip.Prefix{pfx(la.Client, 24), pfx(la.Client6, 64)}},
-			{p.Server, lossyLink, []netip.Prefix{pfx(la.Server, 24), pfx(la.Server6, 64)}},
-		},
-		{
-			{p.Client, bloatLink, []netip.Prefix{pfx(ba.Client, 24), pfx(ba.Client6, 64)}},
-			{p.Router, bloatLink, []netip.Prefix{pfx(routerClient, 24), pfx(routerClient6, 64)}},
-		},
-		{
-			{p.Router, bloatLinkInner, []netip.Prefix{pfx(routerServer, 24), pfx(routerServer6, 64)}},
-			{p.Server, bloatLinkInner, []netip.Prefix{pfx(ba.Server, 24), pfx(ba.Server6, 64)}},
-		},
+	lossyClient, lossyServer := &linkEnd{p.Client, lossyLink, nil}, &linkEnd{p.Server, lossyLink, nil}
+	bloatClient := &linkEnd{p.Client, bloatLink, []netip.Prefix{pfx(BloatAddrs.Client, 24), pfx(BloatAddrs.Client6, 64)}}
+	bloatRouter := &linkEnd{p.Router, bloatLink, []netip.Prefix{pfx(routerClient, 24), pfx(routerClient6, 64)}}
+	innerRouter, innerServer := &linkEnd{p.Router, bloatLinkInner, nil}, &linkEnd{p.Server, bloatLinkInner, nil}
+	type route struct {
+		ns   *Namespace
+		dst  netip.Prefix
+		gw   netip.Addr
+		link string
 	}
-	for _, pr := range pairs {
-		if err := addVethPair(pr[0], pr[1]); err != nil {
+	routes := []route{
+		{p.Server, bloatClientNet, routerServer, bloatLinkInner},
+		{p.Server, bloatClientNet6, routerServer6, bloatLinkInner},
+	}
+	for i := range p.cfg.Destinations {
+		la, ba := PathLossy.Dest(i), PathBloat.Dest(i)
+		lossyClient.addr = append(lossyClient.addr, pfx(la.Client, 24), pfx(la.Client6, 64))
+		lossyServer.addr = append(lossyServer.addr, pfx(la.Server, 24), pfx(la.Server6, 64))
+		r4, r6 := routerServer, routerServer6
+		if i > 0 {
+			r4, r6 = routerDest(i)
+		}
+		innerRouter.addr = append(innerRouter.addr, pfx(r4, 24), pfx(r6, 64))
+		innerServer.addr = append(innerServer.addr, pfx(ba.Server, 24), pfx(ba.Server6, 64))
+		routes = append(routes,
+			route{p.Client, ba.Prefix, routerClient, bloatLink},
+			route{p.Client, ba.Prefix6, routerClient6, bloatLink})
+	}
+	for _, pr := range [][2]*linkEnd{{lossyClient, lossyServer}, {bloatClient, bloatRouter}, {innerRouter, innerServer}} {
+		if err := addVethPair(*pr[0], *pr[1]); err != nil {
 			return err
 		}
 	}
-	for _, r := range []struct {
-		ns       *Namespace
-		dst      netip.Prefix
-		gw, link string
-	}{
-		{p.Client, ba.Prefix, routerClient.String(), bloatLink},
-		{p.Client, ba.Prefix6, routerClient6.String(), bloatLink},
-		{p.Server, bloatClientNet, routerServer.String(), bloatLinkInner},
-		{p.Server, bloatClientNet6, routerServer6.String(), bloatLinkInner},
-	} {
-		if err := addRoute(r.ns, r.link, r.dst, netip.MustParseAddr(r.gw)); err != nil {
+	for _, r := range routes {
+		if err := addRoute(r.ns, r.link, r.dst, r.gw); err != nil {
 			return err
 		}
 	}
@@ -525,11 +579,20 @@ func (p *Paths) WaitBloated(ctx context.Context, rtt, timeout time.Duration) (ti
 // NewSink starts a sink (see Testbed.NewSink) on the server's address of
 // a path.
 func (p *Paths) NewSink(path Path, ipv6 bool) (*Sink, error) {
-	network := "tcp4"
-	if ipv6 {
-		network = "tcp6"
+	return p.NewSinkAt(path, 0, ipv6)
+}
+
+// NewSinkAt starts a sink on the server's address of a path's dest-th
+// destination (Path.Dest; below PathsConfig.Destinations).
+func (p *Paths) NewSinkAt(path Path, dest int, ipv6 bool) (*Sink, error) {
+	if dest < 0 || dest >= p.cfg.Destinations {
+		return nil, fmt.Errorf("starting sink on the %s path: destination %d of %d (see PathsConfig.Destinations)", path, dest, p.cfg.Destinations)
 	}
-	l, err := p.Server.Listen(network, path.ServerURL(ipv6, 0))
+	network, a := "tcp4", path.Dest(dest).Server
+	if ipv6 {
+		network, a = "tcp6", path.Dest(dest).Server6
+	}
+	l, err := p.Server.Listen(network, netip.AddrPortFrom(a, 0).String())
 	if err != nil {
 		return nil, fmt.Errorf("starting sink on the %s path: %w", path, err)
 	}

@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"context"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -10,7 +11,7 @@ import (
 
 func TestPaths(t *testing.T) {
 	testutil.RequireBPF(t)
-	p, err := NewPaths(t.Context(), PathsConfig{LossPercent: 5, Cgroup: true})
+	p, err := NewPaths(t.Context(), PathsConfig{LossPercent: 5, Cgroup: true, Destinations: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,19 +28,21 @@ func TestPaths(t *testing.T) {
 	}
 	took := map[Path]time.Duration{}
 	for _, path := range []Path{PathLossy, PathBloat} {
-		for _, v6 := range []bool{false, true} {
-			sink, err := p.NewSink(path, v6)
-			if err != nil {
-				t.Fatal(err)
+		for dest := range 2 {
+			for _, v6 := range []bool{false, true} {
+				sink, err := p.NewSinkAt(path, dest, v6)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+				tr, err := p.Send(ctx, sink.Addr(), Load{Bytes: 64 << 10})
+				cancel()
+				sink.Close()
+				if err != nil || tr.Bytes != 64<<10 {
+					t.Fatalf("%s destination %d ipv6=%v: %+v %v", path, dest, v6, tr, err)
+				}
+				took[path] = max(took[path], tr.Duration)
 			}
-			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-			tr, err := p.Send(ctx, sink.Addr(), Load{Bytes: 64 << 10})
-			cancel()
-			sink.Close()
-			if err != nil || tr.Bytes != 64<<10 {
-				t.Fatalf("%s ipv6=%v: %+v %v", path, v6, tr, err)
-			}
-			took[path] = max(took[path], tr.Duration)
 		}
 	}
 	// A 64 KB transfer is a handful of GSO packets: send more until one
@@ -77,4 +80,28 @@ func TestPaths(t *testing.T) {
 		t.Fatalf("64 KB over the bloat path took %v: its queue is not full", took[PathBloat])
 	}
 	t.Logf("64 KB: lossy %v, bloat %v; %d drops; background RTT %v", took[PathLossy], took[PathBloat], dropped(), rtt)
+}
+
+// TestPathDest: each destination of a path is in its own prefixes, and
+// destination 0 is the path's own addresses.
+func TestPathDest(t *testing.T) {
+	for _, path := range []Path{PathLossy, PathBloat} {
+		if path.Dest(0) != path.Addrs() {
+			t.Fatalf("%s: Dest(0) %+v, want Addrs %+v", path, path.Dest(0), path.Addrs())
+		}
+		seen := map[netip.Prefix]bool{LossyAddrs.Prefix: true, BloatAddrs.Prefix: true, bloatClientNet: true,
+			LossyAddrs.Prefix6: true, BloatAddrs.Prefix6: true, bloatClientNet6: true}
+		for i := 1; i < MaxDestinations; i++ {
+			d := path.Dest(i)
+			for _, c := range []struct {
+				pfx  netip.Prefix
+				addr netip.Addr
+			}{{d.Prefix, d.Server}, {d.Prefix6, d.Server6}} {
+				if seen[c.pfx] || !c.pfx.Contains(c.addr) || c.pfx != c.pfx.Masked() {
+					t.Fatalf("%s destination %d: prefix %s (server %s) reused, not holding its server or not masked", path, i, c.pfx, c.addr)
+				}
+				seen[c.pfx] = true
+			}
+		}
+	}
 }

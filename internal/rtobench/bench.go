@@ -3,6 +3,15 @@
 // and with mlbpf choosing per destination after it has learned, plus the
 // cost of the sock_ops program. `make bench-tcp-rto` runs it through
 // cmd/rtobench.
+//
+// Arms compared are measured at the same time, each on its own
+// destination prefix of the same path (testbed.Path.Dest: the same link,
+// the same queue), so that the bloat path's drift (its queue's round trip
+// moves with the background flow's saw-tooth) hits them alike: the fixed
+// settings all at once in one slot of a round, mlbpf and the default at
+// once in the other. Each p99 is pooled over the rounds; its interval,
+// and the ratios', come from a block bootstrap whose blocks (consecutive
+// flows of a slot) are drawn paired across the arms.
 package rtobench
 
 import (
@@ -26,17 +35,21 @@ import (
 
 // Config configures a run. Zero fields take the defaults.
 type Config struct {
-	// Flows is the number of flows on the bloat path in one repeat of
-	// one arm (default 100) and LossyFlows on the lossy path (default
-	// twice Flows: its flows take milliseconds, and its p99 needs them),
-	// Repeats the repeats (default 3), Bytes one flow's transfer
-	// (default 64 KiB).
+	// Flows is the number of flows on the bloat path of each fixed arm
+	// in one round (default 80), LossyFlows on the lossy path (default
+	// five times Flows: its flows take milliseconds, a slot's time is
+	// the bloat path's, and a p99 needs them); mlbpf and the default
+	// measured beside it get three times as many each (their comparison
+	// is the one the goals are closest to). Repeats is the number of
+	// rounds (default 2), Bytes one flow's transfer (default 64 KiB).
 	Flows, LossyFlows, Repeats int
 	Bytes                      int64
-	// Workers are the flows in flight per path (default 4 on lossy, 8 on
-	// bloat, whose flows take seconds).
+	// Workers are the flows in flight per path (default 4 on lossy, 12
+	// on bloat, whose flows take seconds), shared by the arms measured
+	// at once.
 	LossyWorkers, BloatWorkers int
-	// Settings are the fixed arms measured (default rto.Grid).
+	// Settings are the fixed arms measured (default rto.Grid, at most
+	// testbed.MaxDestinations).
 	Settings []rto.Setting
 	// LossPercent is the lossy path's loss each way (default 5).
 	LossPercent float64
@@ -48,13 +61,13 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.Flows == 0 {
-		c.Flows = 100
+		c.Flows = 80
 	}
 	if c.LossyFlows == 0 {
-		c.LossyFlows = 2 * c.Flows
+		c.LossyFlows = 5 * c.Flows
 	}
 	if c.Repeats == 0 {
-		c.Repeats = 3
+		c.Repeats = 2
 	}
 	if c.Bytes == 0 {
 		c.Bytes = 64 << 10
@@ -63,7 +76,7 @@ func (c Config) withDefaults() Config {
 		c.LossyWorkers = 4
 	}
 	if c.BloatWorkers == 0 {
-		c.BloatWorkers = 8
+		c.BloatWorkers = 12
 	}
 	if len(c.Settings) == 0 {
 		c.Settings = rto.Grid
@@ -81,12 +94,14 @@ var paths = []testbed.Path{testbed.PathLossy, testbed.PathBloat}
 
 // env is one run's testbed and model objects: o attaches the program
 // for the whole run and the period loops (run) adopt its link, each with
-// its own program, and share its maps.
+// its own program, and share its maps. Each path has a destination per
+// fixed arm (at least two), all behind the same link and queue: the arms
+// of a slot run at the same time, each on its own destination prefix.
 type env struct {
 	cfg   Config
 	tb    *testbed.Paths
 	o     *rto.Objects
-	sinks map[testbed.Path]*testbed.Sink
+	sinks map[testbed.Path][]*testbed.Sink
 	pins  string
 	// progNs and progRuns add up the run time and runs of the loops'
 	// programs (each loop's objects replace the program in the link).
@@ -94,12 +109,17 @@ type env struct {
 }
 
 func setup(ctx context.Context, cfg Config) (*env, error) {
-	e := &env{cfg: cfg, sinks: map[testbed.Path]*testbed.Sink{}}
+	e := &env{cfg: cfg, sinks: map[testbed.Path][]*testbed.Sink{}}
+	dests := max(len(cfg.Settings), 2)
+	if dests > testbed.MaxDestinations {
+		return nil, fmt.Errorf("%d settings: at most %d are measured at once", len(cfg.Settings), testbed.MaxDestinations)
+	}
 	var err error
 	if e.pins, err = testbed.TempPinRoot("mlbpf-rtobench"); err != nil {
 		return nil, err
 	}
-	if e.tb, err = testbed.NewPaths(ctx, testbed.PathsConfig{LossPercent: cfg.LossPercent, Cgroup: true, NoTimestamps: cfg.NoTimestamps}); err != nil {
+	if e.tb, err = testbed.NewPaths(ctx, testbed.PathsConfig{LossPercent: cfg.LossPercent, Cgroup: true,
+		NoTimestamps: cfg.NoTimestamps, Destinations: dests}); err != nil {
 		e.close()
 		return nil, err
 	}
@@ -114,9 +134,13 @@ func setup(ctx context.Context, cfg Config) (*env, error) {
 	rtt, _ = e.tb.BackgroundRTT()
 	cfg.Logger.Info("bloat path queue full", "background_rtt", rtt)
 	for _, p := range paths {
-		if e.sinks[p], err = e.tb.NewSink(p, false); err != nil {
-			e.close()
-			return nil, err
+		for i := range dests {
+			sink, err := e.tb.NewSinkAt(p, i, false)
+			if err != nil {
+				e.close()
+				return nil, err
+			}
+			e.sinks[p] = append(e.sinks[p], sink)
 		}
 	}
 	if e.o, err = rto.Open(rto.Config{PinRoot: e.pins, Cgroup: e.tb.Cgroup()}); err != nil {
@@ -135,8 +159,10 @@ func (e *env) close() error {
 	if e.o != nil {
 		errs = append(errs, e.o.Remove())
 	}
-	for _, s := range e.sinks {
-		_ = s.Close()
+	for _, ss := range e.sinks {
+		for _, s := range ss {
+			_ = s.Close()
+		}
 	}
 	if e.tb != nil {
 		errs = append(errs, e.tb.Close())
@@ -147,26 +173,43 @@ func (e *env) close() error {
 	return errors.Join(errs...)
 }
 
-// flows sends lossy flows on the lossy path and bloat on the bloat path,
-// each path's workers in flight at a time, both paths at once.
-func (e *env) flows(ctx context.Context, lossy, bloat int) error {
+// load is how many flows a slot sends to each destination of each path.
+type load map[testbed.Path][]int
+
+// flows sends n[p][i] flows to path p's i-th destination, each path's
+// workers in flight at a time, both paths at once. A path's destinations
+// take turns (flow k of each goes out about when flow k of the others
+// does), so that arms measured in one slot see the path alike.
+func (e *env) flows(ctx context.Context, n load) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	for _, p := range paths {
-		workers, n := e.cfg.LossyWorkers, lossy
+		workers := e.cfg.LossyWorkers
 		if p == testbed.PathBloat {
-			workers, n = e.cfg.BloatWorkers, bloat
+			workers = e.cfg.BloatWorkers
 		}
-		next := make(chan struct{}, n)
-		for range n {
-			next <- struct{}{}
+		var jobs []int
+		for k := 0; ; k++ {
+			more := false
+			for dest, m := range n[p] {
+				if k < m {
+					jobs, more = append(jobs, dest), true
+				}
+			}
+			if !more {
+				break
+			}
+		}
+		next := make(chan int, len(jobs))
+		for _, j := range jobs {
+			next <- j
 		}
 		close(next)
 		for range workers {
 			wg.Go(func() {
-				for range next {
+				for dest := range next {
 					fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-					_, err := e.tb.Send(fctx, e.sinks[p].Addr(), testbed.Load{Bytes: e.cfg.Bytes})
+					_, err := e.tb.Send(fctx, e.sinks[p][dest].Addr(), testbed.Load{Bytes: e.cfg.Bytes})
 					cancel()
 					if err != nil && ctx.Err() == nil {
 						select {
@@ -196,13 +239,16 @@ func (e *env) flows(ctx context.Context, lossy, bloat int) error {
 	return nil
 }
 
-func pathOf(a netip.Addr) (testbed.Path, bool) {
+// destOf is the path and destination a peer address is.
+func (e *env) destOf(a netip.Addr) (testbed.Path, int, bool) {
 	for _, p := range paths {
-		if p.Addrs().Prefix.Contains(a) || p.Addrs().Prefix6.Contains(a) {
-			return p, true
+		for i := range e.sinks[p] {
+			if d := p.Dest(i); d.Prefix.Contains(a) || d.Prefix6.Contains(a) {
+				return p, i, true
+			}
 		}
 	}
-	return "", false
+	return "", 0, false
 }
 
 // Stats summarises flows of one arm on one path.
@@ -251,16 +297,27 @@ func pct(xs []float64, q float64) float64 {
 	return xs[min(max(i, 0), len(xs)-1)]
 }
 
-// fixed measures one setting on both paths: every flow gets it (holdout
-// 0), or the kernel's defaults for rto.Default (no recommendation).
-func (e *env) fixed(ctx context.Context, s rto.Setting) (map[testbed.Path][]rto.Flow, error) {
+// fixed measures every setting at once on both paths, the i-th on each
+// path's i-th destination, lossy and bloat flows each: every flow gets
+// its destination's setting (holdout 0), or the kernel's defaults for
+// rto.Default (no recommendation). It returns each setting's flows by
+// path.
+func (e *env) fixed(ctx context.Context, settings []rto.Setting, lossy, bloat int) (map[testbed.Path][][]rto.Flow, error) {
 	recs := map[netip.Prefix][]rto.Setting{}
+	n := load{}
 	for _, p := range paths {
-		if s != rto.Default {
-			recs[p.Addrs().Prefix] = []rto.Setting{s}
+		n[p] = make([]int, len(e.sinks[p]))
+		for i, s := range settings {
+			if s != rto.Default {
+				recs[p.Dest(i).Prefix] = []rto.Setting{s}
+			}
+			n[p][i] = bloat
+			if p == testbed.PathLossy {
+				n[p][i] = lossy
+			}
 		}
 	}
-	return e.measure(ctx, recs, fixedOptions)
+	return e.measure(ctx, recs, fixedOptions, n)
 }
 
 // fixedOptions run every flow with the setting recommended, or on the
@@ -270,33 +327,35 @@ var fixedOptions = model.Options{
 	InitialMode: model.ModeCollaboration, MaxMode: model.ModeCollaboration, CollabPermille: model.Permille,
 }
 
-// measure writes recs (every path's prefix not in it withdrawn), runs the
-// model on its period loop with opts (an external learner: the built-in
-// one's recommendations are not applied, nor its mode), sends Flows flows
-// on each path and returns their records, as the loop decoded them, by
-// path.
-func (e *env) measure(ctx context.Context, recs map[netip.Prefix][]rto.Setting, opts model.Options) (map[testbed.Path][]rto.Flow, error) {
+// measure writes recs (every destination's prefix not in it withdrawn),
+// runs the model on its period loop with opts (an external learner: the
+// built-in one's recommendations are not applied, nor its mode), sends
+// the flows n and returns their records, as the loop decoded them and in
+// the order it did, by path and destination.
+func (e *env) measure(ctx context.Context, recs map[netip.Prefix][]rto.Setting, opts model.Options, n load) (map[testbed.Path][][]rto.Flow, error) {
 	for _, p := range paths {
-		pfx := p.Addrs().Prefix
-		var err error
-		if s, ok := recs[pfx]; ok {
-			err = e.o.Write(pfx, s)
-		} else {
-			err = e.o.Withdraw(pfx)
-		}
-		if err != nil {
-			return nil, err
+		for i := range e.sinks[p] {
+			pfx := p.Dest(i).Prefix
+			var err error
+			if s, ok := recs[pfx]; ok {
+				err = e.o.Write(pfx, s)
+			} else {
+				err = e.o.Withdraw(pfx)
+			}
+			if err != nil {
+				return nil, err
+			}
 		}
 	}
 	opts.SleepTimeout = rto.DefaultOptions().SleepTimeout
 	opts.Lease = time.Hour
 	var mu sync.Mutex
-	var out map[testbed.Path][]rto.Flow // nil: before the flows
+	var out map[testbed.Path][][]rto.Flow // nil: before the flows
 	err := e.run(ctx, pipeline.Env{Options: opts, External: true}, nil, func(f *rto.Flow) {
 		mu.Lock()
 		defer mu.Unlock()
-		if p, ok := pathOf(f.Peer); ok && out != nil {
-			out[p] = append(out[p], *f)
+		if p, i, ok := e.destOf(f.Peer); ok && out != nil {
+			out[p][i] = append(out[p][i], *f)
 		}
 	}, func(ctx context.Context, loop *pipeline.Loop) error {
 		defer func() {
@@ -306,9 +365,12 @@ func (e *env) measure(ctx context.Context, recs map[netip.Prefix][]rto.Setting, 
 		}()
 		time.Sleep(2 * rto.DefaultOptions().SleepTimeout) // what came before
 		mu.Lock()
-		out = map[testbed.Path][]rto.Flow{}
+		out = map[testbed.Path][][]rto.Flow{}
+		for _, p := range paths {
+			out[p] = make([][]rto.Flow, len(e.sinks[p]))
+		}
 		mu.Unlock()
-		if err := e.flows(ctx, e.cfg.LossyFlows, e.cfg.Flows); err != nil {
+		if err := e.flows(ctx, n); err != nil {
 			return err
 		}
 		time.Sleep(50 * time.Millisecond) // the last records in
@@ -350,25 +412,28 @@ func (e *env) run(ctx context.Context, env pipeline.Env, grid []rto.Setting, fn 
 	return errors.Join(err, serr)
 }
 
-// Survey measures every configured setting once on both paths and prints
-// one line per setting and path: the knob survey.
+// Survey measures every configured setting once on both paths, all at
+// once (each on its own destination), and prints one line per setting and
+// path: the knob survey.
 func Survey(ctx context.Context, w io.Writer, cfg Config) error {
 	cfg = cfg.withDefaults()
+	for _, s := range cfg.Settings {
+		if err := s.Validate(rto.KernelHZ()); err != nil {
+			return err
+		}
+	}
 	e, err := setup(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer e.close()
-	for _, s := range cfg.Settings {
-		if err := s.Validate(rto.KernelHZ()); err != nil {
-			return err
-		}
-		res, err := e.fixed(ctx, s)
-		if err != nil {
-			return err
-		}
-		for _, p := range paths {
-			st := summarize(res[p])
+	res, err := e.fixed(ctx, cfg.Settings, cfg.LossyFlows, cfg.Flows)
+	if err != nil {
+		return err
+	}
+	for _, p := range paths {
+		for i, s := range cfg.Settings {
+			st := summarize(res[p][i])
 			fmt.Fprintf(w, "tcprto survey path=%s setting=%s flows=%d mean_ms=%.1f p50_ms=%.1f p90_ms=%.1f p99_ms=%.1f syn_retrans=%.2f retrans=%.2f rto_timeouts=%.2f dsacks=%.2f not_done=%d\n",
 				p, s, st.N, st.Mean, st.P50, st.P90, st.P99, st.SynRetrans, st.Retrans, st.Timeouts, st.DSACKs, st.NotDone)
 		}

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,54 +23,12 @@ import (
 	"github.com/mlbpf/mlbpf/testbed"
 )
 
-// Interval is a mean over repeats with the half-width of its 95 %
-// confidence interval (Student's t).
+// Interval is an estimate with the half-width of its 95 % confidence
+// interval (a p99 and its block-bootstrap interval, see bootstrap).
 type Interval struct{ Mean, Half float64 }
 
-func interval(xs []float64) Interval {
-	n := len(xs)
-	if n == 0 {
-		return Interval{Mean: math.NaN()}
-	}
-	var m float64
-	for _, x := range xs {
-		m += x
-	}
-	m /= float64(n)
-	if n < 2 {
-		return Interval{Mean: m}
-	}
-	var v float64
-	for _, x := range xs {
-		v += (x - m) * (x - m)
-	}
-	sd := math.Sqrt(v / float64(n-1))
-	return Interval{Mean: m, Half: tQuantile975(n-1) * sd / math.Sqrt(float64(n))}
-}
-
-// tQuantile975 is Student's t 0.975 quantile for df degrees of freedom.
-func tQuantile975(df int) float64 {
-	table := []float64{12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228}
-	if df >= 1 && df <= len(table) {
-		return table[df-1]
-	}
-	return 1.96
-}
-
-// Ratio is the geometric mean of ratios over repeats with its 95 %
-// confidence interval, computed in log space.
+// Ratio is a ratio of two p99s with its 95 % confidence interval.
 type Ratio struct{ Mean, Low, High float64 }
-
-func ratio(xs []float64) Ratio {
-	logs := make([]float64, 0, len(xs))
-	for _, x := range xs {
-		if x > 0 && !math.IsInf(x, 0) {
-			logs = append(logs, math.Log(x))
-		}
-	}
-	iv := interval(logs)
-	return Ratio{Mean: math.Exp(iv.Mean), Low: math.Exp(iv.Mean - iv.Half), High: math.Exp(iv.Mean + iv.Half)}
-}
 
 // String formats r as "2.50[1.90,3.29]".
 func (r Ratio) String() string { return fmt.Sprintf("%.2f[%.2f,%.2f]", r.Mean, r.Low, r.High) }
@@ -77,25 +37,131 @@ func (i Interval) fmt(prec int) string {
 	return fmt.Sprintf("%.*f±%.*f", prec, i.Mean, prec, i.Half)
 }
 
+// blocks are one arm's flow completion times (ms) cut into consecutive
+// blocks, in the order the loop decoded them, blocks·rounds in all. Arms
+// measured at once (one slot) have their k-th blocks at about the same
+// time; block k of round r of one arm is paired with block k of round r
+// of another.
+type blocks [][]float64
+
+// besideFactor is how many times a fixed arm's flows mlbpf and the
+// default beside it get per round.
+const besideFactor = 3
+
+// blocksPerSlot is how many blocks each arm's flows of one slot are cut
+// into for the bootstrap.
+const blocksPerSlot = 5
+
+// add cuts one slot's flows into blocksPerSlot blocks and appends them.
+func (b *blocks) add(fs []rto.Flow) {
+	for k := range blocksPerSlot {
+		lo, hi := k*len(fs)/blocksPerSlot, (k+1)*len(fs)/blocksPerSlot
+		ms := make([]float64, 0, hi-lo)
+		for _, f := range fs[lo:hi] {
+			ms = append(ms, float64(f.FCT)/1e6)
+		}
+		*b = append(*b, ms)
+	}
+}
+
+// p99 is the p99 of the flows of the blocks idx (all blocks if nil),
+// pooled.
+func (b blocks) p99(idx []int, buf []float64) float64 {
+	buf = buf[:0]
+	if idx == nil {
+		for _, x := range b {
+			buf = append(buf, x...)
+		}
+	} else {
+		for _, i := range idx {
+			buf = append(buf, b[i]...)
+		}
+	}
+	slices.Sort(buf)
+	return pct(buf, 0.99)
+}
+
+// bootstrapRounds is the number of resamples of the block bootstrap.
+const bootstrapRounds = 2000
+
+// bootstrap resamples the blocks of arms measured over the same rounds
+// (a block bootstrap over consecutive flows, kept paired: one draw of block
+// indices serves every arm, so that drift common to the arms of a slot
+// cancels in their ratio) and returns stat's point estimate and its 95 %
+// percentile interval. stat gets each arm's pooled p99.
+func bootstrap(arms []blocks, stat func(p99 []float64) float64) (est, lo, hi float64) {
+	n := len(arms[0])
+	for _, a := range arms {
+		n = min(n, len(a))
+	}
+	p := make([]float64, len(arms))
+	var buf []float64
+	for i, a := range arms {
+		p[i] = a[:n].p99(nil, buf)
+	}
+	est = stat(p)
+	if n < 2 {
+		return est, math.NaN(), math.NaN()
+	}
+	rng := rand.New(rand.NewPCG(1, 2)) // the same resamples every run
+	idx := make([]int, n)
+	draws := make([]float64, 0, bootstrapRounds)
+	for range bootstrapRounds {
+		for j := range idx {
+			idx[j] = rng.IntN(n)
+		}
+		for i, a := range arms {
+			p[i] = a.p99(idx, buf)
+		}
+		if v := stat(p); !math.IsNaN(v) && !math.IsInf(v, 0) {
+			draws = append(draws, v)
+		}
+	}
+	slices.Sort(draws)
+	return est, pct(draws, 0.025), pct(draws, 0.975)
+}
+
+// p99Interval is an arm's pooled p99 with the half-width of its
+// bootstrap interval.
+func p99Interval(b blocks) Interval {
+	est, lo, hi := bootstrap([]blocks{b}, func(p []float64) float64 { return p[0] })
+	return Interval{Mean: est, Half: (hi - lo) / 2}
+}
+
+// p99Ratio is num's pooled p99 over den's, with its paired bootstrap
+// interval.
+func p99Ratio(num, den blocks) Ratio {
+	est, lo, hi := bootstrap([]blocks{num, den}, func(p []float64) float64 { return p[0] / p[1] })
+	return Ratio{Mean: est, Low: lo, High: hi}
+}
+
 // PathResult is one path's figures.
 type PathResult struct {
-	Path  testbed.Path
-	Flows int // per arm and repeat
-	// Fixed is each grid setting's p99 (ms) per repeat.
-	Fixed   map[rto.Setting][]float64
-	Default Interval
-	Best    rto.Setting
-	BestP99 Interval
-	MLBPF   Interval
-	// Speedup and VsBest are the ratios default/mlbpf and best/mlbpf of
-	// the p99s, repeat by repeat, summarised in log space (a ratio's
-	// interval is not symmetric).
+	Path testbed.Path
+	// Flows is the number of flows the default's and mlbpf's p99 are
+	// each over (all rounds); a fixed arm has 1/besideFactor as many.
+	Flows int
+	// Fixed are the fixed arms' flows, measured at once; Default and
+	// MLBPF the default's and mlbpf's, measured at once in another slot
+	// of each round.
+	Fixed          map[rto.Setting]blocks
+	Default, MLBPF blocks
+	// DefaultP99, BestP99 and MLBPFP99 are pooled p99s (ms) with their
+	// bootstrap intervals: the default's beside mlbpf, the best fixed
+	// arm's.
+	DefaultP99, BestP99, MLBPFP99 Interval
+	Best                          rto.Setting
+	// Speedup is the default's p99 over mlbpf's (measured at once) and
+	// VsBest the best fixed arm's over mlbpf's (in the same rounds),
+	// with paired block-bootstrap intervals.
 	Speedup, VsBest Ratio
 	Mode            model.Mode
 	LearnedAfter    int
 	Chosen          rto.Setting
-	// Survey keeps each arm's summary over all repeats.
-	Survey map[rto.Setting]Stats
+	// Survey keeps each fixed arm's summary over all rounds, and
+	// Beside the default's and mlbpf's.
+	Survey                map[rto.Setting]Stats
+	BesideDef, BesideMLBP Stats
 }
 
 // Line formats r as the benchmark's line for its path.
@@ -105,7 +171,7 @@ func (r PathResult) Line() string {
 		learned = fmt.Sprint(r.LearnedAfter)
 	}
 	return fmt.Sprintf("tcprto path=%s flows=%d default_p99_ms=%s best=%s:%s mlbpf_p99_ms=%s speedup=%s vs_best=%s mode=%v learned_after=%s chosen=%s",
-		r.Path, r.Flows, r.Default.fmt(0), r.Best, r.BestP99.fmt(0), r.MLBPF.fmt(0), r.Speedup, r.VsBest,
+		r.Path, r.Flows, r.DefaultP99.fmt(0), r.Best, r.BestP99.fmt(0), r.MLBPFP99.fmt(0), r.Speedup, r.VsBest,
 		r.Mode, learned, r.Chosen)
 }
 
@@ -126,10 +192,13 @@ func (c Cost) Line() string {
 		c.RTONsPerCall, c.RTOCallsPerConn, cc)
 }
 
-// Run lets one model learn both paths at once, then measures every grid
-// setting fixed and mlbpf after learning (its holdout included) on both
-// paths, in turn, Repeats times, and prints one line per setting and path,
-// one line per path and a cost line.
+// Run lets one model learn both paths at once, then measures, Repeats
+// rounds, in two slots per round whose order alternates: every grid
+// setting fixed, all at once (each on its own destination of each path),
+// and mlbpf after learning (its recommendations, RECOMMENDATION, its
+// holdout included) at once with the default on another destination of
+// the same paths. It prints one line per setting and path, one line per
+// path and a cost line.
 func Run(ctx context.Context, w io.Writer, cfg Config) error {
 	cfg = cfg.withDefaults()
 	log := cfg.Logger
@@ -140,27 +209,28 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 	defer e.close()
 
 	res := map[testbed.Path]*PathResult{}
-	all := map[testbed.Path]map[rto.Setting][]rto.Flow{}
 	for _, p := range paths {
 		n := cfg.Flows
 		if p == testbed.PathLossy {
 			n = cfg.LossyFlows
 		}
-		res[p] = &PathResult{Path: p, Flows: n, Fixed: map[rto.Setting][]float64{}, Survey: map[rto.Setting]Stats{}}
-		all[p] = map[rto.Setting][]rto.Flow{}
+		res[p] = &PathResult{Path: p, Flows: besideFactor * n * cfg.Repeats, Fixed: map[rto.Setting]blocks{}, Survey: map[rto.Setting]Stats{}}
 	}
 
-	// Learning: one model, both paths at once, from an empty map.
+	// Learning: one model, both paths at once, from an empty map, on
+	// each path's first destination.
 	learned, mode, err := learn(ctx, e, res)
 	if err != nil {
 		return err
 	}
+	for pfx, ss := range learned {
+		if len(ss) > 1 {
+			log.Warn("a prefix still explores: mlbpf is measured exploring it", "prefix", pfx, "settings", ss)
+		}
+	}
 
-	// Then each grid setting fixed and mlbpf as it stands after learning
-	// (its recommendations, RECOMMENDATION with its holdout), in turn,
-	// each repeat starting with another, so that drift in the bloat
-	// path's queue hits them alike. The program's cost is measured
-	// meanwhile, with tcp/cc running on the same cgroup.
+	// The program's cost is measured meanwhile, with tcp/cc running on
+	// the same cgroup.
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
 		return fmt.Errorf("enabling BPF run time statistics: %w", err)
@@ -176,36 +246,52 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 	if ccProg != nil {
 		cc0, ccN, _ = progStats(ccProg)
 	}
-	mlbpf := map[testbed.Path][]float64{}
-	slots := len(cfg.Settings) + 1 // the last is mlbpf
+	all := map[testbed.Path]map[rto.Setting][]rto.Flow{}
+	besideDef, besideMLBPF := map[testbed.Path][]rto.Flow{}, map[testbed.Path][]rto.Flow{}
+	for _, p := range paths {
+		all[p] = map[rto.Setting][]rto.Flow{}
+	}
 	conns := 0
 	for rep := range cfg.Repeats {
-		for k := range slots {
-			slot := (k + rep) % slots
-			var out map[testbed.Path][]rto.Flow
-			if slot == len(cfg.Settings) {
-				out, err = e.measure(ctx, learned, model.Options{
-					InitialMode: model.ModeRecommendation, MaxMode: model.ModeRecommendation,
-					HoldoutPermille: rto.DefaultOptions().HoldoutPermille,
-				})
-			} else {
-				out, err = e.fixed(ctx, cfg.Settings[slot])
+		for k := range 2 {
+			if (k+rep)%2 == 0 {
+				out, err := e.fixed(ctx, cfg.Settings, cfg.LossyFlows, cfg.Flows)
+				if err != nil {
+					return err
+				}
+				conns += len(cfg.Settings) * (cfg.LossyFlows + cfg.Flows)
+				for _, p := range paths {
+					for i, s := range cfg.Settings {
+						b := res[p].Fixed[s]
+						b.add(out[p][i])
+						res[p].Fixed[s] = b
+						all[p][s] = append(all[p][s], out[p][i]...)
+						st := summarize(out[p][i])
+						log.Info("fixed", "round", rep, "path", p, "setting", s, "flows", st.N, "p50", st.P50, "p99", st.P99)
+					}
+				}
+				continue
 			}
+			// mlbpf on each path's first destination (the one it
+			// learned), the default beside it on the second.
+			nl, nb := besideFactor*cfg.LossyFlows, besideFactor*cfg.Flows
+			n := load{testbed.PathLossy: {nl, nl}, testbed.PathBloat: {nb, nb}}
+			out, err := e.measure(ctx, learned, model.Options{
+				InitialMode: model.ModeRecommendation, MaxMode: model.ModeRecommendation,
+				HoldoutPermille: rto.DefaultOptions().HoldoutPermille,
+			}, n)
 			if err != nil {
 				return err
 			}
-			conns += cfg.LossyFlows + cfg.Flows
+			conns += 2 * (nl + nb)
 			for _, p := range paths {
-				st := summarize(out[p])
-				if slot == len(cfg.Settings) {
-					mlbpf[p] = append(mlbpf[p], st.P99)
-					log.Info("mlbpf", "repeat", rep, "path", p, "flows", st.N, "p50", st.P50, "p99", st.P99)
-					continue
-				}
-				s := cfg.Settings[slot]
-				res[p].Fixed[s] = append(res[p].Fixed[s], st.P99)
-				all[p][s] = append(all[p][s], out[p]...)
-				log.Info("fixed", "repeat", rep, "path", p, "setting", s, "flows", st.N, "p50", st.P50, "p99", st.P99)
+				r := res[p]
+				r.MLBPF.add(out[p][0])
+				r.Default.add(out[p][1])
+				besideMLBPF[p] = append(besideMLBPF[p], out[p][0]...)
+				besideDef[p] = append(besideDef[p], out[p][1]...)
+				m, d := summarize(out[p][0]), summarize(out[p][1])
+				log.Info("mlbpf", "round", rep, "path", p, "flows", m.N, "p50", m.P50, "p99", m.P99, "default_p50", d.P50, "default_p99", d.P99)
 			}
 		}
 	}
@@ -221,38 +307,29 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 		}
 	}
 	for _, p := range paths {
-		res[p].Mode = mode
-		for _, s := range cfg.Settings {
-			res[p].Survey[s] = summarize(all[p][s])
-		}
-	}
-
-	for _, p := range paths {
 		r := res[p]
-		r.Default = interval(r.Fixed[rto.Default])
+		r.Mode = mode
+		for _, s := range cfg.Settings {
+			r.Survey[s] = summarize(all[p][s])
+		}
+		r.BesideDef, r.BesideMLBP = summarize(besideDef[p]), summarize(besideMLBPF[p])
+		r.DefaultP99, r.MLBPFP99 = p99Interval(r.Default), p99Interval(r.MLBPF)
 		r.BestP99 = Interval{Mean: math.Inf(1)}
 		for _, s := range cfg.Settings {
-			if iv := interval(r.Fixed[s]); iv.Mean < r.BestP99.Mean {
+			if iv := p99Interval(r.Fixed[s]); iv.Mean < r.BestP99.Mean {
 				r.Best, r.BestP99 = s, iv
 			}
 		}
-		r.MLBPF = interval(mlbpf[p])
-		var sp, vb []float64
-		for i, m := range mlbpf[p] {
-			if m > 0 && i < len(r.Fixed[rto.Default]) && i < len(r.Fixed[r.Best]) {
-				sp = append(sp, r.Fixed[rto.Default][i]/m)
-				vb = append(vb, r.Fixed[r.Best][i]/m)
-			}
-		}
-		r.Speedup, r.VsBest = ratio(sp), ratio(vb)
+		r.Speedup, r.VsBest = p99Ratio(r.Default, r.MLBPF), p99Ratio(r.Fixed[r.Best], r.MLBPF)
 	}
 	// The survey first, then the lines the issue asks for.
 	for _, p := range paths {
+		r := res[p]
 		for _, s := range cfg.Settings {
-			st := res[p].Survey[s]
-			fmt.Fprintf(w, "tcprto arm path=%s setting=%s flows=%d mean_ms=%.1f p50_ms=%.1f p90_ms=%.1f p99_ms=%s syn_retrans=%.2f retrans=%.2f rto_timeouts=%.2f dsacks=%.3f\n",
-				p, s, st.N, st.Mean, st.P50, st.P90, interval(res[p].Fixed[s]).fmt(0), st.SynRetrans, st.Retrans, st.Timeouts, st.DSACKs)
+			armLine(w, p, "fixed", s.String(), r.Survey[s], p99Interval(r.Fixed[s]))
 		}
+		armLine(w, p, "mlbpf", rto.Default.String(), r.BesideDef, r.DefaultP99)
+		armLine(w, p, "mlbpf", "mlbpf", r.BesideMLBP, r.MLBPFP99)
 	}
 	for _, p := range paths {
 		fmt.Fprintln(w, res[p].Line())
@@ -265,6 +342,13 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 	}
 	fmt.Fprintf(w, "tcprto arms %s\n", strings.Join(names, " "))
 	return nil
+}
+
+// armLine prints one arm's summary over all rounds: slot "fixed" (the
+// grid's settings at once) or "mlbpf" (mlbpf and the default at once).
+func armLine(w io.Writer, p testbed.Path, slot, setting string, st Stats, p99 Interval) {
+	fmt.Fprintf(w, "tcprto arm path=%s slot=%s setting=%s flows=%d mean_ms=%.1f p50_ms=%.1f p90_ms=%.1f p99_ms=%s syn_retrans=%.2f retrans=%.2f rto_timeouts=%.2f dsacks=%.3f\n",
+		p, slot, setting, st.N, st.Mean, st.P50, st.P90, p99.fmt(0), st.SynRetrans, st.Retrans, st.Timeouts, st.DSACKs)
 }
 
 // learn runs the model on both paths at once until every prefix has
@@ -293,7 +377,7 @@ func learn(ctx context.Context, e *env, res map[testbed.Path]*PathResult) (map[n
 				log.Warn("still exploring", "flows_per_path", sent)
 				break
 			}
-			if err := e.flows(ctx, batch, batch); err != nil {
+			if err := e.flows(ctx, load{testbed.PathLossy: {batch}, testbed.PathBloat: {batch}}); err != nil {
 				return err
 			}
 			time.Sleep(2 * period) // the last records in
@@ -307,7 +391,7 @@ func learn(ctx context.Context, e *env, res map[testbed.Path]*PathResult) (map[n
 		return nil, 0, err
 	}
 	for _, d := range l.Destinations() {
-		if p, ok := pathOf(d.Prefix.Addr()); ok {
+		if p, i, ok := e.destOf(d.Prefix.Addr()); ok && i == 0 {
 			res[p].LearnedAfter, res[p].Chosen = d.LearnedAfter, d.Setting
 			log.Info("learned", "path", p, "after", d.LearnedAfter, "chosen", d.Setting, "arms", d.Arms)
 		}

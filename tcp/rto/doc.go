@@ -30,8 +30,11 @@
 // The Learner explores an ordered Grid per prefix (COLLABORATION: the
 // control group runs the default, the rest draw a candidate), then keeps
 // the setting whose tail (the mean flow completion time of the worst 10 %
-// of its flows) is lowest provided its upper confidence bound beats the
-// default's lower one: an aggressive setting must
-// win clearly, since it can also lose badly (spurious SYN retransmissions
-// on a long path leave a connection with a congestion window of 1).
+// of its flows but the worst 1 %) is lowest provided its upper confidence
+// bound beats the default's lower one: an aggressive setting must win
+// clearly, since it can also lose badly (spurious SYN retransmissions on a
+// long path leave a connection with a congestion window of 1). The model's
+// mode follows the learner (Objects.EstimateSystemState says why not the
+// shared controller's promotions); its feedback's reward is the flow's
+// completion time relative to its prefix's default mean.
 package rto

@@ -16,9 +16,9 @@ type LearnConfig struct {
 	// the package's Grid).
 	Grid []Setting
 	// Quantile sets the tail minimised (default 0.9): the mean flow
-	// completion time of the worst 1-Quantile of the flows (expected
-	// shortfall), not the mean of all, since a wrong timer costs whole
-	// timeouts.
+	// completion time of the worst 1-Quantile of the flows but the worst
+	// 1 % (expected shortfall), not the mean of all, since a wrong timer
+	// costs whole timeouts.
 	Quantile float64
 	// Z is the normal quantile of the confidence bounds of that tail mean
 	// (default 1.645: one-sided 95 %).
@@ -102,7 +102,7 @@ type ArmView struct {
 	Setting Setting `json:"setting"`
 	Flows   int     `json:"flows"`
 	// Q is the mean flow completion time of the worst 1-Quantile of the
-	// flows, with its confidence bounds, in ms.
+	// flows but the worst 1 %, with its confidence bounds, in ms.
 	Q     float64 `json:"tail_ms"`
 	QLow  float64 `json:"tail_low_ms"`
 	QHigh float64 `json:"tail_high_ms"`
@@ -160,9 +160,23 @@ func (l *Learner) armOf(f *Flow) int {
 	}
 }
 
-// Observe learns from one flow. It reports whether the prefix's
-// recommendation changed.
-func (l *Learner) Observe(f *Flow) bool {
+// Observe learns from one flow. It returns the flow's feedback for the
+// model (error backpropagation and the shared mode controller's
+// evidence), ok false for a flow that says nothing of a setting (REJECTED,
+// or a setting outside the grid).
+//
+// The reward is the flow's completion time relative to the mean of the
+// default's flows at its prefix, negated: -1 is "as long as the
+// default's flows", -0.5 half as long, on every prefix alike, so that
+// the controller can pool the prefixes' outcomes and its relative
+// MinEffect reads as a relative cut of the mean completion time. The mean,
+// not a quantile: the controller compares means, and here the mean is
+// made by the tail (a stalled flow costs whole timeouts, hundreds of
+// times a fast flow). Until the prefix has a default flow the flow is its
+// own baseline (-1); a reward is clipped at -MaxReward, so that a
+// prefix's first default flows, if all fast, do not give one stall the
+// weight of thousands of flows.
+func (l *Learner) Observe(f *Flow) (fb model.Feedback, ok bool) {
 	l.mu.Lock()
 	seen := l.seen
 	l.mu.Unlock()
@@ -171,7 +185,7 @@ func (l *Learner) Observe(f *Flow) bool {
 	}
 	arm := l.armOf(f)
 	if arm < 0 {
-		return false
+		return fb, false
 	}
 	p := l.PrefixOf(f.Peer)
 	l.mu.Lock()
@@ -181,23 +195,47 @@ func (l *Learner) Observe(f *Flow) bool {
 		d = &Destination{Prefix: p, Chosen: -1, fct: make([][]float64, len(l.cfg.Grid))}
 		l.dests[p] = d
 	}
+	ms := float64(f.FCT) / 1e6
+	fb = model.Feedback{Arm: f.Arm, Reward: -1, Key: p.String(), Value: f.Setting.String(),
+		Mode: f.Mode, Generation: f.Generation}
+	if base := mean(d.fct[0]); base > 0 {
+		fb.Reward = -min(ms/base, MaxReward)
+	}
 	d.Flows++
-	s := append(d.fct[arm], float64(f.FCT)/1e6)
+	s := append(d.fct[arm], ms)
 	if len(s) > l.cfg.Window {
 		s = s[len(s)-l.cfg.Window:]
 	}
 	d.fct[arm] = s
-	before := d.Chosen
 	l.decide(d)
-	return d.Chosen != before
+	return fb, true
 }
 
-// tail returns the mean of the worst (1-q) share of xs (the expected
-// shortfall, or CVaR, at level q: the risk of a setting, whose bad flows
-// cost whole timeouts) and its confidence bounds, mean ± z standard
-// errors of the tail's mean. Unlike the q-quantile itself it does not jump
-// when q falls between the fast flows and the stalled ones of a bimodal
-// distribution.
+// MaxReward bounds a flow's reward: a flow MaxReward times as long as
+// the default's mean counts as that.
+const MaxReward = 20
+
+func mean(xs []float64) float64 {
+	var m float64
+	for _, x := range xs {
+		m += x
+	}
+	if len(xs) == 0 {
+		return 0
+	}
+	return m / float64(len(xs))
+}
+
+// tail returns the mean of the worst (1-q) share of xs, leaving out the
+// worst 1 % (at least one flow), and its confidence bounds, mean ± z
+// standard errors of that mean. It is the risk of a setting, whose bad
+// flows cost whole timeouts (the expected shortfall, or CVaR, at level
+// q): unlike the q-quantile itself it does not jump when q falls between
+// the fast flows and the stalled ones of a bimodal distribution. The
+// worst 1 % are left out because the p99 a setting is judged by does not
+// see them either, and among the few dozen flows of a first choice a
+// single outlier (a flow stalled for a reason no timer setting has)
+// would otherwise decide between two settings.
 func tail(xs []float64, q, z float64) (est, lo, hi float64) {
 	n := len(xs)
 	if n == 0 {
@@ -206,7 +244,8 @@ func tail(xs []float64, q, z float64) (est, lo, hi float64) {
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	k := max(int(math.Ceil(float64(n)*(1-q))), 2)
-	t := s[max(n-k, 0):]
+	drop := min(int(math.Ceil(float64(n)*0.01)), k-2)
+	t := s[max(n-k, 0) : n-drop]
 	var m, v float64
 	for _, x := range t {
 		m += x

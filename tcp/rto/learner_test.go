@@ -1,8 +1,10 @@
 package rto
 
 import (
+	"math"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -92,8 +94,9 @@ func TestTailBounds(t *testing.T) {
 	for i := range xs {
 		xs[i] = float64(i + 1)
 	}
+	// The worst 10 % but the worst 1 %: 91 to 99.
 	m, lo, hi := tail(xs, 0.9, 1.645)
-	if m != 95.5 || lo >= m || hi <= m || lo < 90 || hi > 100 {
+	if m != 95 || lo >= m || hi <= m || lo < 90 || hi > 100 {
 		t.Fatalf("tail of 1..100: %g [%g, %g]", m, lo, hi)
 	}
 	// Bimodal, 12 % stalled: the 0.9-quantile's bounds would span both
@@ -106,6 +109,15 @@ func TestTailBounds(t *testing.T) {
 	}
 	if m, lo, _ := tail(xs, 0.9, 1.645); m != 1000 || lo < 900 {
 		t.Fatalf("bimodal tail: %g, lower bound %g", m, lo)
+	}
+	// One outlier among 50 flows does not make a setting's tail.
+	ys := make([]float64, 50)
+	for i := range ys {
+		ys[i] = float64(10 + i%5)
+	}
+	ys[7] = 2000
+	if m, _, _ := tail(ys, 0.9, 1.645); m > 20 {
+		t.Fatalf("one outlier of 50: tail %g", m)
 	}
 }
 
@@ -135,4 +147,128 @@ func TestLearnerSaveLoad(t *testing.T) {
 	if ok, err := other.Load(path); ok || err != nil {
 		t.Fatalf("a state over another grid was loaded: %v %v", ok, err)
 	}
+}
+
+// lossyFCT and bloatFCT are flow completion times like the testbed's
+// paths': on lossy a tenth of the flows stall for a timeout (the SYN's
+// or the RTO floor's), on bloat a SYN timeout below the round trip
+// costs a second.
+func lossyFCT(rng *rand.Rand) func(Setting) time.Duration {
+	return func(s Setting) time.Duration {
+		base := 400 * time.Microsecond
+		switch {
+		case rng.IntN(30) == 0: // a lost SYN
+			if s.SynRtoMs == 0 {
+				return base + time.Second
+			}
+			return base + time.Duration(s.SynRtoMs)*time.Millisecond
+		case rng.IntN(14) == 0: // a tail loss
+			if s.RtoMinMs == 0 {
+				return base + 200*time.Millisecond + time.Duration(rng.IntN(100))*time.Millisecond
+			}
+			return base + time.Duration(int(s.RtoMinMs)+rng.IntN(10))*time.Millisecond
+		}
+		return base
+	}
+}
+
+func bloatFCT(rng *rand.Rand) func(Setting) time.Duration {
+	return func(s Setting) time.Duration {
+		d := time.Duration(1200+rng.IntN(400)) * time.Millisecond
+		if s.SynRtoMs != 0 && s.SynRtoMs < 250 {
+			d += time.Second
+		}
+		return d
+	}
+}
+
+// TestSharedControllerIsSlow: why tcp/rto's mode follows its learner's
+// tail test rather than the shared mode controller's promotions (see
+// Objects.EstimateSystemState). On flows like the testbed's two paths,
+// drawn as in COLLABORATION (a quarter on the default), the learner
+// chooses for both prefixes within 300 flows each; the shared controller,
+// fed each flow's reward, has not promoted by then, whatever the reward
+// (the one Observe returns or others), and mostly not for thousands of
+// flows. If it ever does, the override can go.
+func TestSharedControllerIsSlow(t *testing.T) {
+	lossy, bloat := netip.MustParseAddr("198.18.1.2"), netip.MustParseAddr("198.18.3.2")
+	rewards := []struct {
+		name string
+		fn   func(fb model.Feedback, ms, base, median float64) float64
+	}{
+		{"Observe's (-FCT/default mean)", func(fb model.Feedback, _, _, _ float64) float64 { return fb.Reward }},
+		{"-ln(FCT/default median)", func(_ model.Feedback, ms, _, med float64) float64 { return -math.Log(ms / med) }},
+		{"-sqrt(FCT/default mean)", func(_ model.Feedback, ms, base, _ float64) float64 { return -math.Sqrt(ms / base) }},
+		{"-stalled (FCT > 2 medians + 50 ms)", func(_ model.Feedback, ms, _, med float64) float64 {
+			if ms > 2*med+50 {
+				return -1
+			}
+			return 0
+		}},
+	}
+	const learnBy, horizon = 300, 3000
+	for _, r := range rewards {
+		for seed := range uint64(3) {
+			rng := rand.New(rand.NewPCG(seed, 7))
+			l := NewLearner(LearnConfig{})
+			cfg := model.DefaultControllerConfig()
+			c := model.NewController(cfg)
+			mode := model.ModeCollaboration
+			fct := map[netip.Addr]func(Setting) time.Duration{lossy: lossyFCT(rng), bloat: bloatFCT(rng)}
+			promoted := -1
+			for i := range horizon {
+				for _, peer := range []netip.Addr{lossy, bloat} {
+					f := Flow{Peer: peer, Arm: model.ArmNoRec, Mode: mode}
+					cands := l.Recommendations()[l.PrefixOf(peer)]
+					switch {
+					case len(cands) == 0 || mode == model.ModeLearning:
+					case mode == model.ModeCollaboration && rng.IntN(4) == 0,
+						mode == model.ModeRecommendation && rng.IntN(100) == 0:
+						f.Arm = model.ArmControl
+					default:
+						f.Arm, f.Setting = model.ArmModel, cands[rng.IntN(len(cands))]
+					}
+					f.FCT = fct[peer](f.Setting)
+					var base, med float64
+					if d := l.dest(peer); d != nil && len(d.fct[0]) > 0 {
+						base, med = mean(d.fct[0]), median(d.fct[0])
+					}
+					if fb, ok := l.Observe(&f); ok && base > 0 {
+						fb.Reward = r.fn(fb, float64(f.FCT)/1e6, base, med)
+						c.Observe(fb.Outcome())
+					}
+				}
+				if i%10 == 9 {
+					if d := c.Decide(mode); d.Changed {
+						mode = d.To
+						if mode == model.ModeRecommendation && promoted < 0 {
+							promoted = i + 1
+						}
+					}
+				}
+				if i+1 == learnBy {
+					if l.Exploring() {
+						t.Fatalf("%s, seed %d: the learner still explores after %d flows per prefix", r.name, seed, learnBy)
+					}
+					if mode == model.ModeRecommendation {
+						t.Errorf("%s, seed %d: the shared controller promoted within %d flows per prefix: it may decide tcp/rto's mode", r.name, seed, learnBy)
+					}
+				}
+			}
+			t.Logf("%s, seed %d: the shared controller promoted after %d flows per prefix (-1: not within %d), ended in %v", r.name, seed, promoted, horizon, mode)
+		}
+	}
+}
+
+// dest is the learner's destination of a peer, nil if none (tests).
+func (l *Learner) dest(peer netip.Addr) *Destination {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.dests[l.PrefixOf(peer)]
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
 }

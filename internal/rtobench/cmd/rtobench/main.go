@@ -41,8 +41,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	survey := fs.Bool("survey", false, "measure each setting fixed on both paths (the knob survey) and stop")
 	settings := fs.String("settings", "", "settings measured, ';'-separated (default the grid), e.g. 'default;syn=20ms,rto_min=8ms'")
-	flows := fs.Int("flows", 0, "bloat-path flows per repeat of each arm (default 100; the lossy path gets twice as many)")
-	repeats := fs.Int("repeats", 0, "repeats (default 3)")
+	flows := fs.Int("flows", 0, "bloat-path flows per round of each fixed arm (default 80; the lossy path gets five times as many, mlbpf and the default beside it three times as many again)")
+	repeats := fs.Int("repeats", 0, "rounds (default 2)")
 	ts := fs.Bool("timestamps", false, "keep TCP timestamps on the client: Linux then undoes spurious SYN timeouts (tcp_try_undo_spurious_syn) and the bloat path no longer punishes a short SYN timeout")
 	verbose := fs.Bool("v", false, "log progress to stderr")
 	if err := fs.Parse(args); err != nil {
