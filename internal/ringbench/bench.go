@@ -396,25 +396,33 @@ func drainAll(ctx context.Context, opts Options, size int, consumerBin string, c
 	return nil
 }
 
-// judge says whether the line meets the goals: "met" when every ratio's
-// interval lies at or above its goal and the allocations are nil;
-// otherwise what is missed (the interval below the goal) or not shown (the
-// interval straddles it).
+// judge says whether the line meets the goals: see verdict.
 func (l Line) judge() string {
+	return verdict([]goal{{"ours/libbpf", l.VsLibbpf, GoalVsLibbpf}, {"ours/cilium", l.VsCilium, GoalVsCilium}}, l.AllocsPerRecord)
+}
+
+// goal is a ratio and the least it should be.
+type goal struct {
+	name string
+	r    Ratio
+	min  float64
+}
+
+// verdict is "met" when every ratio's interval lies at or above its goal
+// and the allocations are nil; otherwise "missed:" and what is missed (the
+// interval below the goal), and what is not shown (the interval
+// straddles it), or only "unclear:" and the latter.
+func verdict(goals []goal, allocsPerRecord float64) string {
 	var missed, unclear []string
-	for _, g := range []struct {
-		name string
-		r    Ratio
-		goal float64
-	}{{"ours/libbpf", l.VsLibbpf, GoalVsLibbpf}, {"ours/cilium", l.VsCilium, GoalVsCilium}} {
+	for _, g := range goals {
 		switch {
-		case g.r.Upper < g.goal:
-			missed = append(missed, fmt.Sprintf("%s<%.1f", g.name, g.goal))
-		case g.r.Lower < g.goal:
-			unclear = append(unclear, fmt.Sprintf("%s~%.1f", g.name, g.goal))
+		case g.r.Upper < g.min:
+			missed = append(missed, fmt.Sprintf("%s<%.1f", g.name, g.min))
+		case g.r.Lower < g.min:
+			unclear = append(unclear, fmt.Sprintf("%s~%.1f", g.name, g.min))
 		}
 	}
-	if l.AllocsPerRecord >= GoalAllocs {
+	if allocsPerRecord >= GoalAllocs {
 		missed = append(missed, "allocs/record>0")
 	}
 	switch {
