@@ -123,3 +123,25 @@ func benchRings(b *testing.B, n uint64, fill, drain func() error) {
 }
 
 var prodCPU = func() int { n, _ := strconv.Atoi(os.Getenv("PRODCPU")); return n }()
+
+// BenchmarkEmptyPeriod is a period of the loop with nothing in the ring:
+// its fixed cost, shared by a period's records.
+func BenchmarkEmptyPeriod(b *testing.B) {
+	testutil.RequireBPF(b)
+	p, err := NewProducer(Config{RingBytes: 4 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	l, _, closeLoop, err := newBenchLoop(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer closeLoop()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := l.Period(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
