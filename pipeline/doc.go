@@ -10,7 +10,8 @@
 //	renew_lease                 the kernel follows the model for one more lease
 //	get_dataset                 the ring's records into a portion, with our own ring
 //	                            buffer consumer (package ringbuf), and the records the
-//	                            kernel lost since the last portion (a delta)
+//	                            kernel lost since the last period (a delta, counted in
+//	                            the period's first portion)
 //	preprocess_data             every record decoded once (Parts.Decode); the portion
 //	                            judged: a corrupted one trips the controller
 //	publish_data                the portion to the agents (Env.Publisher)

@@ -67,20 +67,24 @@ type typed[R any] struct {
 }
 
 func (t *typed[R]) decode(ds *model.Dataset) {
-	n := ds.Len()
+	n, size := ds.Len(), ds.RecordSize
 	if cap(t.recs) < n {
 		t.recs = make([]R, n)
 	}
-	t.recs = t.recs[:n]
+	recs, data := t.recs[:n], ds.Data[:n*size]
+	decode := t.decodeRecord
 	j := 0
-	for i := range n {
-		if t.decodeRecord(ds.Record(i), &t.recs[j]) != nil {
+	for off := 0; off+size <= len(data); off += size {
+		if j >= len(recs) {
+			break // cannot happen: n records
+		}
+		if decode(data[off:off+size:off+size], &recs[j]) != nil {
 			ds.Corrupted++
 			continue
 		}
 		j++
 	}
-	t.recs = t.recs[:j]
+	t.recs = recs[:j]
 }
 
 func (t *typed[R]) learn(out *Result) {
@@ -262,8 +266,8 @@ func (l *Loop) Period() error {
 // ring for the next period. A model no longer active (stopped) only
 // learns: its recommendations would not be applied.
 func (l *Loop) drain(active bool) {
-	for range l.portions {
-		ds := l.getDataset()
+	for i := range l.portions {
+		ds := l.getDataset(i == 0)
 		if ds == nil {
 			return
 		}
@@ -276,15 +280,19 @@ func (l *Loop) drain(active bool) {
 }
 
 // getDataset is the RFC's get_dataset: it takes the records available now
-// from the ring into a portion, up to its capacity, with the records the
-// kernel lost since the last portion. It returns nil when there was
-// nothing to take and nothing missed.
-func (l *Loop) getDataset() *model.Dataset {
+// from the ring into a portion, up to its capacity, and, in the first
+// portion of a drain, the records the kernel lost since the last drain.
+// It returns nil when there was nothing to take and nothing missed.
+func (l *Loop) getDataset(first bool) *model.Dataset {
 	for ds := l.publisherFree(); ds != nil; ds = l.publisherFree() {
 		_ = l.builder.Discard(ds)
 	}
 	b := l.builder
-	if err := b.Fill(l.rd, l.lost); err != nil {
+	lost := l.lost
+	if !first {
+		lost = nil // counted in the drain's first portion: one system call a period
+	}
+	if err := b.Fill(l.rd, lost); err != nil {
 		l.log.Warn("reading records failed", "model", l.name, "err", err)
 	}
 	ds, err := b.Take()

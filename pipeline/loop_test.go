@@ -49,6 +49,12 @@ type harness struct {
 }
 
 func newHarness(t *testing.T, ringBytes uint32, external bool) *harness {
+	return newHarnessWith(t, ringBytes, external, 0, nil)
+}
+
+// newHarnessWith is newHarness with portions of portionBytes (0: the
+// default) published to pub (nil: none).
+func newHarnessWith(t *testing.T, ringBytes uint32, external bool, portionBytes int, pub pipeline.Publisher) *harness {
 	testutil.RequireBPF(t)
 	p, err := ringbench.NewProducer(ringbench.Config{RingBytes: ringBytes})
 	if err != nil {
@@ -60,10 +66,11 @@ func newHarness(t *testing.T, ringBytes uint32, external bool) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, p: p, objs: objs, learner: &seqLearner{}, state: t.TempDir()}
-	h.loop, err = pipeline.New(pipeline.Env{Model: "test", External: external, StateDir: h.state,
+	h.loop, err = pipeline.New(pipeline.Env{Model: "test", External: external, StateDir: h.state, Publisher: pub,
 		Options: model.Options{SleepTimeout: time.Second, MaxMode: model.ModeLearning}},
 		pipeline.Parts[uint64]{Subsystem: "ringbench", Objects: objs,
-			Records: pipeline.RecordFormat{Kind: kind, Size: recordSize}, Decode: decodeSeq, Learner: h.learner})
+			Records: pipeline.RecordFormat{Kind: kind, Size: recordSize}, Decode: decodeSeq, Learner: h.learner,
+			PortionBytes: portionBytes})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,6 +139,47 @@ func TestLoop(t *testing.T) {
 		t.Fatalf("after the loss: %+v, want 5 lost in 1 partial portion, %d records", st, 12+fits+2)
 	}
 }
+
+// TestLoopLostOncePerPeriod: a period of many portions counts the
+// kernel's losses once, in its first portion; the others are complete.
+func TestLoopLostOncePerPeriod(t *testing.T) {
+	page := os.Getpagesize()
+	const perPortion = 3
+	pub := &portions{}
+	h := newHarnessWith(t, uint32(page), false, perPortion*recordSize, pub)
+	fits := uint64(page-8) / (recordSize + 8)
+	h.emit(fits + 5)
+	h.period()
+	st := h.loop.Stats()
+	if st.Lost != 5 || st.Partial != 1 || st.Records != fits || h.learner.records != int(fits) {
+		t.Fatalf("after losing 5 of %d: %+v, learner %d; want 5 lost in 1 partial portion, %d records", fits+5, st, h.learner.records, fits)
+	}
+	want := (fits + perPortion - 1) / perPortion
+	if uint64(len(pub.got)) != want {
+		t.Fatalf("%d portions published, want %d", len(pub.got), want)
+	}
+	for i, p := range pub.got {
+		if wantLost := map[bool]uint64{true: 5}[i == 0]; p.lost != wantLost {
+			t.Errorf("portion %d (%d records, %s): %d lost, want %d", i, p.size, p.state, p.lost, wantLost)
+		}
+	}
+}
+
+// portions is a Publisher that notes what it is given and gives nothing
+// back.
+type portions struct{ got []published }
+
+type published struct {
+	size  uint32
+	lost  uint64
+	state model.DatasetState
+}
+
+func (p *portions) Publish(_ *model.Model, ds *model.Dataset) {
+	p.got = append(p.got, published{ds.PortionSize, ds.Lost, ds.State})
+}
+
+func (p *portions) Free() *model.Dataset { return nil }
 
 // TestLoopExternal: with learner: external the built-in learner learns
 // and its outcomes are fed back, but only agents recommend.

@@ -2,11 +2,8 @@ package ringbuf
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
-	"os"
-	"time"
 	"unsafe"
 
 	"github.com/mlbpf/mlbpf/loader"
@@ -203,31 +200,46 @@ func (b *DatasetBuilder) ReadFrom(rd *Reader, lost *LostCounter) (int, error) {
 // Fill takes the records available in rd now into the current portion,
 // in place from the ring, up to the portion's capacity: the records past
 // it stay in the ring for the next portion, none is dropped. With lost
-// not nil, it adds the records the kernel lost since the last call. A
-// read that fails marks the portion failed (Fail) and is returned. Fill
-// sets rd's deadline to now.
+// not nil, it adds the records the kernel lost since the last call (a
+// caller filling several portions in a row may pass it to the first
+// only: one system call). A read that fails marks the portion failed
+// (Fail) and is returned. Fill never waits, and makes no system call
+// but lost's.
 func (b *DatasetBuilder) Fill(rd *Reader, lost *LostCounter) error {
+	d := b.cur
+	size := b.cfg.RecordSize
+	data := d.Data
+	limit := b.capacity * size
+	var corrupted uint64
 	var err error
-	rd.SetDeadline(time.Now())
-	for !b.cur.Full() {
-		if err = rd.NextBatch(&b.batch); err != nil {
+	for len(data) < limit {
+		var ok bool
+		if ok, err = rd.batchNow(&b.batch); !ok || err != nil {
 			break
 		}
-		for !b.cur.Full() {
+		for len(data) < limit {
 			rec := b.batch.Next()
 			if rec == nil {
 				break
 			}
-			_ = b.Add(rec)
+			if !b.decodes(rec) {
+				corrupted++
+				continue
+			}
+			data = append(data, rec...)
 		}
 		if err = b.batch.Err(); err != nil {
 			break
 		}
 	}
 	b.batch.Release()
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		err = nil
-	}
+	// What Dataset.Append does record by record: the portion is CLEAN
+	// (start), the records are RecordSize bytes and fit its capacity.
+	added := len(data)/size - d.Len()
+	d.Data, d.PortionSize = data, d.PortionSize+uint32(added)
+	d.Corrupted += corrupted
+	b.stats.Records += uint64(added)
+	b.stats.Corrupted += corrupted
 	if lost != nil {
 		d, lerr := lost.Delta()
 		if err == nil {

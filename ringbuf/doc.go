@@ -67,4 +67,10 @@
 //			ds, _ := b.Take() // hand ds to the learner, then b.Discard(ds)
 //		}
 //	}
+//
+// Fill, which the period loop (package pipeline) uses, copies the records
+// committed now straight from the ring into the portion, up to its
+// capacity, never waiting and making no system call (but the lost map's
+// lookup, when given a LostCounter): records past the capacity stay in the
+// ring for the next portion.
 package ringbuf

@@ -93,7 +93,7 @@ func NewReader(m *ebpf.Map) (*Reader, error) {
 	r := &Reader{
 		size:     size,
 		poller:   p,
-		limit:    uintptr(size / 4),
+		limit:    uintptr(min(size/4, maxBatch)),
 		ring:     ring,
 		cons:     cons,
 		released: cons,

@@ -7,6 +7,11 @@
 //	ringbuf size=64 read=readinto ...   our ReadInto against cilium's, a copy each
 //	ringbuf size=64 read=zerocopy ...   our NextBatch, in place, against libbpf's callback and cilium's ReadInto
 //
+// then one line for the period loop (package pipeline) on tcp/cc-sized
+// records, against our raw and checksum drains of identical rings:
+//
+//	pipeline size=128 records/s=... vs_drain=... [...] vs_checksum=... [...] allocs/record=... goals=...
+//
 // Each ratio is the median over the repeats of the ratio within a repeat,
 // followed by a distribution-free interval of at least 95 % confidence for
 // it, from order statistics, named by its exact level (_ci97=low-high
@@ -60,7 +65,9 @@ consumer reads every byte of each record; the goals, >= 1.0x libbpf,
 NextBatch against libbpf's callback and cilium's ReadInto, 8 bytes read per
 record). Ratios are medians over the repeats, each with an interval of at
 least 95 % confidence named by its level (ours/libbpf_ci97=low-high with 31
-repeats).
+repeats). Then a pipeline line: the period loop on 128-byte records against
+our raw drain (goal >= 0.5x, 0 allocations per record) and our checksum
+drain.
 
 Example:
 

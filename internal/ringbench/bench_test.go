@@ -3,6 +3,8 @@ package ringbench
 import (
 	"math"
 	"testing"
+
+	"github.com/mlbpf/mlbpf/internal/testutil"
 )
 
 // The interval for the median of 31 samples is the 10th to the 22nd
@@ -40,13 +42,24 @@ func TestJudge(t *testing.T) {
 }
 
 func TestChecksumReadsEveryByte(t *testing.T) {
-	rec := make([]byte, 19)
-	base := checksum(rec)
-	for i := range rec {
-		rec[i]++
-		if checksum(rec) == base {
-			t.Errorf("byte %d of %d does not change the checksum", i, len(rec))
+	for _, n := range []int{8, 19, 31, 77} {
+		rec := make([]byte, n)
+		base := checksum(rec)
+		for i := range rec {
+			rec[i]++
+			if checksum(rec) == base {
+				t.Errorf("byte %d of %d does not change the checksum", i, len(rec))
+			}
+			if n < 32 && checksumShort(rec) != checksum(rec) {
+				t.Errorf("%d bytes: checksumShort %#x, checksum %#x", n, checksumShort(rec), checksum(rec))
+			}
+			rec[i]--
 		}
-		rec[i]--
 	}
+}
+
+// TestChecksumInlined checks that the Go consumers' short-record checksum
+// is inlined, as the C compiler inlines the C consumer's.
+func TestChecksumInlined(t *testing.T) {
+	testutil.CompilerSays(t, `inlining call to checksumShort`, `bench\.go:\d+:\d+: inlining call to ringbuf\.\(\*Batch\)\.Next`)
 }
