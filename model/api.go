@@ -142,15 +142,17 @@ func (m *Model) PublishData(ds *Dataset) (Notification, error) {
 	if err := m.require(verb, statesAlive); err != nil {
 		return Notification{}, err
 	}
-	n := m.notification(NotifyDataset)
+	note := m.notification(NotifyDataset)
 	m.dsMu.Lock()
 	defer m.dsMu.Unlock()
+	n := &m.published
+	*n = note
 	n.DatasetState, n.PortionOffset, n.PortionSize = ds.State, ds.PortionOffset, ds.PortionSize
 	n.Lost, n.Corrupted = ds.Lost, ds.Corrupted
-	if err := m.ops.PublishData(m, ds, &n); err != nil {
-		return n, fmt.Errorf("%s %s: %w", verb, m, err)
+	if err := m.ops.PublishData(m, ds, n); err != nil {
+		return *n, fmt.Errorf("%s %s: %w", verb, m, err)
 	}
-	return n, nil
+	return *n, nil
 }
 
 func (m *Model) notification(kind NotificationKind) Notification {

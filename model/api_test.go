@@ -500,3 +500,18 @@ func TestDestroyDatasetFailureChangesNothing(t *testing.T) {
 		t.Error("ops.Destroy not called")
 	}
 }
+
+// TestPublishDataAllocates nothing: the loop publishes a portion every
+// period, at up to millions of records a second, and its notification
+// used to escape to the heap through the ops interface.
+func TestPublishDataAllocatesNothing(t *testing.T) {
+	m, _, _ := modelIn(t, StateRunning)
+	ds := &Dataset{}
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := m.PublishData(ds); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("PublishData: %v allocations per call, want 0", n)
+	}
+}

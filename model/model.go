@@ -186,6 +186,10 @@ type Model struct {
 	dsMu     sync.Mutex // guards the dataset and serializes its operations
 	dataset  *Dataset
 	dsClosed bool
+	// published is PublishData's notification, handed to the ops by
+	// pointer: kept here rather than on the stack, where the interface
+	// call would move it to the heap at every portion.
+	published Notification
 }
 
 // CreateOption configures Create.
