@@ -36,7 +36,7 @@ type HostConfig struct {
 	// statistics before its first connection: it joins a fleet that
 	// learned.
 	Join bool
-	Log    *slog.Logger
+	Log  *slog.Logger
 }
 
 // HostResult is what one host did.
