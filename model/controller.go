@@ -215,13 +215,13 @@ type Controller struct {
 	// promotionTests counts the promotion tests of the model's life:
 	// never reset (see Controller).
 	promotionTests int
-	// The fleet (FleetHint): the hint set last; whether the
-	// fleet-designed test was made in this mode; the mode entered on the
+	// The fleet (FleetHint): the hint set last; the fleet-designed
+	// tests made in this mode; the mode entered on the
 	// fleet's word, ModeUnknown when none; why the fleet is ignored for
 	// the rest of the model's life ("" while it is not). Only the hint
-	// and fleetLooked are reset.
+	// and fleetLooks are reset.
 	hint         FleetHint
-	fleetLooked  bool
+	fleetLooks   int
 	probation    Mode
 	fleetIgnored string
 }
@@ -278,7 +278,7 @@ func (c *Controller) resetEvidence() {
 	c.arms = [ArmCount]welford{}
 	c.diff, c.shadowReward, c.shadowPred = welford{}, welford{}, welford{}
 	c.dropped, c.nextLook = 0, 0
-	c.fleetLooked = false
+	c.fleetLooks = 0
 }
 
 // Trip makes the next Decide return EMERGENCY with reason (unless the mode

@@ -18,29 +18,31 @@ import (
 //     α spent), when MaxMode allows RECOMMENDATION: the fleet's claim is
 //     then tried on the host's own randomised split at once, instead of
 //     on LEARNING's counterfactual predictions first.
-//   - In COLLABORATION, one promotion test at the number of samples per
-//     arm a test of the model's next α needs to detect Effect (power
-//     FleetPower), when that is fewer than MinSamples: the one-sided
-//     test designed for the fleet's effect size. Its α comes from the
-//     model's life budget like any promotion test's, so the chance of a
-//     false promotion stays below 1 − Confidence whatever the fleet
-//     claims; a true large effect is proven in a few samples.
-//   - Probation ends at that test (or when the MODEL arm has 4 times its
-//     samples, if the random split starves the control arm): the model is
-//     promoted on its own evidence, or goes back to LEARNING (where it would be without a
+//   - In COLLABORATION, up to two promotion tests (Welch's, one-sided)
+//     designed for the fleet's effect size, when their samples per arm
+//     are fewer than MinSamples: the first where a test at the model's
+//     next α detects Effect with probability 1/2, the second, if the
+//     first fails, where the next test's α detects it with probability
+//     FleetPower. Each spends its α from the model's life budget like
+//     any promotion test, so the chance of a false promotion stays
+//     below 1 − Confidence whatever the fleet claims; a true large effect
+//     is proven in a few samples.
+//   - Probation ends at those tests (each is also due when the
+//     MODEL arm has 4 times its samples, if the random split starves the
+//     control arm): the model is promoted on its own evidence, or goes
+//     back to LEARNING (where it would be without a
 //     fleet) and the fleet's hints are ignored for the rest of the
 //     model's life (it survives Reset, ReInit and restarts). It also ends
 //     back in LEARNING, hints ignored, when the hint is withdrawn before
 //     the test (the host's own evidence overruled the claim). So a false
-//     claim gets the model applied on at most 4 times the test's samples
-//     (3 per arm for a large claimed effect: 12 outcomes), once in the
-//     model's life.
+//     claim gets the model applied on at most 4 times the second test's
+//     samples per arm, once in the model's life.
 type FleetHint struct {
 	Effect, StdDev float64
 }
 
-// FleetPower is the power the fleet-designed test aims at against the
-// fleet's claimed effect.
+// FleetPower is the power the second fleet-designed test aims at against
+// the fleet's claimed effect (the first aims at 1/2).
 const FleetPower = 0.9
 
 // fleetMinLook is the fewest samples per arm the fleet-designed test
@@ -72,19 +74,24 @@ func (c *Controller) FleetIgnored() (string, bool) {
 	return c.fleetIgnored, c.fleetIgnored != ""
 }
 
-// fleetLookAt returns the samples per arm of the fleet-designed test,
-// false when there is no usable hint or the test would need MinSamples or
-// more (the usual schedule is as fast then). The sample count is the
-// smallest n ≥ 3 with (t(1−α, 2n−2) + z(FleetPower))·StdDev·√(2/n) below
-// Effect, α the model's next promotion test's: it depends on the hint
-// and the budget, not on the outcomes.
+// fleetLookAt returns the samples per arm of the next fleet-designed
+// test, false when there is none (no usable hint, two tests made, or the
+// test would need MinSamples or more: the usual schedule is as fast
+// then). The sample count is the smallest n ≥ 3 with
+// (t(1−α, 2n−2) + z(power))·StdDev·√(2/n) below Effect, α the model's
+// next promotion test's, power 1/2 for the first test and FleetPower for
+// the second: it depends on the hint and the budget, not on the
+// outcomes.
 func (c *Controller) fleetLookAt() (int, bool) {
 	h := c.hint
-	if c.fleetIgnored != "" || h.Effect <= 0 {
+	if c.fleetIgnored != "" || h.Effect <= 0 || c.fleetLooks >= 2 {
 		return 0, false
 	}
 	alpha := c.spend(c.promotionTests + 1)
-	zPower := normalQuantile(FleetPower)
+	zPower := 0.0
+	if c.fleetLooks == 1 {
+		zPower = normalQuantile(FleetPower)
+	}
 	for n := fleetMinLook; n < c.cfg.MinSamples; n++ {
 		need := (studentQuantile(1-alpha, float64(2*n-2)) + zPower) * h.StdDev * math.Sqrt(2/float64(n))
 		if need < h.Effect {
@@ -122,6 +129,11 @@ func (c *Controller) fleetSplit(ev *Evidence, sum string, maxMode Mode) (Decisio
 	onProbation := c.probation == ModeCollaboration
 	n, usable := c.fleetLookAt()
 	if !usable || maxMode < ModeRecommendation {
+		if onProbation && c.fleetLooks > 0 {
+			c.ignoreFleet("the fleet's test was interrupted")
+			return Decision{To: ModeLearning, Changed: true, Reason: fmt.Sprintf(
+				"%s: the fleet's test was interrupted (a restart, or the claim changed); back to LEARNING, the fleet ignored from now on", sum)}, true
+		}
 		if onProbation {
 			c.ignoreFleet("the fleet's claim was withdrawn on probation")
 			return Decision{To: ModeLearning, Changed: true, Reason: fmt.Sprintf(
@@ -130,20 +142,24 @@ func (c *Controller) fleetSplit(ev *Evidence, sum string, maxMode Mode) (Decisio
 		return Decision{}, false
 	}
 	seen := min(ev.Split.N, ev.Split.BaselineN)
-	// On probation the test is also due when the MODEL arm alone has
-	// fleetMaxExposure times its samples (the random split starved the
-	// control arm): the claim's exposure is bounded.
+	// On probation a test is also due when the MODEL arm alone
+	// has fleetMaxExposure times its samples (the random split starved
+	// the control arm): the claim's exposure is bounded.
 	starved := onProbation && ev.Split.N >= fleetMaxExposure*n
-	if c.fleetLooked || (seen < n && !starved) || (!onProbation && seen >= c.cfg.MinSamples) {
+	if (seen < n && !starved) || (!onProbation && seen >= c.cfg.MinSamples) {
 		return Decision{}, false
 	}
-	c.fleetLooked = true
+	c.fleetLooks++
 	alpha := c.promotionAlpha()
 	if p := ev.Split.PImprove; p < alpha {
 		c.probation = ModeUnknown
 		return Decision{To: ModeRecommendation, Changed: true, Reason: fmt.Sprintf(
 			"%s, p=%s < α=%s%s, a test designed for the fleet's claimed effect %s: model better than control by more than %s with %s confidence",
 			sum, fmtP(p), fmtP(alpha), c.lifeTest(), fmtNum(c.hint.Effect), fmtPercent(c.cfg.MinEffect), fmtPercent(c.cfg.Confidence))}, true
+	}
+	if next, ok := c.fleetLookAt(); ok && maxMode >= ModeRecommendation {
+		return Decision{Reason: fmt.Sprintf("%s, p=%s ≥ α=%s%s: the fleet's claimed effect %s not proven yet; its second test at %d samples per arm",
+			sum, fmtP(ev.Split.PImprove), fmtP(alpha), c.lifeTest(), fmtNum(c.hint.Effect), next)}, true
 	}
 	c.ignoreFleet(fmt.Sprintf("its claimed effect %s was not borne out by the host's own split (%s)", fmtNum(c.hint.Effect), sum))
 	if onProbation {

@@ -50,11 +50,11 @@ func (c *Controller) withHint(h FleetHint) *Controller {
 }
 
 // TestFleetHintFalsePromotions: equal arms (the hardest case: no MinEffect
-// margin), a fleet claiming a large effect. The fleet-designed test is a
+// margin), a fleet claiming a large effect. The fleet-designed tests are
 // promotion test of the model's life budget like the others: over many
 // seeds the share of lives promoted stays within 1 − Confidence (three
-// binomial standard errors of noise), and the fleet's look alone within
-// the α it spends.
+// binomial standard errors of noise), and the fleet's two tests alone
+// within the α they spend.
 func TestFleetHintFalsePromotions(t *testing.T) {
 	seeds := 6000
 	if testing.Short() {
@@ -62,10 +62,10 @@ func TestFleetHintFalsePromotions(t *testing.T) {
 	}
 	cfg := ControllerConfig{MinSamples: 15, Confidence: 0.99, MinEffect: 0, MaxMode: ModeRecommendation}
 	alpha := 1 - cfg.Confidence
-	first := alpha * 6 / (math.Pi * math.Pi)
+	first := alpha * 6 / (math.Pi * math.Pi) * (1 + 1.0/4) // the fleet's two tests
 	w := world{base: 1, model: 1, sd: 0.3, predNoise: 0.3, collab: 0.5, holdout: 0.05}
 	for _, h := range []FleetHint{bigClaim, {Effect: 0.5, StdDev: 0.3}} {
-		look, _ := NewController(cfg).withHint(h).fleetLookAt()
+		look, _ := NewController(cfg).withHint(h).fleetLookAt() // the first test's
 		promoted, early := 0, 0
 		for seed := range uint64(seeds) {
 			at, _, entries := fleetLife(cfg, w, h, seed, 120)
@@ -87,7 +87,7 @@ func TestFleetHintFalsePromotions(t *testing.T) {
 				t.Errorf("claim %+v, %s: %.3f%% of equal models promoted, above %.3f%%", h, what, 100*rate, 100*budget)
 			}
 		}
-		check("the fleet's look", early, first)
+		check("the fleet's tests", early, first)
 		check("over the life", promoted, alpha)
 	}
 }
@@ -96,15 +96,20 @@ func TestFleetHintFalsePromotions(t *testing.T) {
 // divides the reward by e (a third of the goodput, on tcp/cc's log
 // scale). It never reaches RECOMMENDATION; it enters COLLABORATION on the
 // fleet's word once in its life, and the MODEL arm runs there only until
-// the fleet-designed test, 3 samples per arm at this claim, or 4 times
-// that on the MODEL arm while the control arm waits: at most 12.
+// the fleet-designed tests, at 3 then 4 samples per arm at this claim, or
+// 4 times the second's on the MODEL arm while the control arm waits: at
+// most 16.
 func TestFleetHintHostile(t *testing.T) {
 	cfg := ControllerConfig{MinSamples: 15, Confidence: 0.99, MinEffect: 0.05, MaxMode: ModeRecommendation}
 	c := NewController(cfg)
 	c.SetFleetHint(bigClaim)
-	if n, ok := c.fleetLookAt(); !ok || n != 3 {
-		t.Fatalf("the fleet-designed test looks at %d samples per arm (%v), want 3", n, ok)
+	n1, ok1 := c.fleetLookAt()
+	c.fleetLooks, c.promotionTests = 1, 1
+	n2, ok2 := c.fleetLookAt()
+	if !ok1 || !ok2 || n1 != 3 || n2 != 4 {
+		t.Fatalf("the fleet-designed tests look at %d (%v) and %d (%v) samples per arm, want 3 and 4", n1, ok1, n2, ok2)
 	}
+	bound := fleetMaxExposure * n2
 	w := world{base: 1, model: 0, sd: 0.3, predNoise: 0.3, collab: 0.5, holdout: 0.05}
 	var exposure []int
 	for seed := range uint64(3000) {
@@ -119,8 +124,8 @@ func TestFleetHintHostile(t *testing.T) {
 	}
 	slices.Sort(exposure)
 	t.Logf("MODEL outcomes on probation: median %d, 99th percentile %d, max %d", exposure[len(exposure)/2], exposure[len(exposure)*99/100], exposure[len(exposure)-1])
-	if max := exposure[len(exposure)-1]; max > 12 {
-		t.Errorf("a hostile claim had the model applied on %d outcomes, want at most 12", max)
+	if max := exposure[len(exposure)-1]; max > bound {
+		t.Errorf("a hostile claim had the model applied on %d outcomes, want at most %d", max, bound)
 	}
 }
 

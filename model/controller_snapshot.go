@@ -40,11 +40,11 @@ type ControllerSnapshot struct {
 	// PromotionTests is the number of promotion tests made over the
 	// model's life (Evidence.PromotionTests).
 	PromotionTests int `json:"promotion_tests"`
-	// FleetLooked says the fleet-designed test was made in this mode;
+	// FleetLooks counts the fleet-designed tests made in this mode;
 	// Probation is the mode entered on the fleet's word, if the model is
 	// still on probation in it; FleetIgnored why the fleet is ignored for
 	// the rest of the model's life (FleetHint).
-	FleetLooked  bool   `json:"fleet_looked,omitempty"`
+	FleetLooks   int    `json:"fleet_looks,omitempty"`
 	Probation    Mode   `json:"probation,omitempty"`
 	FleetIgnored string `json:"fleet_ignored,omitempty"`
 }
@@ -89,7 +89,7 @@ func (c *Controller) Snapshot() ControllerSnapshot {
 		MinSamples: c.cfg.MinSamples, Confidence: c.cfg.Confidence, MinEffect: c.cfg.MinEffect,
 		Diff: c.diff.snapshot(), ShadowReward: c.shadowReward.snapshot(), ShadowPred: c.shadowPred.snapshot(),
 		Dropped: c.dropped, Tests: c.nextLook,
-		FleetLooked: c.fleetLooked, Probation: c.probation, FleetIgnored: c.fleetIgnored,
+		FleetLooks: c.fleetLooks, Probation: c.probation, FleetIgnored: c.fleetIgnored,
 	}
 	for i := range c.arms {
 		s.Arms[i] = c.arms[i].snapshot()
@@ -146,7 +146,7 @@ func (c *Controller) Restore(s ControllerSnapshot, mode Mode) error {
 	from := func(r RunningStats) welford { return welford{n: r.N, mean: r.Mean, m2: r.M2} }
 	c.diff, c.shadowReward, c.shadowPred = from(s.Diff), from(s.ShadowReward), from(s.ShadowPred)
 	c.dropped, c.nextLook, c.mode = s.Dropped, s.Tests, mode
-	c.fleetLooked = s.FleetLooked
+	c.fleetLooks = min(max(s.FleetLooks, 0), 2)
 	return nil
 }
 
