@@ -51,7 +51,7 @@ func (c *Controller) withHint(h FleetHint) *Controller {
 
 // TestFleetHintFalsePromotions: equal arms (the hardest case: no MinEffect
 // margin), a fleet claiming a large effect. The fleet-designed tests are
-// promotion test of the model's life budget like the others: over many
+// promotion tests of the model's life budget like the others: over many
 // seeds the share of lives promoted stays within 1 − Confidence (three
 // binomial standard errors of noise), and the fleet's two tests alone
 // within the α they spend.
