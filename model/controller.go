@@ -179,6 +179,9 @@ func (d Decision) String() string {
 //     significantly worse than ArmControl.
 //   - Never above MaxMode. EMERGENCY is never left by a decision, only by
 //     an operator; Trip makes the next decision EMERGENCY.
+//   - With a fleet's hint (SetFleetHint), LEARNING → COLLABORATION on the
+//     fleet's word, on probation, and one promotion test designed for the
+//     fleet's claimed effect, from the same budget (see FleetHint).
 //
 // Evidence is reset whenever the mode changes. Tests run when the number
 // of samples reaches MinSamples, then each time it doubles. They are
@@ -212,6 +215,15 @@ type Controller struct {
 	// promotionTests counts the promotion tests of the model's life:
 	// never reset (see Controller).
 	promotionTests int
+	// The fleet (FleetHint): the hint set last; the fleet-designed
+	// tests made in this mode; the mode entered on the
+	// fleet's word, ModeUnknown when none; why the fleet is ignored for
+	// the rest of the model's life ("" while it is not). Only the hint
+	// and fleetLooks are reset.
+	hint         FleetHint
+	fleetLooks   int
+	probation    Mode
+	fleetIgnored string
 }
 
 // NewController returns a controller. The zero ControllerConfig means
@@ -266,6 +278,7 @@ func (c *Controller) resetEvidence() {
 	c.arms = [ArmCount]welford{}
 	c.diff, c.shadowReward, c.shadowPred = welford{}, welford{}, welford{}
 	c.dropped, c.nextLook = 0, 0
+	c.fleetLooks = 0
 }
 
 // Trip makes the next Decide return EMERGENCY with reason (unless the mode
@@ -371,6 +384,11 @@ func (c *Controller) Decide(current Mode) Decision {
 		c.resetEvidence()
 		c.mode = current
 	}
+	if c.probation != ModeUnknown && current != c.probation {
+		// Left by another decision or an operator: probation is over,
+		// and the fleet's claim did not carry the model further.
+		c.ignoreFleet(fmt.Sprintf("the model left %v, entered on the fleet's word, for %v", c.probation, current))
+	}
 	ev := c.evidence()
 	d := c.decide(current, &ev)
 	// The tests made and the trip cleared are part of the evidence.
@@ -441,6 +459,9 @@ func (c *Controller) decideLearning(ev *Evidence, maxMode Mode) Decision {
 	if maxMode <= ModeLearning {
 		return Decision{Reason: fmt.Sprintf("LEARNING is MaxMode; %s", sum)}
 	}
+	if d, ok := c.fleetEntry(ev, maxMode); ok {
+		return d
+	}
 	if _, due := c.look(ev.Shadow.N); !due {
 		return Decision{Reason: fmt.Sprintf("%s; %s", sum, c.waiting())}
 	}
@@ -459,6 +480,11 @@ func (c *Controller) decideSplit(ev *Evidence, current, maxMode Mode) Decision {
 	capped := ""
 	if current >= maxMode {
 		capped = fmt.Sprintf("; %v is MaxMode", current)
+	}
+	if current == ModeCollaboration {
+		if d, ok := c.fleetSplit(ev, sum, maxMode); ok {
+			return d
+		}
 	}
 	alpha, due := c.look(min(ev.Split.N, ev.Split.BaselineN))
 	if !due {

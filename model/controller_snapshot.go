@@ -40,6 +40,13 @@ type ControllerSnapshot struct {
 	// PromotionTests is the number of promotion tests made over the
 	// model's life (Evidence.PromotionTests).
 	PromotionTests int `json:"promotion_tests"`
+	// FleetLooks counts the fleet-designed tests made in this mode;
+	// Probation is the mode entered on the fleet's word, if the model is
+	// still on probation in it; FleetIgnored why the fleet is ignored for
+	// the rest of the model's life (FleetHint).
+	FleetLooks   int    `json:"fleet_looks,omitempty"`
+	Probation    Mode   `json:"probation,omitempty"`
+	FleetIgnored string `json:"fleet_ignored,omitempty"`
 }
 
 // ControllerSnapshotVersion is the version of the ControllerSnapshot
@@ -82,6 +89,7 @@ func (c *Controller) Snapshot() ControllerSnapshot {
 		MinSamples: c.cfg.MinSamples, Confidence: c.cfg.Confidence, MinEffect: c.cfg.MinEffect,
 		Diff: c.diff.snapshot(), ShadowReward: c.shadowReward.snapshot(), ShadowPred: c.shadowPred.snapshot(),
 		Dropped: c.dropped, Tests: c.nextLook,
+		FleetLooks: c.fleetLooks, Probation: c.probation, FleetIgnored: c.fleetIgnored,
 	}
 	for i := range c.arms {
 		s.Arms[i] = c.arms[i].snapshot()
@@ -111,6 +119,18 @@ func (c *Controller) Restore(s ControllerSnapshot, mode Mode) error {
 	defer c.mu.Unlock()
 	c.promotionTests = max(c.promotionTests, s.PromotionTests)
 	kept := fmt.Sprintf("%d promotion tests made so far are counted", c.promotionTests)
+	// The fleet's standing is the model's life's, like its budget: a
+	// probation is continued only in its mode.
+	if s.FleetIgnored != "" {
+		c.ignoreFleet(s.FleetIgnored)
+	}
+	switch {
+	case s.Probation == ModeUnknown || c.fleetIgnored != "":
+	case s.Probation == mode:
+		c.probation = mode
+	default:
+		c.ignoreFleet(fmt.Sprintf("the model left %v, entered on the fleet's word, for %v while stopped", s.Probation, mode))
+	}
 	switch {
 	case s.Mode != mode:
 		return fmt.Errorf("%w: gathered in %v, the model is in %v (%s)", ErrSnapshotMismatch, s.Mode, mode, kept)
@@ -126,6 +146,7 @@ func (c *Controller) Restore(s ControllerSnapshot, mode Mode) error {
 	from := func(r RunningStats) welford { return welford{n: r.N, mean: r.Mean, m2: r.M2} }
 	c.diff, c.shadowReward, c.shadowPred = from(s.Diff), from(s.ShadowReward), from(s.ShadowPred)
 	c.dropped, c.nextLook, c.mode = s.Dropped, s.Tests, mode
+	c.fleetLooks = min(max(s.FleetLooks, 0), 2)
 	return nil
 }
 
@@ -153,6 +174,9 @@ func (s ControllerSnapshot) validate() error {
 	if s.Dropped < 0 || s.Tests < 0 || s.Tests > 40 || s.PromotionTests < 0 {
 		return fmt.Errorf("dropped %d, tests %d, promotion_tests %d: want counts (tests at most 40)", s.Dropped, s.Tests, s.PromotionTests)
 	}
+	if s.Probation != ModeUnknown && !s.Probation.Valid() || len(s.FleetIgnored) > 4096 {
+		return fmt.Errorf("probation %v, fleet_ignored of %d bytes: want a mode and a short reason", s.Probation, len(s.FleetIgnored))
+	}
 	if math.IsNaN(s.Confidence) || math.IsNaN(s.MinEffect) {
 		return fmt.Errorf("confidence %v, min_effect %v: not numbers", s.Confidence, s.MinEffect)
 	}
@@ -160,15 +184,21 @@ func (s ControllerSnapshot) validate() error {
 }
 
 // inheritBudget makes c continue the promotion budget of prev, the
-// controller it replaces (a re-initialised model keeps its budget).
+// controller it replaces (a re-initialised model keeps its budget), and
+// the fleet's standing with it (FleetHint).
 func (c *Controller) inheritBudget(prev *Controller) {
 	if prev == nil || prev == c {
 		return
 	}
 	prev.mu.Lock()
-	n := prev.promotionTests
+	n, ignored, probation := prev.promotionTests, prev.fleetIgnored, prev.probation
 	prev.mu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.promotionTests = max(c.promotionTests, n)
+	if ignored != "" {
+		c.ignoreFleet(ignored)
+	} else if probation != ModeUnknown {
+		c.probation = probation
+	}
 }

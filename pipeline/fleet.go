@@ -1,6 +1,9 @@
 package pipeline
 
-import "github.com/mlbpf/mlbpf/fleet"
+import (
+	"github.com/mlbpf/mlbpf/fleet"
+	"github.com/mlbpf/mlbpf/model"
+)
 
 // FleetLearner is a Learner that shares what it learns with a fleet of
 // hosts (package fleet): it exports its sufficient statistics per key and
@@ -18,6 +21,23 @@ type FleetLearner interface {
 	// FleetMerge replaces the fleet's prior for key, the other hosts'
 	// statistics pooled and discounted by age; nil forgets it.
 	FleetMerge(key string, prior []fleet.Arm)
+}
+
+// FleetHinter is a FleetLearner that tells the mode controller what the
+// fleet claims of the recommendations standing on the host
+// (model.FleetHint): the loop hands its hint to the controller before
+// each decision. The hint decides when the controller looks at the host's
+// own randomised outcomes, never what they prove.
+type FleetHinter interface {
+	FleetHint() model.FleetHint
+}
+
+// hintFleet hands the learner's fleet hint to the mode controller.
+func (l *Loop) hintFleet() {
+	h, ok := l.Fleet().(FleetHinter)
+	if c := l.m.Controller(); ok && c != nil {
+		c.SetFleetHint(h.FleetHint())
+	}
 }
 
 // Fleet returns the model's learner as a FleetLearner, nil if it does not

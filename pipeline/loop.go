@@ -240,6 +240,7 @@ func (l *Loop) Period() error {
 	t2 := time.Now()
 	// estimate_efficiency, from the arms' outcomes fed back so far.
 	eff := l.efficiency()
+	l.hintFleet()
 	// estimate_system_state and correct_system_state: the mode
 	// controller's decision, applied.
 	d, err := m.CorrectSystemState()

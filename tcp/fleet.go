@@ -6,6 +6,7 @@ import (
 
 	"github.com/mlbpf/mlbpf/fleet"
 	"github.com/mlbpf/mlbpf/learner"
+	"github.com/mlbpf/mlbpf/model"
 	"github.com/mlbpf/mlbpf/pipeline"
 )
 
@@ -117,26 +118,129 @@ func (l *Learner) applyFleet(p netip.Prefix, d *Destination, base float64) {
 			continue
 		}
 		e.Mean += base
-		enough := float64(l.cfg.MinDefault)
-		var own, v float64
-		switch {
-		case a.Real.W >= enough:
-			own, v = a.Real.Mean, b.Noise(a.Real)/a.Real.W
-		case a.Predicted.W >= enough:
-			own, v = a.Predicted.Mean+a.Bias, b.Noise(a.Predicted)/a.Predicted.W+a.ModelVar
-		default:
+		if !l.overrules(p, name, b, a, e) {
 			a.Prior = e
-			continue
 		}
-		if math.Abs(own-e.Mean) > fleetDisagree*math.Sqrt(v+b.Noise(e)/e.W) {
-			if l.fleetOverruled == nil {
-				l.fleetOverruled = map[fleetArm]bool{}
-			}
-			l.fleetOverruled[fleetArm{p, name}] = true
-			continue
-		}
-		a.Prior = e
 	}
+	// A standing recommendation the fleet backed (FleetHint) stays backed
+	// while the host's own evidence agrees with the claim.
+	if fb, ok := l.fleetBacked[p]; ok {
+		a := b.Arms[fb.arm]
+		e := fb.claim
+		e.Mean += base
+		if fb.arm != d.Recommended || a == nil || l.overrules(p, fb.arm, b, a, e) {
+			delete(l.fleetBacked, p)
+		}
+	}
+}
+
+// overrules reports whether the host's own evidence on arm a (name) of p
+// disagrees with the fleet's claim e (on the host's scale), and if so
+// marks the claim overruled, for good: the arm's fair trial (MinDefault
+// transfers), or else as many predictions of the host's own calibrated
+// counterfactual model, more than fleetDisagree standard errors from it.
+func (l *Learner) overrules(p netip.Prefix, name string, b *learner.Bandit, a *learner.Arm, e learner.Estimate) bool {
+	enough := float64(l.cfg.MinDefault)
+	var own, v float64
+	switch {
+	case l.fleetOverruled[fleetArm{p, name}]:
+		return true
+	case a.Real.W >= enough:
+		own, v = a.Real.Mean, b.Noise(a.Real)/a.Real.W
+	case a.Predicted.W >= enough:
+		own, v = a.Predicted.Mean+a.Bias, b.Noise(a.Predicted)/a.Predicted.W+a.ModelVar
+	default:
+		return false
+	}
+	if math.Abs(own-e.Mean) <= fleetDisagree*math.Sqrt(v+b.Noise(e)/e.W) {
+		return false
+	}
+	if l.fleetOverruled == nil {
+		l.fleetOverruled = map[fleetArm]bool{}
+	}
+	l.fleetOverruled[fleetArm{p, name}] = true
+	return true
+}
+
+// fleetMinDefault is the number of transfers on the default a prefix
+// needs before the fleet's prior may make the first choice for it (the
+// host's own baseline, which the prior is moved onto), instead of
+// LearnConfig.MinDefault.
+const fleetMinDefault = 2
+
+// minDefault returns the weight of default transfers p needs before
+// anything is recommended for it: MinDefault, or the weight of
+// fleetMinDefault transfers (less their forgetting) while the fleet has a
+// claim on p the host has not overruled and the model is in LEARNING. In
+// LEARNING the recommendation is only looked up, and the fleet's claim is
+// tried on probation (model.FleetHint), once in the model's life. In
+// COLLABORATION and RECOMMENDATION a recommendation is applied at once,
+// so a new prefix waits for MinDefault, which gives the host's own
+// counterfactual model its say on the fleet's claim first.
+func (l *Learner) minDefault(p netip.Prefix, b *learner.Bandit, mode model.Mode) float64 {
+	if mode == model.ModeLearning && l.cfg.MinDefault > fleetMinDefault {
+		for name := range l.fleet[p] {
+			if !l.fleetOverruled[fleetArm{p, name}] {
+				return 1 + b.Config.Discount*(fleetMinDefault-1)
+			}
+		}
+	}
+	return float64(l.cfg.MinDefault)
+}
+
+// backedClaim is the fleet's claim on the arm recommended for a prefix,
+// as it was when the recommendation was made: the prior, relative to
+// the default.
+type backedClaim struct {
+	arm   string
+	claim learner.Estimate
+}
+
+// backFleet records, when cc is recommended for p, whether the fleet's
+// prior helped choose it.
+func (l *Learner) backFleet(p netip.Prefix, d *Destination, cc string) {
+	delete(l.fleetBacked, p)
+	a := d.Bandit.Arms[cc]
+	e, ok := l.fleet[p][cc]
+	if cc == "" || a == nil || a.Prior.W <= 0 || !ok {
+		return
+	}
+	if l.fleetBacked == nil {
+		l.fleetBacked = map[netip.Prefix]backedClaim{}
+	}
+	l.fleetBacked[p] = backedClaim{arm: cc, claim: e}
+}
+
+// FleetHint returns what the fleet claims of the recommendations that
+// stand (model.FleetHint): while every one of them was chosen with the
+// fleet's prior, and the host's own evidence has not overruled it, the
+// smallest claimed lift over the default (on the mode controller's reward
+// scale, log goodput) and the largest spread of one transfer's reward,
+// claimed or the host's own on its default, never below the learner's
+// assumed noise. The zero hint otherwise.
+func (l *Learner) FleetHint() model.FleetHint {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var h model.FleetHint
+	for p, d := range l.dests {
+		if d.Recommended == "" {
+			continue
+		}
+		fb, ok := l.fleetBacked[p]
+		if !ok || fb.claim.Mean <= 0 {
+			return model.FleetHint{}
+		}
+		b := d.Bandit
+		sd := math.Sqrt(max(b.Noise(fb.claim), b.Config.NoiseVar))
+		if def := b.Arms[l.dflt]; def != nil {
+			sd = max(sd, math.Sqrt(b.Noise(def.Real)))
+		}
+		if h.Effect == 0 || fb.claim.Mean < h.Effect {
+			h.Effect = fb.claim.Mean
+		}
+		h.StdDev = max(h.StdDev, sd)
+	}
+	return h
 }
 
 // fleetArm is an arm on a prefix.
@@ -164,5 +268,9 @@ func (l *Learner) FleetOverruled() int {
 // pipeline.FleetLearner.
 func (l learn) FleetExport(out []fleet.Stats) []fleet.Stats { return l.s.learner.FleetExport(out) }
 func (l learn) FleetMerge(key string, prior []fleet.Arm)    { l.s.learner.FleetMerge(key, prior) }
+func (l learn) FleetHint() model.FleetHint                  { return l.s.learner.FleetHint() }
 
-var _ pipeline.FleetLearner = learn{}
+var (
+	_ pipeline.FleetLearner = learn{}
+	_ pipeline.FleetHinter  = learn{}
+)

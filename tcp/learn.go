@@ -118,6 +118,9 @@ type Learner struct {
 	fleet          map[netip.Prefix]map[string]learner.Estimate
 	fleetDirty     map[netip.Prefix]bool
 	fleetOverruled map[fleetArm]bool
+	// fleetBacked holds, per prefix, the fleet's claim on the standing
+	// recommendation the fleet's prior helped choose (FleetHint).
+	fleetBacked map[netip.Prefix]backedClaim
 }
 
 // NewLearner returns an empty learner choosing among allowed, dflt being
@@ -239,7 +242,7 @@ func (l *Learner) Observe(c *Conn) (fb model.Feedback, ok bool, ch *Change) {
 	} else {
 		ok = true
 	}
-	return fb, ok, l.evaluate(p, d)
+	return fb, ok, l.evaluate(p, d, c.Mode)
 }
 
 // Backpropagate takes the prediction error of a MODEL-arm outcome into the
@@ -339,10 +342,11 @@ func (d *Destination) baseline(dflt string) (float64, bool) {
 	return a.Real.Mean, true
 }
 
-// evaluate decides whether d's recommendation should change.
-func (l *Learner) evaluate(p netip.Prefix, d *Destination) *Change {
+// evaluate decides whether d's recommendation should change, after a
+// connection in mode.
+func (l *Learner) evaluate(p netip.Prefix, d *Destination, mode model.Mode) *Change {
 	def := d.Bandit.Arms[l.dflt]
-	if def == nil || def.Real.W < float64(l.cfg.MinDefault) && d.Recommended == "" {
+	if def == nil || def.Real.W < l.minDefault(p, d.Bandit, mode)-1e-9 && d.Recommended == "" {
 		return nil
 	}
 	// Unknown algorithms are believed to be like the default until the
@@ -387,6 +391,7 @@ func (l *Learner) evaluate(p netip.Prefix, d *Destination) *Change {
 }
 
 func (l *Learner) set(p netip.Prefix, d *Destination, cc, reason string) *Change {
+	l.backFleet(p, d, cc)
 	d.Recommended = cc
 	d.RecommendedAt = 0
 	if cc != "" {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mlbpf/mlbpf/config"
 	"github.com/mlbpf/mlbpf/daemon"
+	"github.com/mlbpf/mlbpf/fleet/natsbus"
 	"github.com/mlbpf/mlbpf/model"
 	"github.com/mlbpf/mlbpf/tcp"
 	"github.com/mlbpf/mlbpf/testbed"
@@ -27,9 +28,15 @@ type HostConfig struct {
 	LossPercent float64
 	// Max connections before giving up.
 	Max int
+	// Transfer is how long each connection sends (default 1 s).
+	Transfer time.Duration
 	// Linger is how long the host keeps sharing after it learned.
 	Linger time.Duration
-	Log    *slog.Logger
+	// Join makes the host wait (up to a minute) for the fleet's
+	// statistics before its first connection: it joins a fleet that
+	// learned.
+	Join bool
+	Log  *slog.Logger
 }
 
 // HostResult is what one host did.
@@ -53,6 +60,9 @@ func Host(ctx context.Context, hc HostConfig) (res HostResult, err error) {
 	res.Name = hc.Name
 	if hc.Log == nil {
 		hc.Log = slog.New(slog.DiscardHandler)
+	}
+	if hc.Transfer <= 0 {
+		hc.Transfer = time.Second
 	}
 	tb, err := testbed.New(ctx, testbed.Config{LossPercent: hc.LossPercent, Cgroup: true, Name: "mlbpf-fb"})
 	if err != nil {
@@ -78,7 +88,7 @@ func Host(ctx context.Context, hc HostConfig) (res HostResult, err error) {
 pin_root: %q
 state_dir: %q
 socket: %q
-interval: 100ms
+interval: %s
 models:
   - name: tcp/cc
     mode: learning
@@ -88,7 +98,7 @@ models:
       cgroup: %q
       default: cubic
       allowed: [cubic, bbr, reno]
-`, pinRoot, filepath.Join(dir, "state"), filepath.Join(dir, "run", "agent.sock"), tb.Cgroup())
+`, pinRoot, filepath.Join(dir, "state"), filepath.Join(dir, "run", "agent.sock"), period, tb.Cgroup())
 	c, err := config.Parse("fleetbench.yaml", []byte(y))
 	if err != nil {
 		return res, err
@@ -121,6 +131,11 @@ models:
 		}
 		return model.ModeUnknown
 	}
+	if bus := d.Fleet(); hc.Join && bus != nil {
+		if err := waitMerged(ctx, bus); err != nil {
+			return res, err
+		}
+	}
 	start := time.Now()
 	for res.Connections = 0; res.Connections <= hc.Max; res.Connections++ {
 		if mode() == model.ModeRecommendation {
@@ -128,14 +143,16 @@ models:
 			break
 		}
 		tctx, tcancel := context.WithTimeout(ctx, 20*time.Second)
-		_, err := tb.Send(tctx, sink.Addr(), testbed.Load{Duration: 100 * time.Millisecond}, "")
+		_, err := tb.Send(tctx, sink.Addr(), testbed.Load{Duration: hc.Transfer}, "")
 		tcancel()
 		if err != nil {
 			return res, err
 		}
-		// Let the daemon's period see the connection before the next
-		// one: the count is of connections, not of races with it.
-		time.Sleep(20 * time.Millisecond)
+		// Let the daemon's period learn from the connection and decide
+		// before the next one (a period begun before the connection
+		// closed, then a whole one): the count is of connections, not
+		// of races with the period.
+		time.Sleep(2 * period)
 	}
 	if res.Learned {
 		select {
@@ -150,6 +167,24 @@ models:
 	res.Seconds = time.Since(start).Seconds()
 	res.Recommended = recommended(pinRoot)
 	return res, nil
+}
+
+// period is the daemon's (interval in the configuration).
+const period = 100 * time.Millisecond
+
+// waitMerged waits until the bus merged the fleet's statistics into a
+// learner.
+func waitMerged(ctx context.Context, bus *natsbus.Bus) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for bus.Counters().Merged == 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the fleet's statistics: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // recommended returns the pinned recommendation for the testbed's

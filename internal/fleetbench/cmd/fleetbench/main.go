@@ -8,7 +8,8 @@
 // hosts 1…N−1 (each a process of its own: a daemon running tcp/cc with
 // its own pin root, state directory, socket, cgroup and lossy testbed)
 // until each reaches RECOMMENDATION, then host N, joining their fleet,
-// then a lone host without one, and prints one line:
+// then a lone host without one (-repeat times each, new hosts), and
+// prints one line (medians over the runs):
 //
 //	fleet hosts=4 learned_after_alone=… learned_after_joined=… speedup=… msgs_per_s=… bytes_per_host_s=…
 //
@@ -26,9 +27,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -57,10 +60,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	hosts := fs.Int("hosts", 4, "hosts in the fleet, the joining one included (at least 2)")
 	loss := fs.Float64("loss", 10, "loss rate of every host's testbed, in percent")
 	maxConns := fs.Int("max", 400, "connections a host makes at most")
+	transfer := fs.Duration("transfer", time.Second, "how long each connection sends")
 	verbose := fs.Bool("v", false, "log the hosts' progress (and their daemons' logs) to stderr")
 	child := fs.String("host", "", "run one host of that name (internal: the hosts are processes of their own)")
 	natsURL := fs.String("nats", "", "the host's NATS server (with -host; empty: a lone host)")
 	linger := fs.Duration("linger", 2*time.Second, "how long a host keeps sharing after it learned (with -host)")
+	join := fs.Bool("join", false, "wait for the fleet's statistics before the first connection (with -host: the joining host)")
+	repeat := fs.Int("repeat", 3, "runs of the joining host and of the lone host (each a new host); the line reports the medians")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -73,7 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *child != "" {
 		r, err := fleetbench.Host(ctx, fleetbench.HostConfig{Name: *child, NATS: *natsURL, LossPercent: *loss,
-			Max: *maxConns, Linger: *linger, Log: log.With("host", *child)})
+			Max: *maxConns, Linger: *linger, Join: *join, Transfer: *transfer, Log: log.With("host", *child)})
 		if err != nil {
 			return err
 		}
@@ -81,6 +87,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *hosts < 2 {
 		return errors.New("-hosts: want at least 2")
+	}
+	if *repeat < 1 {
+		return errors.New("-repeat: want at least 1")
 	}
 	dir, err := os.MkdirTemp("", "mlbpf-fleetbench-nats-")
 	if err != nil {
@@ -96,9 +105,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	host := func(name, url string) (fleetbench.HostResult, error) {
+	host := func(name, url string, join bool) (fleetbench.HostResult, error) {
 		a := []string{"-host", name, "-nats", url, "-loss", strconv.FormatFloat(*loss, 'g', -1, 64),
-			"-max", strconv.Itoa(*maxConns), "-linger", linger.String()}
+			"-max", strconv.Itoa(*maxConns), "-linger", linger.String(), "-join=" + strconv.FormatBool(join), "-transfer", transfer.String()}
 		if *verbose {
 			a = append(a, "-v")
 		}
@@ -125,7 +134,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	)
 	for i := 1; i < *hosts; i++ {
 		wg.Go(func() {
-			r, err := host(fmt.Sprintf("host-%d", i), srv.URL)
+			r, err := host(fmt.Sprintf("host-%d", i), srv.URL, false)
 			mu.Lock()
 			defer mu.Unlock()
 			results, errs = append(results, r), append(errs, err)
@@ -135,14 +144,36 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	joined, err := host(fmt.Sprintf("host-%d", *hosts), srv.URL)
-	if err != nil {
-		return err
+	// Host N joins (and, repeated, another new host each time), then a
+	// lone host learns.
+	var joinedN, aloneN []int
+	learned := true
+	for i := range *repeat {
+		joined, err := host(fmt.Sprintf("host-%d", *hosts+i), srv.URL, true)
+		if err != nil {
+			return err
+		}
+		if i == 0 {
+			results = append(results, joined)
+		}
+		alone, err := host(fmt.Sprintf("alone-%d", i+1), "", false)
+		if err != nil {
+			return err
+		}
+		joinedN, aloneN = append(joinedN, joined.Connections), append(aloneN, alone.Connections)
+		learned = learned && joined.Learned && alone.Learned
+		fmt.Fprintf(stderr, "fleetbench: run %d: alone %d, joined %d: speedup %.2f\n", i+1, alone.Connections, joined.Connections,
+			float64(alone.Connections)/float64(max(joined.Connections, 1)))
 	}
-	results = append(results, joined)
-	alone, err := host("alone", "")
-	if err != nil {
-		return err
+	aloneMed, joinedMed := median(aloneN), median(joinedN)
+	if *repeat > 1 {
+		lo, hi := math.Inf(1), 0.0
+		for i := range aloneN {
+			r := float64(aloneN[i]) / float64(max(joinedN[i], 1))
+			lo, hi = min(lo, r), max(hi, r)
+		}
+		fmt.Fprintf(stderr, "fleetbench: %d runs: alone %v, joined %v; speedup of the medians %.2f, per run %.2f–%.2f\n",
+			*repeat, aloneN, joinedN, aloneMed/max(joinedMed, 1), lo, hi)
 	}
 	var msgsPerS, bytesPerHostS float64
 	for _, r := range results {
@@ -151,11 +182,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			bytesPerHostS += float64(r.Bytes) / r.Seconds / float64(len(results))
 		}
 	}
-	speedup := float64(alone.Connections) / float64(max(joined.Connections, 1))
-	fmt.Fprintf(stdout, "fleet hosts=%d learned_after_alone=%d learned_after_joined=%d speedup=%.2f msgs_per_s=%.1f bytes_per_host_s=%.0f\n",
-		*hosts, alone.Connections, joined.Connections, speedup, msgsPerS, bytesPerHostS)
-	if !alone.Learned || !joined.Learned {
-		return fmt.Errorf("a host did not reach RECOMMENDATION within %d connections (alone %v, joined %v)", *maxConns, alone.Learned, joined.Learned)
+	fmt.Fprintf(stdout, "fleet hosts=%d learned_after_alone=%s learned_after_joined=%s speedup=%.2f msgs_per_s=%.1f bytes_per_host_s=%.0f\n",
+		*hosts, fmtCount(aloneMed), fmtCount(joinedMed), aloneMed/max(joinedMed, 1), msgsPerS, bytesPerHostS)
+	if !learned {
+		return fmt.Errorf("a host did not reach RECOMMENDATION within %d connections", *maxConns)
 	}
 	return nil
 }
+
+// median of counts.
+func median(xs []int) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return float64(s[len(s)/2])
+	}
+	return float64(s[len(s)/2-1]+s[len(s)/2]) / 2
+}
+
+// fmtCount formats a median count: "57", or "57.5" between two.
+func fmtCount(x float64) string { return strconv.FormatFloat(x, 'f', -1, 64) }

@@ -1,0 +1,227 @@
+package model
+
+import (
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// fleetLife runs one model from LEARNING with the fleet's hint set before
+// every decision (as the loop does), deciding after every outcome, until
+// RECOMMENDATION or steps outcomes. It returns the outcomes until
+// RECOMMENDATION (0 if never), the MODEL-arm outcomes in COLLABORATION
+// entered on the fleet's word (the exposure to the fleet's claim), and
+// the number of such entries.
+func fleetLife(cfg ControllerConfig, w world, h FleetHint, seed uint64, steps int) (promotedAt, exposed, entries int) {
+	c := NewController(cfg)
+	r := rand.New(rand.NewPCG(seed, 0x666c656574))
+	mode := ModeLearning
+	for i := 1; i <= steps; i++ {
+		o := w.outcome(r, mode)
+		if mode == ModeCollaboration && o.Arm == ArmModel && c.probation == ModeCollaboration {
+			exposed++
+		}
+		c.Observe(o)
+		c.SetFleetHint(h)
+		d := c.Decide(mode)
+		if !d.Changed {
+			continue
+		}
+		if d.To == ModeCollaboration && c.probation == ModeCollaboration {
+			entries++
+		}
+		mode = d.To
+		c.Reset() // as Model does on every mode change
+		if mode == ModeRecommendation {
+			return i, exposed, entries
+		}
+	}
+	return 0, exposed, entries
+}
+
+var bigClaim = FleetHint{Effect: math.Log(15), StdDev: 0.5}
+
+func (c *Controller) withHint(h FleetHint) *Controller {
+	c.SetFleetHint(h)
+	return c
+}
+
+// TestFleetHintFalsePromotions: equal arms (the hardest case: no MinEffect
+// margin), a fleet claiming a large effect. The fleet-designed tests are
+// promotion tests of the model's life budget like the others: over many
+// seeds the share of lives promoted stays within 1 − Confidence (three
+// binomial standard errors of noise), and the fleet's two tests alone
+// within the α they spend.
+func TestFleetHintFalsePromotions(t *testing.T) {
+	seeds := 6000
+	if testing.Short() {
+		seeds = 1500
+	}
+	cfg := ControllerConfig{MinSamples: 15, Confidence: 0.99, MinEffect: 0, MaxMode: ModeRecommendation}
+	alpha := 1 - cfg.Confidence
+	first := alpha * 6 / (math.Pi * math.Pi) * (1 + 1.0/4) // the fleet's two tests
+	w := world{base: 1, model: 1, sd: 0.3, predNoise: 0.3, collab: 0.5, holdout: 0.05}
+	for _, h := range []FleetHint{bigClaim, {Effect: 0.5, StdDev: 0.3}} {
+		look, _ := NewController(cfg).withHint(h).fleetLookAt() // the first test's
+		promoted, early := 0, 0
+		for seed := range uint64(seeds) {
+			at, _, entries := fleetLife(cfg, w, h, seed, 120)
+			if entries != 1 {
+				t.Fatalf("hint %+v seed %d: %d entries on the fleet's word, want 1", h, seed, entries)
+			}
+			if at > 0 {
+				promoted++
+				if at < 2*cfg.MinSamples {
+					early++ // by the fleet's look
+				}
+			}
+		}
+		check := func(what string, n int, budget float64) {
+			rate := float64(n) / float64(seeds)
+			t.Logf("claim %v (sd %v, look at %d per arm), %s: %d of %d equal models promoted (%.3f%%, budget %.3f%%)",
+				fmtNum(h.Effect), h.StdDev, look, what, n, seeds, 100*rate, 100*budget)
+			if rate > budget+3*math.Sqrt(budget*(1-budget)/float64(seeds)) {
+				t.Errorf("claim %+v, %s: %.3f%% of equal models promoted, above %.3f%%", h, what, 100*rate, 100*budget)
+			}
+		}
+		check("the fleet's tests", early, first)
+		check("over the life", promoted, alpha)
+	}
+}
+
+// TestFleetHintHostile: the fleet claims a large effect for a model that
+// divides the reward by e (a third of the goodput, on tcp/cc's log
+// scale). It never reaches RECOMMENDATION; it enters COLLABORATION on the
+// fleet's word once in its life, and the MODEL arm runs there only until
+// the fleet-designed tests, at 3 then 4 samples per arm at this claim, or
+// 4 times the second's on the MODEL arm while the control arm waits: at
+// most 16.
+func TestFleetHintHostile(t *testing.T) {
+	cfg := ControllerConfig{MinSamples: 15, Confidence: 0.99, MinEffect: 0.05, MaxMode: ModeRecommendation}
+	c := NewController(cfg)
+	c.SetFleetHint(bigClaim)
+	n1, ok1 := c.fleetLookAt()
+	c.fleetLooks, c.promotionTests = 1, 1
+	n2, ok2 := c.fleetLookAt()
+	if !ok1 || !ok2 || n1 != 3 || n2 != 4 {
+		t.Fatalf("the fleet-designed tests look at %d (%v) and %d (%v) samples per arm, want 3 and 4", n1, ok1, n2, ok2)
+	}
+	bound := fleetMaxExposure * n2
+	w := world{base: 1, model: 0, sd: 0.3, predNoise: 0.3, collab: 0.5, holdout: 0.05}
+	var exposure []int
+	for seed := range uint64(3000) {
+		at, exposed, entries := fleetLife(cfg, w, bigClaim, seed, 150)
+		if at > 0 {
+			t.Fatalf("seed %d: a harmful model reached RECOMMENDATION after %d outcomes", seed, at)
+		}
+		if entries != 1 {
+			t.Fatalf("seed %d: %d entries on the fleet's word, want 1", seed, entries)
+		}
+		exposure = append(exposure, exposed)
+	}
+	slices.Sort(exposure)
+	t.Logf("MODEL outcomes on probation: median %d, 99th percentile %d, max %d", exposure[len(exposure)/2], exposure[len(exposure)*99/100], exposure[len(exposure)-1])
+	if max := exposure[len(exposure)-1]; max > bound {
+		t.Errorf("a hostile claim had the model applied on %d outcomes, want at most %d", max, bound)
+	}
+}
+
+// TestFleetHintTrue: a true large claim promotes in a few samples per
+// arm; alone (no hint) the same model needs the usual schedule.
+func TestFleetHintTrue(t *testing.T) {
+	cfg := ControllerConfig{MinSamples: 15, Confidence: 0.99, MinEffect: 0.05, MaxMode: ModeRecommendation}
+	w := world{base: 1, model: 1 + math.Log(15), sd: 0.3, predNoise: 0.3, collab: 0.5, holdout: 0.05}
+	var joined, alone []int
+	for seed := range uint64(200) {
+		j, _, _ := fleetLife(cfg, w, bigClaim, seed, 500)
+		a, _, _ := fleetLife(cfg, w, FleetHint{}, seed, 500)
+		if j == 0 || a == 0 {
+			t.Fatalf("seed %d: not promoted (joined at %d, alone at %d)", seed, j, a)
+		}
+		joined, alone = append(joined, j), append(alone, a)
+	}
+	slices.Sort(joined)
+	slices.Sort(alone)
+	t.Logf("outcomes to RECOMMENDATION, median (max): with the fleet %d (%d), alone %d (%d)", joined[100], joined[199], alone[100], alone[199])
+	if joined[100] > 8 || 4*joined[100] > alone[100] {
+		t.Errorf("with a true claim: median %d outcomes, alone %d; want at most 8 and a quarter", joined[100], alone[100])
+	}
+}
+
+// Probation survives the Reset of the mode change that starts it and a
+// restart; ends, back to LEARNING with the fleet ignored for good, when
+// the hint is withdrawn; and the ignored fleet survives Reset, restarts
+// and ReInit. A controller capped at COLLABORATION never enters on the
+// fleet's word.
+func TestFleetHintProbation(t *testing.T) {
+	cfg := ControllerConfig{MinSamples: 15, Confidence: 0.99, MinEffect: 0.05, MaxMode: ModeRecommendation}
+	c := NewController(cfg)
+	c.SetFleetHint(bigClaim)
+	d := c.Decide(ModeLearning)
+	if !d.Changed || d.To != ModeCollaboration || !strings.Contains(d.Reason, "probation") {
+		t.Fatalf("with a hint in LEARNING: %v", d)
+	}
+	c.Reset()
+	b, err := json.Marshal(c.Snapshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s ControllerSnapshot
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	c = NewController(cfg)
+	if err := c.Restore(s, ModeCollaboration); err != nil {
+		t.Logf("restore: %v", err) // the evidence of an adopted mode may not apply; probation does
+	}
+	if c.probation != ModeCollaboration {
+		t.Fatalf("probation after a restart: %v", c.probation)
+	}
+	c.SetFleetHint(bigClaim)
+	if d := c.Decide(ModeCollaboration); d.Changed {
+		t.Fatalf("on probation with the hint: %v", d)
+	}
+	c.SetFleetHint(FleetHint{})
+	d = c.Decide(ModeCollaboration)
+	if !d.Changed || d.To != ModeLearning {
+		t.Fatalf("hint withdrawn on probation: %v, want back to LEARNING", d)
+	}
+	if why, ok := c.FleetIgnored(); !ok || !strings.Contains(why, "withdrawn") {
+		t.Fatalf("fleet ignored: %q %v", why, ok)
+	}
+	c.Reset()
+	c.SetFleetHint(bigClaim)
+	if d := c.Decide(ModeLearning); d.Changed {
+		t.Fatalf("a second entry on the fleet's word: %v", d)
+	}
+	c2 := NewController(cfg)
+	if err := c2.Restore(c.Snapshot(), ModeEmergency); err == nil {
+		t.Fatal("restoring LEARNING evidence in EMERGENCY succeeded")
+	}
+	if _, ok := c2.FleetIgnored(); !ok {
+		t.Fatal("the ignored fleet did not survive a restart")
+	}
+	m, _, _ := modelIn(t, StateInitialized)
+	m.Controller().ignoreFleet("test")
+	if err := m.ReInit(Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.Controller().FleetIgnored(); !ok {
+		t.Fatal("the ignored fleet did not survive ReInit")
+	}
+	capped := NewController(ControllerConfig{MaxMode: ModeCollaboration})
+	capped.SetFleetHint(bigClaim)
+	if d := capped.Decide(ModeLearning); d.Changed {
+		t.Fatalf("capped at COLLABORATION: %v", d)
+	}
+	for _, bad := range []FleetHint{{Effect: math.NaN(), StdDev: 1}, {Effect: 1, StdDev: math.Inf(1)}, {Effect: -1, StdDev: 1}} {
+		c := NewController(cfg)
+		c.SetFleetHint(bad)
+		if d := c.Decide(ModeLearning); d.Changed {
+			t.Fatalf("hint %+v: %v", bad, d)
+		}
+	}
+}
