@@ -45,6 +45,9 @@ type Config struct {
 	Watchdog []string
 	// Logf receives what the model says; nil discards it.
 	Logf func(string, ...any)
+	// Without names optional tracepoints the collector does without, as
+	// on a kernel that lacks them (CollectorConfig.Without; for tests).
+	Without []string
 }
 
 func (c *Config) defaults() error {
@@ -162,7 +165,7 @@ func open(cfg Config, external bool) (_ *Tuner, err error) {
 		}
 		t.devices = append(t.devices, &device{Device: d, original: kb, kb: kb, choice: kb, arm: model.ArmFallback})
 	}
-	t.coll, err = NewCollector(CollectorConfig{PinDir: cfg.PinDir, Window: cfg.Window})
+	t.coll, err = NewCollector(CollectorConfig{PinDir: cfg.PinDir, Window: cfg.Window, Without: cfg.Without})
 	if err != nil {
 		return nil, err
 	}
