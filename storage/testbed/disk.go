@@ -95,10 +95,27 @@ type diskServer struct {
 	done chan error
 }
 
+// EnsureFUSE makes /dev/fuse exist, loading the fuse module if the
+// kernel has it as one (the disk needs it; a VM's guest may not have
+// loaded it).
+func EnsureFUSE() error {
+	if _, err := os.Stat("/dev/fuse"); err == nil {
+		return nil
+	}
+	out, err := exec.Command("modprobe", "fuse").CombinedOutput()
+	if _, serr := os.Stat("/dev/fuse"); serr != nil {
+		return fmt.Errorf("the testbed's disk needs FUSE: /dev/fuse is missing and modprobe fuse failed (%v: %s); use a kernel with CONFIG_FUSE_FS", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
 // startDiskServer mounts a FUSE file system at mount serving backing
 // with the cost of d (armed by arm, so that setting up the filesystem
 // is quick).
 func startDiskServer(mount, backing string, d Disk) (*diskServer, error) {
+	if err := EnsureFUSE(); err != nil {
+		return nil, err
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("starting the disk server: finding the running executable: %w", err)

@@ -47,8 +47,8 @@ func newTestbed(t *testing.T, cfg Config) *Testbed {
 
 func requireFUSE(t *testing.T) {
 	t.Helper()
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		testutil.Missing(t, "needs FUSE (/dev/fuse) for the testbed's disk: modprobe fuse")
+	if err := EnsureFUSE(); err != nil {
+		testutil.Missing(t, err.Error())
 	}
 }
 
