@@ -301,13 +301,17 @@ func (t *Tuner) feedback(w *Window) (model.Feedback, bool) {
 	if w.Hdr.TsNs-w.WindowNs < d.changedNs+uint64(settle) || phase == PhaseIdle {
 		return model.Feedback{}, false // the window saw the setting change, or nothing is known yet
 	}
+	reward := w.Throughput()
 	if w.RaMaxPages != 0 && w.RaMaxPages*4 != uint64(w.RaKb) {
 		// A reader still runs under another setting: the kernel copies
 		// read_ahead_kb into a file when it is opened, so a file opened
-		// before the change keeps the old one. Not this setting's outcome.
+		// before the change keeps the old one. Not this setting's outcome
+		// nor its block's: the learner has it for the setting the reader
+		// runs under (the largest in the window, for the rare window of
+		// two readers).
+		t.learner.Observe(d.Dev, phase, uint32(w.RaMaxPages*4), reward)
 		return model.Feedback{}, false
 	}
-	reward := w.Throughput()
 	t.learner.Observe(d.Dev, phase, w.RaKb, reward)
 	if d.exploring || d.override != 0 {
 		return model.Feedback{}, false
