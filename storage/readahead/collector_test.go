@@ -191,7 +191,7 @@ var noRewardTracepoints = []string{
 
 // requireReward skips t on a kernel without the tracepoints that carry the
 // bytes a workload asked for (filemap:mm_filemap_get_pages, and
-// mm_filemap_fault for page faults; both arrived after 6.12): there the
+// mm_filemap_fault for page faults; 6.1 lacks both, 6.12 has them): there the
 // model has no reward, so it collects and stays in LEARNING by design,
 // and whatever needs a reward or tells page faults apart cannot be shown.
 // The skip names the tracepoint; what the model does on such a kernel is
