@@ -14,6 +14,17 @@
 // reads), one capped in bytes per second like a disk whose cost is per
 // byte (small readahead wins on random page faults).
 //
+// Config.Disk puts the backing file on a disk with additive cost instead
+// (the throttle charges a request the larger of its per-request and
+// per-byte costs, a real disk their sum, and only the sum makes a
+// sequential phase and a page-fault phase want different readahead):
+//
+//	tmpfs
+//	  └─ disk.img ── FUSE file system, served by a child process (the
+//	                 running executable again) that charges every read
+//	                 request + seek + bytes/bandwidth, direct I/O
+//	                   └─ disk/disk.img ── loop device ── ext4
+//
 // A filesystem is mounted on the device so that every page of the
 // workload's files is attributed to the device (the tracepoints name the
 // superblock's device), as on a real host.
