@@ -131,6 +131,10 @@ type Tuner struct {
 	lastDecide time.Time
 	// lastDecision is the controller's last word, for status.
 	lastDecision string
+	// blockMode is the mode the devices' blocks were drawn in: a block
+	// drawn in another mode ends at once (a control block of
+	// COLLABORATION does not outlive a promotion).
+	blockMode model.Mode
 	closed       bool
 }
 
@@ -374,6 +378,12 @@ func (t *Tuner) step(now time.Time) {
 		t.control = c
 	}
 	nowNs := loader.MonotonicNs()
+	if t.control.Mode != t.blockMode {
+		t.blockMode = t.control.Mode
+		for _, d := range t.devices {
+			d.blockEnd = time.Time{}
+		}
+	}
 	for _, d := range t.devices {
 		if d.backedOff {
 			continue
