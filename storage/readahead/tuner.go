@@ -135,7 +135,7 @@ type Tuner struct {
 	// drawn in another mode ends at once (a control block of
 	// COLLABORATION does not outlive a promotion).
 	blockMode model.Mode
-	closed       bool
+	closed    bool
 }
 
 // New loads the collector, records the devices' settings and starts the
