@@ -38,10 +38,10 @@
 //
 // Workloads (Run): seq (large sequential reads of one file), random
 // (4 KiB preads at random offsets), mmap (random page faults in a
-// mapping), phased (the three in turn, a fixed amount of work each: a job). Each reopens
-// its file often: the kernel copies a device's readahead setting into a
-// file's readahead state when the file is opened, so a new read_ahead_kb
-// reaches files opened after it is set.
+// mapping), phased (the three in turn, a fixed amount of work each: a
+// job). Each reopens its file often: the kernel copies a device's
+// readahead setting into a file's readahead state when the file is
+// opened, so a new read_ahead_kb reaches files opened after it is set.
 //
 // Close removes everything (the mount, the loop device, the tmpfs, the
 // cgroup) and may be called more than once; New also removes what the
