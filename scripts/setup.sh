@@ -73,6 +73,11 @@ if [[ $purpose == test ]]; then
 		echo "setup: loading the loop driver"
 		modprobe loop || echo "setup: no loop driver: the storage/readahead tests will say so" >&2
 	fi
+	# The storage testbed's disk (a FUSE server charging seek + transfer).
+	if [[ ! -e /dev/fuse ]]; then
+		echo "setup: loading fuse"
+		modprobe fuse || echo "setup: no FUSE: the storage testbed's disk tests will say so" >&2
+	fi
 fi # test
 
 if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then

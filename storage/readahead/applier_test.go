@@ -436,3 +436,30 @@ func TestTunerLearnsAndPromotes(t *testing.T) {
 		t.Errorf("after the model stopped the device holds %d, want its original %d", got, testbed.DefaultReadAheadKB)
 	}
 }
+
+// TestPromotionStartsANewBlock: a block drawn in COLLABORATION (here a
+// control block, on the device's default) ends when the mode changes, so
+// a promotion applies the model's setting at once, not a block later.
+func TestPromotionStartsANewBlock(t *testing.T) {
+	tb := newTestbed(t, testbed.Config{})
+	setKB(t, tb, 128)
+	tu := newTuner(t, tb, Config{Mode: model.ModeCollaboration, MaxMode: model.ModeRecommendation, CollabPermille: 1, HoldoutPermille: 1, Block: time.Hour})
+	if err := tu.Recommend(tb.Name, 2048); err != nil {
+		t.Fatal(err)
+	}
+	tu.step(time.Now())
+	if got := kernelKB(t, tb); got != 128 {
+		t.Fatalf("in a COLLABORATION control block (model share 0.1 %%) the device holds %d, want 128", got)
+	}
+	tu.mu.Lock()
+	tu.control.Mode = model.ModeRecommendation // as the controller's promotion does
+	err := tu.renew()
+	tu.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu.step(time.Now())
+	if got := kernelKB(t, tb); got != 2048 {
+		t.Errorf("right after the promotion (holdout 0.1 %%) the device holds %d, want the model's 2048", got)
+	}
+}

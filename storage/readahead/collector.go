@@ -44,6 +44,11 @@ type CollectorConfig struct {
 	PinDir string
 	// Window is the features' window; 0 means 250 ms.
 	Window time.Duration
+	// Without names optional tracepoints ("group:name") to do without as
+	// if the kernel lacked them: an older kernel's behaviour on any kernel
+	// (6.1 has no readahead: events, mm_filemap_get_pages or
+	// mm_filemap_fault).
+	Without []string
 }
 
 // Collector is the loaded and attached BPF collector.
@@ -100,7 +105,11 @@ func NewCollector(cfg CollectorConfig) (_ *Collector, err error) {
 		}
 	}()
 	for _, tp := range tracepoints {
-		if _, err := os.Stat(filepath.Join(tracefs, "events", tp.group, tp.name)); err != nil {
+		_, err := os.Stat(filepath.Join(tracefs, "events", tp.group, tp.name))
+		if err == nil && !tp.required && contains(cfg.Without, tp.group+":"+tp.name) {
+			err = os.ErrNotExist
+		}
+		if err != nil {
 			if tp.required {
 				return nil, fmt.Errorf("loading readahead collector: the kernel has no tracepoint %s:%s (is tracefs mounted? mount -t tracefs nodev %s)", tp.group, tp.name, tracefs)
 			}

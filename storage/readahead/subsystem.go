@@ -80,6 +80,7 @@ func Subsystem() *pipeline.Subsystem {
 		Config:         func() config.Section { return &SectionConfig{} },
 		Open:           openLoop,
 		Rollback:       rollback,
+		Pinned:         pinnedKeys,
 	}
 }
 

@@ -67,3 +67,83 @@ func TestModelRunsOnTheLoop(t *testing.T) {
 		t.Errorf("after the model stopped the device holds %d, want its original %d", got, testbed.DefaultReadAheadKB)
 	}
 }
+
+// TestRecommendationsListAndWithdraw: 'mlbpf recommendations' lists an
+// operator's readahead for a device and the learner's per phase, and
+// 'recommend --withdraw' takes the operator's back (the learner's apply
+// again), then the learner's (it forgets the device).
+func TestRecommendationsListAndWithdraw(t *testing.T) {
+	tb := newTestbed(t, testbed.Config{})
+	old := WatchdogCommand
+	WatchdogCommand = func() []string { return nil }
+	t.Cleanup(func() { WatchdogCommand = old })
+	env := pipeline.Env{Model: "readahead", PinRoot: testutil.PinRoot(t), StateDir: t.TempDir(), Log: slog.New(slog.DiscardHandler),
+		Options: model.Options{SleepTimeout: 250 * time.Millisecond, InitialMode: model.ModeCollaboration}}
+	loop, err := Subsystem().Open(env, &SectionConfig{Devices: []string{tb.Name}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer loop.Close()
+	tu := loop.Objects().(*objects).t
+	list := func() []pipeline.Entry {
+		t.Helper()
+		es, err := loop.Recommendations()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return es
+	}
+	if es := list(); len(es) != 0 {
+		t.Errorf("before anything was learned or recommended: %+v, want none", es)
+	}
+	for range 3 {
+		tu.learner.Observe(tb.Dev(), PhaseSequential, 1024, 9e6)
+		tu.learner.Observe(tb.Dev(), PhaseMmap, 16, 4e5)
+	}
+	if _, err := loop.Recommend(model.Recommendation{Key: tb.Name, Value: "512"}, true); err != nil {
+		t.Fatal(err)
+	}
+	if es := list(); len(es) != 1 || es[0].Key != tb.Name || es[0].Value != "512" || es[0].By != pipeline.ByOperator {
+		t.Errorf("after the operator's 512: %+v, want %s=512 by the operator", es, tb.Name)
+	}
+	if _, err := loop.Withdraw("nosuchdevice"); err == nil {
+		t.Error("withdrawing a device the model does not tune was accepted")
+	}
+	if key, err := loop.Withdraw("/dev/" + tb.Name); err != nil || key != tb.Name {
+		t.Fatalf("withdraw /dev/%s: %q, %v", tb.Name, key, err)
+	}
+	if es := list(); len(es) != 1 || es[0].Value != "mmap=16,sequential=1024" || es[0].By != pipeline.ByLearner {
+		t.Errorf("after the operator's withdrawal: %+v, want the learner's mmap=16,sequential=1024", es)
+	}
+	if _, err := loop.Withdraw(tb.Name); err != nil {
+		t.Fatal(err)
+	}
+	if es := list(); len(es) != 0 {
+		t.Errorf("after the learner's withdrawal: %+v, want none", es)
+	}
+	if kb, ok := tu.learner.Best(tb.Dev(), PhaseSequential); ok {
+		t.Errorf("the learner still knows %d KB for sequential reads after the withdrawal", kb)
+	}
+}
+
+// TestRecommendationsWithNoDaemon: with no daemon the model holds no
+// recommendation (its devices are back at their originals): nothing is
+// listed, and a withdrawal is validated but changes nothing.
+func TestRecommendationsWithNoDaemon(t *testing.T) {
+	k, err := Subsystem().OpenPinnedKeys(&SectionConfig{Devices: []string{"sda"}}, t.TempDir(), "readahead")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	if es, err := k.Entries(); err != nil || len(es) != 0 {
+		t.Errorf("entries %+v, %v; want none", es, err)
+	}
+	if key, err := k.WithdrawKey("/dev/sda"); err != nil || key != "sda" {
+		t.Errorf("withdraw /dev/sda: %q, %v; want sda", key, err)
+	}
+	for _, bad := range []string{"sdb", "", "../sda"} {
+		if _, err := k.WithdrawKey(bad); err == nil {
+			t.Errorf("withdraw %q was accepted", bad)
+		}
+	}
+}

@@ -45,6 +45,9 @@ type Config struct {
 	Watchdog []string
 	// Logf receives what the model says; nil discards it.
 	Logf func(string, ...any)
+	// Without names optional tracepoints the collector does without, as
+	// on a kernel that lacks them (CollectorConfig.Without; for tests).
+	Without []string
 }
 
 func (c *Config) defaults() error {
@@ -128,7 +131,11 @@ type Tuner struct {
 	lastDecide time.Time
 	// lastDecision is the controller's last word, for status.
 	lastDecision string
-	closed       bool
+	// blockMode is the mode the devices' blocks were drawn in: a block
+	// drawn in another mode ends at once (a control block of
+	// COLLABORATION does not outlive a promotion).
+	blockMode model.Mode
+	closed    bool
 }
 
 // New loads the collector, records the devices' settings and starts the
@@ -162,7 +169,7 @@ func open(cfg Config, external bool) (_ *Tuner, err error) {
 		}
 		t.devices = append(t.devices, &device{Device: d, original: kb, kb: kb, choice: kb, arm: model.ArmFallback})
 	}
-	t.coll, err = NewCollector(CollectorConfig{PinDir: cfg.PinDir, Window: cfg.Window})
+	t.coll, err = NewCollector(CollectorConfig{PinDir: cfg.PinDir, Window: cfg.Window, Without: cfg.Without})
 	if err != nil {
 		return nil, err
 	}
@@ -298,13 +305,17 @@ func (t *Tuner) feedback(w *Window) (model.Feedback, bool) {
 	if w.Hdr.TsNs-w.WindowNs < d.changedNs+uint64(settle) || phase == PhaseIdle {
 		return model.Feedback{}, false // the window saw the setting change, or nothing is known yet
 	}
+	reward := w.Throughput()
 	if w.RaMaxPages != 0 && w.RaMaxPages*4 != uint64(w.RaKb) {
 		// A reader still runs under another setting: the kernel copies
 		// read_ahead_kb into a file when it is opened, so a file opened
-		// before the change keeps the old one. Not this setting's outcome.
+		// before the change keeps the old one. Not this setting's outcome
+		// nor its block's: the learner has it for the setting the reader
+		// runs under (the largest in the window, for the rare window of
+		// two readers).
+		t.learner.Observe(d.Dev, phase, uint32(w.RaMaxPages*4), reward)
 		return model.Feedback{}, false
 	}
-	reward := w.Throughput()
 	t.learner.Observe(d.Dev, phase, w.RaKb, reward)
 	if d.exploring || d.override != 0 {
 		return model.Feedback{}, false
@@ -367,6 +378,12 @@ func (t *Tuner) step(now time.Time) {
 		t.control = c
 	}
 	nowNs := loader.MonotonicNs()
+	if t.control.Mode != t.blockMode {
+		t.blockMode = t.control.Mode
+		for _, d := range t.devices {
+			d.blockEnd = time.Time{}
+		}
+	}
 	for _, d := range t.devices {
 		if d.backedOff {
 			continue

@@ -24,6 +24,10 @@ type Config struct {
 	FileMiB int
 	// Throttle caps the device's reads from the start (see Throttle).
 	Throttle Throttle
+	// Disk, if not zero, puts the device's backing file on a FUSE file
+	// system whose server charges every read as Disk says, instead of on
+	// tmpfs.
+	Disk Disk
 }
 
 // Testbed is one loop device with a filesystem and a throttle.
@@ -40,6 +44,8 @@ type Testbed struct {
 	fsMounted bool
 	loopFD    *os.File // held until Close so the device exists
 	cg        *cgroup
+	disk      *diskServer
+	diskMount string
 
 	segment atomic.Int64 // the seq workload's next segment
 
@@ -103,8 +109,23 @@ func New(ctx context.Context, cfg Config) (_ *Testbed, err error) {
 	if err := os.Truncate(img, int64(cfg.SizeMiB)<<20); err != nil {
 		return nil, fmt.Errorf("sizing the disk image: %w", err)
 	}
+	if !cfg.Disk.IsZero() {
+		tb.diskMount = filepath.Join(tb.dir, "disk")
+		if tb.disk, err = startDiskServer(tb.diskMount, img, cfg.Disk); err != nil {
+			return nil, err
+		}
+		img = tb.disk.path
+	}
 	if err := tb.attachLoop(img); err != nil {
 		return nil, err
+	}
+	if tb.disk != nil {
+		// One device request, one disk request: the disk server takes
+		// requests of up to 1 MiB.
+		p := filepath.Join("/sys/block", tb.Name, "queue", "max_sectors_kb")
+		if err := os.WriteFile(p, []byte("1024"), 0); err != nil {
+			return nil, fmt.Errorf("capping %s's requests at 1 MiB: %w", tb.Device, err)
+		}
 	}
 	// A loop device keeps the setting of its previous user: give it the
 	// kernel's default for a new disk.
@@ -129,6 +150,11 @@ func New(ctx context.Context, cfg Config) (_ *Testbed, err error) {
 	}
 	if err := tb.DropCache(); err != nil {
 		return nil, err
+	}
+	if tb.disk != nil {
+		if err := tb.disk.arm(); err != nil {
+			return nil, err
+		}
 	}
 	tb.cg, err = newCgroup(fmt.Sprintf("%s%d", prefix, os.Getpid()))
 	if err != nil {
@@ -269,6 +295,9 @@ func (tb *Testbed) Close() error {
 			// explicitly too, for a device nobody else holds.
 			_ = unix.IoctlSetInt(int(tb.loopFD.Fd()), unix.LOOP_CLR_FD, 0)
 			errs = append(errs, tb.loopFD.Close())
+		}
+		if tb.disk != nil {
+			errs = append(errs, tb.disk.stop(tb.diskMount))
 		}
 		if tb.dirMount {
 			if err := unix.Unmount(tb.dir, 0); err != nil {

@@ -29,6 +29,9 @@ func newTestbed(t *testing.T, cfg Config) *Testbed {
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
 		testutil.Missing(t, "needs mkfs.ext4: apt-get install e2fsprogs")
 	}
+	if !cfg.Disk.IsZero() {
+		requireFUSE(t)
+	}
 	tb, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -40,6 +43,13 @@ func newTestbed(t *testing.T, cfg Config) *Testbed {
 		assertGone(t, tb)
 	})
 	return tb
+}
+
+func requireFUSE(t *testing.T) {
+	t.Helper()
+	if err := EnsureFUSE(); err != nil {
+		testutil.Missing(t, err.Error())
+	}
 }
 
 // assertGone fails t if anything of tb is left on the host.
@@ -154,7 +164,7 @@ func TestWorkloadsRun(t *testing.T) {
 // checks that the next testbed's clean-up removes all it left.
 func TestKilledTestbedIsCleaned(t *testing.T) {
 	if os.Getenv("MLBPF_TESTBED_CHILD") != "" {
-		tb, err := New(context.Background(), Config{SizeMiB: 64, FileMiB: 4})
+		tb, err := New(context.Background(), Config{SizeMiB: 64, FileMiB: 4, Disk: Disk{Request: time.Millisecond}})
 		if err != nil {
 			os.Exit(2)
 		}
@@ -163,6 +173,7 @@ func TestKilledTestbedIsCleaned(t *testing.T) {
 		os.Exit(3)
 	}
 	newTestbed(t, Config{SizeMiB: 64, FileMiB: 4}) // skips without root
+	requireFUSE(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestKilledTestbedIsCleaned$")
 	cmd.Env = append(os.Environ(), "MLBPF_TESTBED_CHILD=1")
 	out, err := cmd.StdoutPipe()
@@ -191,4 +202,44 @@ func TestKilledTestbedIsCleaned(t *testing.T) {
 	CleanStale()
 	time.Sleep(100 * time.Millisecond) // autoclear runs once the last user is gone
 	assertGone(t, dead)
+}
+
+// TestDiskCostIsAdditive reads the device directly (O_DIRECT: every read
+// is one request of the loop device, one read of the disk server) at
+// offsets that do not follow each other: each read must take at least
+// request + seek + bytes/BPS, the sum, where the io controller's throttle
+// would charge the largest of them only.
+func TestDiskCostIsAdditive(t *testing.T) {
+	d := Disk{Request: 10 * time.Millisecond, Seek: 10 * time.Millisecond, BPS: 1 << 20}
+	tb := newTestbed(t, Config{SizeMiB: 64, FileMiB: 4, Disk: d})
+	b, err := os.ReadFile(filepath.Join("/sys/block", tb.Name, "loop", "backing_file"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(strings.TrimSpace(string(b)), "/disk/"+diskImage) {
+		t.Fatalf("the loop device's backing file is %q, want the disk server's image", b)
+	}
+	f, err := os.OpenFile(tb.Device, os.O_RDONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const size, reads = 64 << 10, 4
+	buf, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE) // aligned for O_DIRECT
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(buf)
+	start := time.Now()
+	for i := range reads {
+		if _, err := f.ReadAt(buf, int64(i)*(8<<20)+4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	el := time.Since(start)
+	want := time.Duration(reads) * d.cost(size, true)
+	t.Logf("%d reads of %d KiB: %v, the disk's cost %v (the largest part alone: %v)", reads, size>>10, el, want, time.Duration(reads)*time.Duration(float64(size)/float64(d.BPS)*float64(time.Second)))
+	if el < want {
+		t.Errorf("%d reads took %v, less than their cost %v: the disk does not charge request + seek + transfer", reads, el, want)
+	}
 }

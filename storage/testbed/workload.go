@@ -21,7 +21,7 @@ const (
 	Seq    Workload = "seq"    // sequential 128 KiB reads, 8 MiB per open
 	Random Workload = "random" // 4 KiB preads at random offsets
 	Mmap   Workload = "mmap"   // random page faults in a read-only mapping
-	Phased Workload = "phased" // seq, random, mmap in turn, PhaseLength each
+	Phased Workload = "phased" // seq, random, mmap in turn, a fixed amount of work each
 )
 
 // Workloads lists every workload.
@@ -37,7 +37,23 @@ func ParseWorkload(s string) (Workload, error) {
 	return "", fmt.Errorf("unknown workload %q: use seq, random, mmap or phased", s)
 }
 
-// PhaseLength is how long each phase of Phased lasts.
+// Phased is a job that scans, then looks up, then faults, over and over:
+// one cycle reads phaseSeqSegments segments sequentially, makes
+// phaseRandomOpens rounds of random preads, then phaseMmapOpens rounds of
+// random page faults, each segment and round opening its file afresh as
+// a separate program would. A phase is its work, not a time: its figure
+// is the job's throughput, so a slow phase counts for the time it takes
+// (under phases of fixed time the bytes of the fastest phase would
+// decide every figure). PhaseLength caps a phase, for settings that make
+// one crawl: a phase cut short counts in Stats for the time its whole
+// work would have taken at the rate it ran.
+const (
+	phaseSeqSegments = 4
+	phaseRandomOpens = 1
+	phaseMmapOpens   = 4
+)
+
+// PhaseLength is the most one phase of Phased lasts.
 var PhaseLength = 4 * time.Second
 
 const (
@@ -67,45 +83,70 @@ func (s Stats) MBps() float64 {
 }
 
 // Run runs workload w on the testbed for d (or until ctx ends), starting
-// from a cold cache. If progress is not nil, the bytes asked for are
+// from a cold cache; Phased runs whole cycles until d has passed. If progress is not nil, the bytes asked for are
 // added to it as they are read, so that a caller can watch throughput.
 func (tb *Testbed) Run(ctx context.Context, w Workload, d time.Duration, progress *atomic.Int64) (Stats, error) {
 	if err := tb.DropCache(); err != nil {
 		return Stats{}, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
+	if w != Phased {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
 	if progress == nil {
 		progress = new(atomic.Int64)
 	}
 	start := time.Now()
 	before := progress.Load()
-	var ops int64
+	var ops, extraBytes int64
+	var extra time.Duration
 	var err error
 	switch w {
 	case Seq, Random, Mmap:
-		ops, err = tb.runOne(ctx, w, progress)
+		ops, err = tb.runOne(ctx, w, 0, progress)
 	case Phased:
-		for i := 0; ctx.Err() == nil; i++ {
+		phases := []struct {
+			w     Workload
+			opens int
+		}{{Seq, phaseSeqSegments}, {Random, phaseRandomOpens}, {Mmap, phaseMmapOpens}}
+		for i := 0; ctx.Err() == nil && err == nil && (i%3 != 0 || time.Since(start) < d); i++ {
+			p := phases[i%3]
 			pctx, pcancel := context.WithTimeout(ctx, PhaseLength)
+			b0, t0 := progress.Load(), time.Now()
 			var n int64
-			n, err = tb.runOne(pctx, []Workload{Seq, Random, Mmap}[i%3], progress)
+			n, err = tb.runOne(pctx, p.w, p.opens, progress)
+			cut := pctx.Err() != nil && ctx.Err() == nil
 			pcancel()
 			ops += n
-			if err != nil {
-				break
+			// A phase cut short by PhaseLength counts for the time its
+			// whole work takes at the rate it ran.
+			if done, work := progress.Load()-b0, phaseWork(p.w, p.opens); cut && err == nil && done < work {
+				el := time.Since(t0)
+				extra += time.Duration(float64(el) * float64(work-done) / float64(max(done, pageSize)))
+				extraBytes += work - done
 			}
 		}
 	default:
 		return Stats{}, fmt.Errorf("running workload: unknown workload %q", w)
 	}
-	st := Stats{Bytes: progress.Load() - before, Ops: ops, Elapsed: time.Since(start)}
+	st := Stats{Bytes: progress.Load() - before + extraBytes, Ops: ops, Elapsed: time.Since(start) + extra}
 	return st, err
 }
 
-func (tb *Testbed) runOne(ctx context.Context, w Workload, progress *atomic.Int64) (int64, error) {
+// phaseWork is the bytes a phase of Phased asks for: opens rounds of w.
+func phaseWork(w Workload, opens int) int64 {
+	if w == Seq {
+		return int64(opens) * seqSegment
+	}
+	return int64(opens) * opsPerOpen * pageSize
+}
+
+// runOne runs w until ctx ends or, if opens > 0, until it has opened its
+// file that many times.
+func (tb *Testbed) runOne(ctx context.Context, w Workload, opens int, progress *atomic.Int64) (int64, error) {
 	var ops int64
-	for ctx.Err() == nil {
+	for i := 0; ctx.Err() == nil && (opens == 0 || i < opens); i++ {
 		var n int64
 		var err error
 		switch w {
