@@ -108,3 +108,52 @@ func TestPoolMatchesOneSample(t *testing.T) {
 		t.Fatalf("pooled %+v, want %+v", a, all)
 	}
 }
+
+// Two hosts whose means differ by far more than one observation's spread
+// within each host: the prior's spread is the within-host one, weighted by
+// each host's degrees of freedom after the age discount.
+func TestPriorSpreadIsWithinHosts(t *testing.T) {
+	now := time.Now()
+	host := func(h string, at time.Time, mean, sd float64) *Message {
+		e := learner.Estimate{W: 10, Mean: mean, S: 9 * sd * sd} // Var() = sd²
+		return &Message{V: Version, Host: h, Model: "tcp/cc", At: at.UnixMilli(), Stats: Stats{Key: "10.0.0.0/24",
+			Arms: []Arm{{Name: "bbr", Real: e, Predicted: e, Error: e}}}}
+	}
+	for _, c := range []struct {
+		name                     string
+		ageB                     time.Duration
+		sdB                      float64
+		wantW, wantMean, wantVar float64
+	}{
+		{"same age", 0, 0.5, 20, 1.5, 0.25},
+		// b one half-life old: weight 5, 4.5 degrees of freedom.
+		{"b older", time.Hour, 1, 15, 1, (9*0.25 + 4.5*1) / 13.5},
+	} {
+		tab := NewTable("self", 0)
+		tab.Put(host("a", now, 0, 0.5))
+		tab.Put(host("b", now.Add(-c.ageB), 3, c.sdB))
+		p := tab.Prior("tcp/cc", "10.0.0.0/24", now, time.Hour)
+		if len(p) != 1 {
+			t.Fatalf("%s: prior %+v, want one arm", c.name, p)
+		}
+		for what, e := range map[string]learner.Estimate{"real": p[0].Real, "predicted": p[0].Predicted, "error": p[0].Error} {
+			if math.Abs(e.W-c.wantW) > 1e-3 || math.Abs(e.Mean-c.wantMean) > 1e-3 || math.Abs(e.Var()-c.wantVar) > 1e-3 {
+				t.Errorf("%s: %s %+v (var %.3f), want weight %v, mean %v, var %.3f", c.name, what, e, e.Var(), c.wantW, c.wantMean, c.wantVar)
+			}
+		}
+	}
+}
+
+func TestPoolWithinOneHostUnchanged(t *testing.T) {
+	e := learner.Estimate{W: 7, Mean: 0.3, S: 2.1}
+	var p PoolWithin
+	p.Add(e, 1)
+	if got := p.Estimate(); math.Abs(got.W-e.W) > 1e-9 || math.Abs(got.Mean-e.Mean) > 1e-9 || math.Abs(got.S-e.S) > 1e-9 {
+		t.Fatalf("one host pooled %+v, want %+v", got, e)
+	}
+	var q PoolWithin
+	q.Add(learner.Estimate{W: 10, Mean: 1, S: 9}, 0.05) // weight 0.5 after the discount
+	if got := q.Estimate(); got.S < 0 || got.W != 0.5 {
+		t.Fatalf("a heavily discounted host pooled %+v, want weight 0.5 and no negative sum of squares", got)
+	}
+}

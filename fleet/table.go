@@ -118,8 +118,10 @@ func (t *Table) Dirty(model string, all bool) []string {
 
 // Prior combines the other hosts' statistics for model's key at now:
 // every host's weights are discounted by 2^(−age/halfLife), then the
-// estimates are pooled arm by arm. It returns nil when no host has
-// anything on key.
+// estimates are pooled arm by arm (PoolWithin: the hosts' weights and
+// means as one sample, the spread of one observation within each host, so
+// that the differences between the hosts' means do not count as noise).
+// It returns nil when no host has anything on key.
 func (t *Table) Prior(model, key string, now time.Time, halfLife time.Duration) []Arm {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -127,6 +129,7 @@ func (t *Table) Prior(model, key string, now time.Time, halfLife time.Duration) 
 	if len(hosts) == 0 {
 		return nil
 	}
+	var pools [][3]PoolWithin
 	var out []Arm
 	idx := map[string]int{}
 	for _, m := range hosts {
@@ -140,13 +143,62 @@ func (t *Table) Prior(model, key string, now time.Time, halfLife time.Duration) 
 				i = len(out)
 				idx[a.Name] = i
 				out = append(out, Arm{Name: a.Name})
+				pools = append(pools, [3]PoolWithin{})
 			}
-			Pool(&out[i].Real, a.Real, f)
-			Pool(&out[i].Predicted, a.Predicted, f)
-			Pool(&out[i].Error, a.Error, f)
+			pools[i][0].Add(a.Real, f)
+			pools[i][1].Add(a.Predicted, f)
+			pools[i][2].Add(a.Error, f)
 		}
 	}
+	for i := range out {
+		out[i].Real = pools[i][0].Estimate()
+		out[i].Predicted = pools[i][1].Estimate()
+		out[i].Error = pools[i][2].Estimate()
+	}
 	return out
+}
+
+// PoolWithin pools several hosts' estimates of one statistic: their
+// weights and means as one sample (as Pool does), but their spreads
+// within each host only, the pooled variance Σ(n_h − 1)·s²_h / Σ(n_h − 1).
+// Each host measures on its own paths, so its mean differs from the
+// others' by more than one observation's noise: counted as noise, those
+// differences would make a claim look noisier than any one host's
+// observations are. The zero value is empty.
+type PoolWithin struct {
+	pooled learner.Estimate // S: within the hosts that have a variance
+	df     float64          // Σ f·(W_h − 1) over those hosts
+	loose  float64          // Σ f·S_h of hosts of weight ≤ 1
+}
+
+// Add adds one host's estimate e, its weight scaled by f.
+func (p *PoolWithin) Add(e learner.Estimate, f float64) {
+	w := e.W * f
+	if w <= 0 {
+		return
+	}
+	p.pooled.W += w
+	p.pooled.Mean += (e.Mean - p.pooled.Mean) * w / p.pooled.W
+	if e.W > 1 {
+		p.pooled.S += e.S * f
+		p.df += (e.W - 1) * f
+	} else {
+		p.loose += e.S * f
+	}
+}
+
+// Estimate returns the pooled estimate: its weight and mean those of all
+// the hosts' observations together, its Var the pooled within-host
+// variance (none when the pooled weight is 1 or less, after the discount;
+// the hosts' own sums of squares when no host has a variance).
+func (p *PoolWithin) Estimate() learner.Estimate {
+	e := p.pooled
+	if p.df > 0 {
+		e.S = e.S / p.df * max(e.W-1, 0)
+	} else {
+		e.S = p.loose
+	}
+	return e
 }
 
 // Discount is the weight evidence of age keeps: 2^(−age/halfLife), 1 for
