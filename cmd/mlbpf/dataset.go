@@ -299,6 +299,12 @@ func cmdDatasetExport(ctx context.Context, args []string, stdout, stderr io.Writ
 		}
 		datasets = append(datasets, ds)
 	}
+	if len(datasets) == 0 && evicted > 0 {
+		// Every portion listed went while we fetched: the daemon is
+		// stopping, or moved on faster than we read. An empty file is
+		// not the export asked for; the old file stays.
+		return fmt.Errorf("exporting %s: the daemon evicted all %d portion(s) it listed before they could be fetched (is it stopping?): nothing written, %s unchanged; run the export again", src.name, evicted, *file)
+	}
 	st, err := export.WriteFile(ctx, *file, f, sub.Records.Type, func(w *export.Writer) error {
 		for _, ds := range datasets {
 			if err := w.WriteDataset(ds); err != nil {
