@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"runtime"
 	"slices"
 	"sync"
@@ -178,14 +179,20 @@ func (k *keeper) Free() *model.Dataset {
 
 // newBenchLoop plugs p's maps into a loop of tcp/cc-sized records
 // decoded by decodeBench, with a keeper and a countLearner, and starts
-// its model. close undoes it.
+// its model. Like the daemon's, the loop has a state directory (a
+// temporary one), so it keeps its per-period history as under 'mlbpf
+// run'. close undoes it all.
 func newBenchLoop(p *Producer) (l *pipeline.Loop, learner *countLearner, close func(), err error) {
 	objs, err := p.ModelObjects()
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	state, err := os.MkdirTemp("", "ringbench-state-")
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	learner = &countLearner{}
-	l, err = pipeline.New(pipeline.Env{Model: "bench", Publisher: &keeper{},
+	l, err = pipeline.New(pipeline.Env{Model: "bench", Publisher: &keeper{}, StateDir: state,
 		Options: model.Options{SleepTimeout: time.Second, MaxMode: model.ModeLearning}},
 		pipeline.Parts[benchRecord]{
 			Subsystem: "ringbench", Objects: objs,
@@ -193,13 +200,15 @@ func newBenchLoop(p *Producer) (l *pipeline.Loop, learner *countLearner, close f
 			Decode:  decodeBench, Learner: learner,
 		})
 	if err != nil {
+		os.RemoveAll(state)
 		return nil, nil, nil, err
 	}
 	if err := l.Model().Start(model.RunConfig{}); err != nil {
 		l.Close()
+		os.RemoveAll(state)
 		return nil, nil, nil, err
 	}
-	return l, learner, func() { _ = l.Model().Stop(); l.Close() }, nil
+	return l, learner, func() { _ = l.Model().Stop(); l.Close(); os.RemoveAll(state) }, nil
 }
 
 // ringRecords is how many records of size bytes a ring of ringBytes
