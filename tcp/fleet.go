@@ -16,9 +16,9 @@ import (
 // it.
 const fleetMaxWeight = 20
 
-// fleetDisagree is how many standard errors apart the host's own mean
-// reward on an arm and the fleet's may be before the host trusts its own
-// alone.
+// fleetDisagree is how many standard errors apart (or below, for the
+// fleet's hint: overrules) the host's own mean reward on an arm and the
+// fleet's claim may be before the host trusts its own alone.
 const fleetDisagree = 2.0
 
 // FleetExport implements pipeline.FleetLearner: per destination prefix
@@ -104,10 +104,10 @@ func (l *Learner) FleetMerge(key string, prior []fleet.Arm) {
 // moved onto the host's scale (relative to its own default), while
 // nothing is recommended for p: the fleet may speed up the first choice,
 // but a standing recommendation changes on the host's own evidence only.
-// An arm where the host's own evidence disagrees with the fleet's gets no
-// prior, then or ever after (until the daemon restarts): its fair trial
-// (MinDefault transfers), or else as many predictions of its own
-// counterfactual model, calibrated.
+// An arm where the host's own evidence disagrees with the fleet's claim,
+// either way, gets no prior, then or ever after (until the daemon
+// restarts): which arm is tried first is the host's own call as soon as
+// it has evidence of its own.
 func (l *Learner) applyFleet(p netip.Prefix, d *Destination, base float64) {
 	prior := l.fleet[p]
 	b := d.Bandit
@@ -118,17 +118,18 @@ func (l *Learner) applyFleet(p netip.Prefix, d *Destination, base float64) {
 			continue
 		}
 		e.Mean += base
-		if !l.overrules(p, name, b, a, e) {
+		if !l.overrules(p, name, b, a, e, false) {
 			a.Prior = e
 		}
 	}
 	// A standing recommendation the fleet backed (FleetHint) stays backed
-	// while the host's own evidence agrees with the claim.
+	// until the host's own evidence refutes the claim (says the arm is
+	// worse than claimed).
 	if fb, ok := l.fleetBacked[p]; ok {
 		a := b.Arms[fb.arm]
 		e := fb.claim
 		e.Mean += base
-		if fb.arm != d.Recommended || a == nil || l.overrules(p, fb.arm, b, a, e) {
+		if fb.arm != d.Recommended || a == nil || l.overrules(p, fb.arm, b, a, e, true) {
 			delete(l.fleetBacked, p)
 		}
 	}
@@ -138,8 +139,20 @@ func (l *Learner) applyFleet(p netip.Prefix, d *Destination, base float64) {
 // disagrees with the fleet's claim e (on the host's scale), and if so
 // marks the claim overruled, for good: the arm's fair trial (MinDefault
 // transfers), or else as many predictions of the host's own calibrated
-// counterfactual model, more than fleetDisagree standard errors from it.
-func (l *Learner) overrules(p netip.Prefix, name string, b *learner.Bandit, a *learner.Arm, e learner.Estimate) bool {
+// counterfactual model, more than fleetDisagree standard errors from it,
+// or, refuteOnly, below it.
+//
+// The prior (which arm is tried first) is overruled either way: a claim
+// that an arm is worse than the host finds it would otherwise let a
+// hostile publisher hide the good arm behind a harmful one it claims
+// subtly. The fleet's hint on a standing recommendation (FleetHint) is
+// overruled only when the host finds the arm worse than claimed
+// (refuteOnly): the hint only times the mode controller's own tests,
+// designed for the claimed effect, which a larger true effect passes
+// sooner; and the host's counterfactual predictions, not yet calibrated
+// on its own split, over-predict a rate-based algorithm on a lossy path,
+// which made a two-sided check withdraw true claims.
+func (l *Learner) overrules(p netip.Prefix, name string, b *learner.Bandit, a *learner.Arm, e learner.Estimate, refuteOnly bool) bool {
 	enough := float64(l.cfg.MinDefault)
 	var own, v float64
 	switch {
@@ -152,7 +165,11 @@ func (l *Learner) overrules(p netip.Prefix, name string, b *learner.Bandit, a *l
 	default:
 		return false
 	}
-	if math.Abs(own-e.Mean) <= fleetDisagree*math.Sqrt(v+b.Noise(e)/e.W) {
+	gap := e.Mean - own // how much worse the arm is on the host than claimed
+	if !refuteOnly {
+		gap = math.Abs(gap)
+	}
+	if gap <= fleetDisagree*math.Sqrt(v+b.Noise(e)/e.W) {
 		return false
 	}
 	if l.fleetOverruled == nil {

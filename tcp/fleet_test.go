@@ -64,6 +64,56 @@ func TestFleetExportMerge(t *testing.T) {
 	// Alone (TestLearnerNeverRecommendsWithoutLoss) it never would.
 }
 
+// TestFleetOverruleOneSided: the host's own counterfactual model, not yet
+// calibrated, predicting the fleet's arm even better than claimed (as it
+// over-predicts bbr on make bench-fleet's lossy testbed) does not
+// withdraw the fleet's hint on probation; predicting it worse than
+// claimed does.
+func TestFleetOverruleOneSided(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// the default's peak rate: bbr is predicted up to about it
+		maxRate float64
+		claim   float64 // bbr's claimed log lift over cubic
+		keeps   bool
+	}{
+		// bbr predicted at about ln(0.81e9·0.9/3e6) ≈ 5.4 over cubic.
+		{"better than claimed", 1e9, math.Log(3), true},
+		// no peak above what cubic did: bbr predicted no better.
+		{"worse than claimed", 3e6, math.Log(20), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newTestLearner()
+			c := func(arm model.Arm, mode model.Mode, cc, rec string) *Conn {
+				x := conn(arm, cc, rec, 3e6, 0.1, tc.maxRate)
+				x.Mode = mode
+				return x
+			}
+			l.FleetMerge("192.0.2.0/24", []fleet.Arm{fleetClaim("bbr", 20, tc.claim, 20*0.3), fleetClaim("cubic", 20, 0, 20*0.3)})
+			var ch *Change
+			for i := 0; ch == nil && i < 10; i++ {
+				_, _, ch = l.Observe(c(model.ArmNoRec, model.ModeLearning, "cubic", ""))
+			}
+			if ch == nil || ch.CC != "bbr" {
+				t.Fatalf("first choice with the fleet's claim %+v, want bbr", ch)
+			}
+			if h := l.FleetHint(); h.Effect != tc.claim {
+				t.Fatalf("hint %+v after the first choice, want the claimed effect %v", h, tc.claim)
+			}
+			// COLLABORATION on probation: the control arm's transfers
+			// give the host's own predictions of bbr, more than
+			// MinDefault of them.
+			for range 2 * (LearnConfig{}).withDefaults().MinDefault {
+				l.Observe(c(model.ArmControl, model.ModeCollaboration, "cubic", "bbr"))
+			}
+			h := l.FleetHint()
+			if kept := h.Effect == tc.claim; kept != tc.keeps {
+				t.Fatalf("hint %+v, overruled %d, after the host's own predictions of bbr: kept %v, want %v", h, l.FleetOverruled(), kept, tc.keeps)
+			}
+		})
+	}
+}
+
 // simHost drives a learner and a real mode controller through the modes
 // as the kernel's arms would, on lossy paths where bbr triples cubic's
 // goodput and reno is harmful (a third of it).
