@@ -79,6 +79,9 @@ func ratioCI(a, b []float64) Estimate {
 	return Estimate{r, r - h, r + h}
 }
 
+// T975 is t975, for the other benches' intervals.
+func T975(df int) float64 { return t975(df) }
+
 // t975 is the 97.5th percentile of Student's t distribution with df
 // degrees of freedom (a two-sided 95 % interval): exact for df ≤ 4, and
 // from the Cornish-Fisher expansion in 1/df above (error below 1e-3).
