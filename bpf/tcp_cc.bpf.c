@@ -11,7 +11,8 @@
  *     connection runs the chosen algorithm) or PASSIVE_ESTABLISHED_CB
  *     (passive open, before the kernel initialises congestion control),
  *     looks the peer up in the LPM trie "recommend", decides with
- *     mlbpf_decide() and, on the MODEL arm only, sets TCP_CONGESTION;
+ *     mlbpf_decide_blocked() (COLLABORATION split in permuted blocks) and,
+ *     on the MODEL arm only, sets TCP_CONGESTION;
  *   - while the connection runs the default algorithm, keeps the peak
  *     delivery-rate sample the kernel measured (RTT_CB), the evidence the
  *     learner's counterfactual model needs (see tcp/doc.go);
@@ -159,6 +160,14 @@ const volatile __u8 rate_probe = 1;
  * nothing about congestion control, and hosts have many of them. */
 const volatile __u64 record_min_bytes = 0;
 
+/* COLLABORATION's split, drawn in permuted blocks across all
+ * connections (the mode controller tests the split of them all): one for
+ * active opens, one for passive ones. A connection between two sockets
+ * of the cgroup (a client and its server on the same host) takes one
+ * decision of each kind; from one block, the server's would always be
+ * the complement of the client's, and the clients' own split coin flips. */
+struct mlbpf_block collab_blocks[2];
+
 /* Keep clang from moving a load across this point. */
 #define pin_value(v) asm volatile("" : "+r"(v))
 
@@ -299,7 +308,7 @@ static __always_inline void decide(struct bpf_sock_ops *ops, bool passive)
 	if (chosen_elsewhere(sk))
 		arm = MLBPF_ARM_SKIPPED;
 	else
-		arm = mlbpf_decide(&snap, have_rec);
+		arm = mlbpf_decide_blocked(&snap, have_rec, &collab_blocks[passive]);
 
 	if (arm == MLBPF_ARM_MODEL &&
 	    bpf_setsockopt(ops, SOL_TCP, TCP_CONGESTION, cc, sizeof(cc))) {

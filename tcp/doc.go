@@ -12,9 +12,13 @@
 // whole connection runs the choice) and at PASSIVE_ESTABLISHED_CB for
 // accept(). It looks the peer up in the LPM trie "recommend" (IPv4 stored
 // IPv4-mapped, so one trie holds both families; ::/0 covers IPv4 too) and
-// takes an arm with mlbpf_decide: nothing applied in LEARNING (SHADOW),
-// applied to a random CollabPermille share in COLLABORATION (MODEL, else
-// CONTROL), applied but for a HoldoutPermille share in RECOMMENDATION,
+// takes an arm with mlbpf_decide_blocked: nothing applied in LEARNING
+// (SHADOW), applied to a random CollabPermille share in COLLABORATION
+// (MODEL, else CONTROL; drawn in permuted blocks, one for connect()s and
+// one for accept()s, so that the two arms stay within a block of each
+// other: with the default 500 ‰ they differ by at most one connection,
+// and n outcomes per arm arrive after 2n connections, not 8–13 for
+// n = 4 as with coin flips), applied but for a HoldoutPermille share in RECOMMENDATION,
 // nothing when the model is not RUNNING or its lease has expired
 // (FALLBACK). Only the MODEL arm calls bpf_setsockopt(TCP_CONGESTION); a
 // refusal is counted as REJECTED.

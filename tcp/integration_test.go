@@ -427,6 +427,54 @@ func TestOperatorIPv6AndFallback(t *testing.T) {
 	}
 }
 
+// TestCollaborationBalanced: COLLABORATION's split is drawn in permuted
+// blocks (mlbpf_decide_blocked), so that after every connection the
+// MODEL and CONTROL arms differ by at most one, and each arm's outcomes
+// arrive after twice as many connections. Coin flips stay that balanced
+// over 20 connections with a chance of 1/1024.
+func TestCollaborationBalanced(t *testing.T) {
+	h := newHarness(t, 0, "")
+	m := h.sub.Model()
+	if err := h.sub.Recommend(testbed.Prefix, "bbr"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SetMode(model.ModeCollaboration, "test: operator"); err != nil {
+		t.Fatal(err)
+	}
+	before, err := h.sub.ArmCounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seq []string
+	for i := range 20 {
+		tr, err := h.tb.Send(t.Context(), h.sink.Addr(), testbed.Load{Bytes: 64 << 10}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq = append(seq, tr.CC)
+		if mode := m.Mode(); mode != model.ModeCollaboration {
+			t.Fatalf("the mode controller left COLLABORATION (%v) after %d connections: the test needs it to stay", mode, i+1)
+		}
+		// The client's side: bbr is MODEL, cubic CONTROL.
+		bbr := uint64(strings.Count(strings.Join(seq, " "), "bbr"))
+		if cubic := uint64(len(seq)) - bbr; max(bbr, cubic)-min(bbr, cubic) > 1 {
+			t.Fatalf("after %d connections the clients ran bbr %d times, cubic %d, want within one of each other (algorithms %v)",
+				i+1, bbr, cubic, seq)
+		}
+		// Both sides (the sink's accepted sockets are the cgroup's
+		// too, balanced on their own).
+		after, err := h.sub.ArmCounts()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mod, ctl := after[model.ArmModel]-before[model.ArmModel], after[model.ArmControl]-before[model.ArmControl]
+		if max(mod, ctl)-min(mod, ctl) > 2 {
+			t.Fatalf("after %d connections: %d MODEL, %d CONTROL decisions, want within two of each other", i+1, mod, ctl)
+		}
+	}
+	t.Logf("algorithms in order: %v", seq)
+}
+
 // TestRestartAdoptsPinsAndState: a second run adopts the pinned program,
 // maps and the learner's state.
 func TestRestartAdoptsPinsAndState(t *testing.T) {

@@ -13,6 +13,14 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type tcpccMlbpfBlock struct {
+	_          structs.HostLayout
+	Generation uint32
+	Permille   uint32
+	Left       uint32
+	ModelLeft  uint32
+}
+
 type tcpccMlbpfControl struct {
 	_               structs.HostLayout
 	Mode            uint32
@@ -115,6 +123,7 @@ const (
 	tcpccMapRecommend        = "recommend"
 	tcpccMapStats            = "stats"
 	tcpccProgTcpCcSockops    = "tcp_cc_sockops"
+	tcpccVarCollabBlocks     = "collab_blocks"
 	tcpccVarHandlePassive    = "handle_passive"
 	tcpccVarRateProbe        = "rate_probe"
 	tcpccVarRecordMinBytes   = "record_min_bytes"
@@ -183,6 +192,7 @@ type tcpccMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpccVariableSpecs struct {
+	CollabBlocks     *ebpf.VariableSpec `ebpf:"collab_blocks"`
 	HandlePassive    *ebpf.VariableSpec `ebpf:"handle_passive"`
 	RateProbe        *ebpf.VariableSpec `ebpf:"rate_probe"`
 	RecordMinBytes   *ebpf.VariableSpec `ebpf:"record_min_bytes"`
@@ -233,6 +243,7 @@ func (m *tcpccMaps) Close() error {
 //
 // It can be passed to loadTcpccObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpccVariables struct {
+	CollabBlocks     *ebpf.Variable `ebpf:"collab_blocks"`
 	HandlePassive    *ebpf.Variable `ebpf:"handle_passive"`
 	RateProbe        *ebpf.Variable `ebpf:"rate_probe"`
 	RecordMinBytes   *ebpf.Variable `ebpf:"record_min_bytes"`

@@ -321,6 +321,90 @@ static __always_inline void mlbpf_fill_hdr(struct mlbpf_record_hdr *h,
 	h->cpu = bpf_get_smp_processor_id();
 }
 
+/*
+ * Balanced randomisation of COLLABORATION (mlbpf_decide_blocked).
+ *
+ * Independent coin flips leave the two arms of a small split unequal: a
+ * 50/50 split needs 8 to 13 decisions, not 8, before each arm has 4.
+ * Permuted blocks (a clinical trial's "block randomisation") keep them
+ * equal: the decisions are taken in blocks of n, of which exactly
+ * n·permille/1000 apply the model, in a random order (each decision
+ * draws MODEL with probability models left / decisions left in its
+ * block). Every decision is still random, and the arms never differ by
+ * more than a block.
+ *
+ * struct mlbpf_block - the block being drawn from.
+ *
+ * @generation: of the control block it was begun under; a new
+ *              generation (a mode change) begins a new block
+ * @permille:   the share it was begun for
+ * @left:       decisions left in it
+ * @model_left: of which MODEL
+ *
+ * Shared by the CPUs without a lock: two decisions at the same instant
+ * may draw from the same state, which unbalances the block by one (and
+ * leaves every draw random); an inconsistent state begins a new block.
+ */
+struct mlbpf_block {
+	__u32 generation;
+	__u32 permille;
+	__u32 left;
+	__u32 model_left;
+};
+
+/* The largest block: a share with no whole block up to it (333 ‰) is
+ * drawn by coin flips. */
+#define MLBPF_BLOCK_MAX 20
+
+/* The smallest block in which @permille of the decisions is a whole
+ * number, 0 if none up to MLBPF_BLOCK_MAX. */
+static __always_inline __u32 mlbpf_block_size(__u32 permille)
+{
+	for (__u32 n = 2; n <= MLBPF_BLOCK_MAX; n++)
+		if (permille * n % MLBPF_PERMILLE == 0)
+			return n;
+	return 0;
+}
+
+/* True (MODEL) for @permille of the decisions, in permuted blocks. */
+static __always_inline bool mlbpf_draw_block(struct mlbpf_block *b, __u32 generation, __u32 permille)
+{
+	__u32 n, left, model_left;
+	bool model;
+
+	if (!b || permille == 0 || permille >= MLBPF_PERMILLE)
+		return mlbpf_draw(permille);
+	n = mlbpf_block_size(permille);
+	if (!n)
+		return mlbpf_draw(permille);
+	left = b->left;
+	model_left = b->model_left;
+	if (b->generation != generation || b->permille != permille || left == 0 || left > n ||
+	    model_left > left) {
+		left = n;
+		model_left = permille * n / MLBPF_PERMILLE;
+	}
+	model = bpf_get_prandom_u32() % left < model_left;
+	b->generation = generation;
+	b->permille = permille;
+	b->left = left - 1;
+	b->model_left = model_left - model;
+	return model;
+}
+
+/*
+ * mlbpf_decide_blocked - mlbpf_decide, with COLLABORATION's split drawn
+ * in permuted blocks from @b (coin flips if @b is NULL).
+ */
+static __always_inline enum mlbpf_arm
+mlbpf_decide_blocked(const struct mlbpf_snapshot *s, bool have_rec, struct mlbpf_block *b)
+{
+	if (mlbpf_may_act(s) && s->mode == MLBPF_MODE_COLLABORATION && have_rec)
+		return mlbpf_draw_block(b, s->generation, s->collab_permille) ? MLBPF_ARM_MODEL :
+										 MLBPF_ARM_CONTROL;
+	return mlbpf_decide(s, have_rec);
+}
+
 #endif /* __BPF__ */
 
 #endif /* __MLBPF_H */
