@@ -182,8 +182,13 @@ func (l *Learner) overrules(p netip.Prefix, name string, b *learner.Bandit, a *l
 // fleetMinDefault is the number of transfers on the default a prefix
 // needs before the fleet's prior may make the first choice for it (the
 // host's own baseline, which the prior is moved onto), instead of
-// LearnConfig.MinDefault.
-const fleetMinDefault = 2
+// LearnConfig.MinDefault. One: the prior is relative to the default, so
+// the baseline's level does not change which arm the claim favours, and
+// the host's own predictions cannot overrule a claim before MinDefault
+// transfers anyway; a second transfer only gave FleetHint the host's own
+// spread on the default, which sizes the controller's test but does not
+// make it valid (the test's α is the model's, whatever the hint).
+const fleetMinDefault = 1
 
 // minDefault returns the weight of default transfers p needs before
 // anything is recommended for it: MinDefault, or the weight of

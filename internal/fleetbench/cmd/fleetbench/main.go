@@ -8,7 +8,7 @@
 // hosts 1…N−1 (each a process of its own: a daemon running tcp/cc with
 // its own pin root, state directory, socket, cgroup and lossy testbed)
 // until each reaches RECOMMENDATION, then host N, joining their fleet,
-// then a lone host without one (-repeat times each, new hosts), and
+// then a lone host without one (-joins and -repeat times, new hosts), and
 // prints one line:
 //
 //	fleet hosts=4 learned_after_alone=… learned_after_joined=… speedup=5.30[4.10,6.80] msgs_per_s=… bytes_per_host_s=… runs=… alone=61,52,… joined=12,10,… goal=met|unclear|missed
@@ -69,7 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	natsURL := fs.String("nats", "", "the host's NATS server (with -host; empty: a lone host)")
 	linger := fs.Duration("linger", 2*time.Second, "how long a host keeps sharing after it learned (with -host)")
 	join := fs.Bool("join", false, "wait for the fleet's statistics before the first connection (with -host: the joining host)")
-	repeat := fs.Int("repeat", 3, "runs of the joining host and of the lone host (each a new host); the line reports their geometric means and the speedup's confidence interval")
+	repeat := fs.Int("repeat", 4, "runs of a lone host (each a new host); the line reports their geometric mean and the speedup's confidence interval")
+	joins := fs.Int("joins", 8, "runs of a joining host (each a new host, joining the fleet as it grew; one before each lone host's, the rest after)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -91,8 +92,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *hosts < 2 {
 		return errors.New("-hosts: want at least 2")
 	}
-	if *repeat < 1 {
-		return errors.New("-repeat: want at least 1")
+	if *repeat < 1 || *joins < 1 {
+		return errors.New("-repeat and -joins: want at least 1")
 	}
 	dir, err := os.MkdirTemp("", "mlbpf-fleetbench-nats-")
 	if err != nil {
@@ -148,29 +149,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	// Host N joins (and, repeated, another new host each time), then a
-	// lone host learns.
+	// lone host learns; joins are cheap, so there may be more of them
+	// than lone hosts (-joins).
 	var joinedN, aloneN []int
 	learned := true
-	for i := range *repeat {
-		joined, err := host(fmt.Sprintf("host-%d", *hosts+i), srv.URL, true)
-		if err != nil {
-			return err
+	for i := range max(*repeat, *joins) {
+		if i < *joins {
+			joined, err := host(fmt.Sprintf("host-%d", *hosts+i), srv.URL, true)
+			if err != nil {
+				return err
+			}
+			if i == 0 {
+				results = append(results, joined)
+			}
+			joinedN, learned = append(joinedN, joined.Connections), learned && joined.Learned
 		}
-		if i == 0 {
-			results = append(results, joined)
+		if i < *repeat {
+			alone, err := host(fmt.Sprintf("alone-%d", i+1), "", false)
+			if err != nil {
+				return err
+			}
+			aloneN, learned = append(aloneN, alone.Connections), learned && alone.Learned
 		}
-		alone, err := host(fmt.Sprintf("alone-%d", i+1), "", false)
-		if err != nil {
-			return err
-		}
-		joinedN, aloneN = append(joinedN, joined.Connections), append(aloneN, alone.Connections)
-		learned = learned && joined.Learned && alone.Learned
-		fmt.Fprintf(stderr, "fleetbench: run %d: alone %d, joined %d: speedup %.2f\n", i+1, alone.Connections, joined.Connections,
-			float64(alone.Connections)/float64(max(joined.Connections, 1)))
 	}
 	sp := fleetbench.NewSpeedup(aloneN, joinedN)
-	fmt.Fprintf(stderr, "fleetbench: %d runs: alone %v, joined %v; medians %s and %s\n",
-		*repeat, aloneN, joinedN, fmtCount(median(aloneN)), fmtCount(median(joinedN)))
+	fmt.Fprintf(stderr, "fleetbench: alone %v, joined %v; medians %s and %s\n",
+		aloneN, joinedN, fmtCount(median(aloneN)), fmtCount(median(joinedN)))
 	var msgsPerS, bytesPerHostS float64
 	for _, r := range results {
 		if r.Seconds > 0 {
@@ -178,8 +182,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			bytesPerHostS += float64(r.Bytes) / r.Seconds / float64(len(results))
 		}
 	}
-	fmt.Fprintf(stdout, "fleet hosts=%d learned_after_alone=%.1f learned_after_joined=%.1f speedup=%s msgs_per_s=%.1f bytes_per_host_s=%.0f runs=%d alone=%s joined=%s goal=%s\n",
-		*hosts, sp.AloneMean, sp.JoinedMean, sp, msgsPerS, bytesPerHostS, *repeat, fleetbench.Counts(aloneN), fleetbench.Counts(joinedN), sp.Goal(goal))
+	fmt.Fprintf(stdout, "fleet hosts=%d learned_after_alone=%.1f learned_after_joined=%.1f speedup=%s msgs_per_s=%.1f bytes_per_host_s=%.0f runs=%d/%d alone=%s joined=%s goal=%s\n",
+		*hosts, sp.AloneMean, sp.JoinedMean, sp, msgsPerS, bytesPerHostS, *repeat, *joins, fleetbench.Counts(aloneN), fleetbench.Counts(joinedN), sp.Goal(goal))
 	if !learned {
 		return fmt.Errorf("a host did not reach RECOMMENDATION within %d connections", *maxConns)
 	}
