@@ -216,12 +216,15 @@ type Controller struct {
 	// never reset (see Controller).
 	promotionTests int
 	// The fleet (FleetHint): the hint set last; the fleet-designed
-	// tests made in this mode; the mode entered on the
+	// tests made in this mode; the hint they are designed for, fixed on
+	// entering the mode on probation or else at the mode's first fleet
+	// decision (zero before); the mode entered on the
 	// fleet's word, ModeUnknown when none; why the fleet is ignored for
-	// the rest of the model's life ("" while it is not). Only the hint
-	// and fleetLooks are reset.
+	// the rest of the model's life ("" while it is not). Only the hint,
+	// fleetLooks and design are reset.
 	hint         FleetHint
 	fleetLooks   int
+	design       FleetHint
 	probation    Mode
 	fleetIgnored string
 }
@@ -279,6 +282,9 @@ func (c *Controller) resetEvidence() {
 	c.diff, c.shadowReward, c.shadowPred = welford{}, welford{}, welford{}
 	c.dropped, c.nextLook = 0, 0
 	c.fleetLooks = 0
+	if c.probation == ModeUnknown {
+		c.design = FleetHint{} // on probation, it was fixed on entering the mode
+	}
 }
 
 // Trip makes the next Decide return EMERGENCY with reason (unless the mode

@@ -27,6 +27,12 @@ import (
 //     any promotion test, so the chance of a false promotion stays
 //     below 1 − Confidence whatever the fleet claims; a true large effect
 //     is proven in a few samples.
+//   - Both tests are designed for the hint as it was when the model
+//     entered COLLABORATION on probation, or else at the mode's first
+//     decision with a hint (pre-registered): a hint that changes
+//     afterwards (other hosts' new statistics, or the host's own spread
+//     on its default, which its CONTROL outcomes feed) does not move
+//     them, so when they are made does not depend on the outcomes.
 //   - Probation ends at those tests (each is also due when the
 //     MODEL arm has 4 times its samples, if the random split starves the
 //     control arm): the model is promoted on its own evidence, or goes
@@ -75,17 +81,21 @@ func (c *Controller) FleetIgnored() (string, bool) {
 }
 
 // fleetLookAt returns the samples per arm of the next fleet-designed
-// test, false when there is none (no usable hint, two tests made, or the
+// test, false when there is none (no hint stands, two tests made, or the
 // test would need MinSamples or more: the usual schedule is as fast
 // then). The sample count is the smallest n ≥ 3 with
 // (t(1−α, 2n−2) + z(power))·StdDev·√(2/n) below Effect, α the model's
 // next promotion test's, power 1/2 for the first test and FleetPower for
-// the second: it depends on the hint and the budget, not on the
-// outcomes.
+// the second, Effect and StdDev the design's (the hint fixed on
+// entering the mode; the hint now before it): it depends on the hint
+// and the budget, not on the outcomes.
 func (c *Controller) fleetLookAt() (int, bool) {
 	h := c.hint
 	if c.fleetIgnored != "" || h.Effect <= 0 || c.fleetLooks >= 2 {
 		return 0, false
+	}
+	if c.design.Effect > 0 {
+		h = c.design
 	}
 	alpha := c.spend(c.promotionTests + 1)
 	zPower := 0.0
@@ -116,6 +126,7 @@ func (c *Controller) fleetEntry(ev *Evidence, maxMode Mode) (Decision, bool) {
 		return Decision{}, false
 	}
 	c.probation = ModeCollaboration
+	c.design = c.hint // pre-registered: the tests on probation are designed for it
 	return Decision{To: ModeCollaboration, Changed: true, Reason: fmt.Sprintf(
 		"%s; the fleet claims the model beats the default by %s (sd %s): COLLABORATION on probation, "+
 			"its randomised split tested at %d samples per arm, back to LEARNING unless it proves the claim",
@@ -127,6 +138,9 @@ func (c *Controller) fleetEntry(ev *Evidence, maxMode Mode) (Decision, bool) {
 // decide.
 func (c *Controller) fleetSplit(ev *Evidence, sum string, maxMode Mode) (Decision, bool) {
 	onProbation := c.probation == ModeCollaboration
+	if c.design.Effect <= 0 && c.hint.Effect > 0 {
+		c.design = c.hint // pre-registered: the tests of this mode are designed for it
+	}
 	n, usable := c.fleetLookAt()
 	if !usable || maxMode < ModeRecommendation {
 		if onProbation && c.fleetLooks > 0 {
@@ -155,18 +169,18 @@ func (c *Controller) fleetSplit(ev *Evidence, sum string, maxMode Mode) (Decisio
 		c.probation = ModeUnknown
 		return Decision{To: ModeRecommendation, Changed: true, Reason: fmt.Sprintf(
 			"%s, p=%s < α=%s%s, a test designed for the fleet's claimed effect %s: model better than control by more than %s with %s confidence",
-			sum, fmtP(p), fmtP(alpha), c.lifeTest(), fmtNum(c.hint.Effect), fmtPercent(c.cfg.MinEffect), fmtPercent(c.cfg.Confidence))}, true
+			sum, fmtP(p), fmtP(alpha), c.lifeTest(), fmtNum(c.design.Effect), fmtPercent(c.cfg.MinEffect), fmtPercent(c.cfg.Confidence))}, true
 	}
 	if next, ok := c.fleetLookAt(); ok && maxMode >= ModeRecommendation {
 		return Decision{Reason: fmt.Sprintf("%s, p=%s ≥ α=%s%s: the fleet's claimed effect %s not proven yet; its second test at %d samples per arm",
-			sum, fmtP(ev.Split.PImprove), fmtP(alpha), c.lifeTest(), fmtNum(c.hint.Effect), next)}, true
+			sum, fmtP(ev.Split.PImprove), fmtP(alpha), c.lifeTest(), fmtNum(c.design.Effect), next)}, true
 	}
-	c.ignoreFleet(fmt.Sprintf("its claimed effect %s was not borne out by the host's own split (%s)", fmtNum(c.hint.Effect), sum))
+	c.ignoreFleet(fmt.Sprintf("its claimed effect %s was not borne out by the host's own split (%s)", fmtNum(c.design.Effect), sum))
 	if onProbation {
 		return Decision{To: ModeLearning, Changed: true, Reason: fmt.Sprintf(
 			"%s, p=%s ≥ α=%s%s: the fleet's claimed effect %s not borne out; back to LEARNING, the fleet ignored from now on",
-			sum, fmtP(ev.Split.PImprove), fmtP(alpha), c.lifeTest(), fmtNum(c.hint.Effect))}, true
+			sum, fmtP(ev.Split.PImprove), fmtP(alpha), c.lifeTest(), fmtNum(c.design.Effect))}, true
 	}
 	return Decision{Reason: fmt.Sprintf("%s, p=%s ≥ α=%s%s: the fleet's claimed effect %s not borne out, the fleet ignored from now on; %s per arm",
-		sum, fmtP(ev.Split.PImprove), fmtP(alpha), c.lifeTest(), fmtNum(c.hint.Effect), c.waiting())}, true
+		sum, fmtP(ev.Split.PImprove), fmtP(alpha), c.lifeTest(), fmtNum(c.design.Effect), c.waiting())}, true
 }

@@ -225,3 +225,53 @@ func TestFleetHintProbation(t *testing.T) {
 		}
 	}
 }
+
+// TestFleetDesignPreRegistered: the fleet-designed tests are designed for
+// the hint as it was when the mode began testing it. A hint whose spread
+// grows afterwards (the host's own CONTROL outcomes on a noisy default
+// feed it) neither moves the test (which would make its timing depend on
+// the outcomes) nor abandons the claim: the test is made at the samples
+// per arm announced.
+func TestFleetDesignPreRegistered(t *testing.T) {
+	cfg := ControllerConfig{MinSamples: 15, Confidence: 0.99, MinEffect: 0.05, MaxMode: ModeRecommendation}
+	h := FleetHint{Effect: 2, StdDev: 0.7}
+	c := NewController(cfg)
+	c.SetFleetHint(h)
+	d := c.Decide(ModeLearning)
+	if !d.Changed || d.To != ModeCollaboration {
+		t.Fatalf("with the fleet's hint: %+v, want COLLABORATION on probation", d)
+	}
+	c.Reset()
+	n, ok := c.fleetLookAt()
+	if !ok {
+		t.Fatal("no fleet-designed test")
+	}
+	grown := FleetHint{Effect: h.Effect, StdDev: 2}
+	for i := range n {
+		c.SetFleetHint(grown)
+		if d := c.Decide(ModeCollaboration); d.Changed {
+			t.Fatalf("after %d samples per arm of %d: %+v", i, n, d)
+		}
+		// A clear effect: the model's arm 2.5 above the control's.
+		c.Observe(Outcome{Arm: ArmModel, Reward: 3.5 + 0.1*float64(i%3)})
+		c.Observe(Outcome{Arm: ArmControl, Reward: 1 - 0.2*float64(i%3)})
+	}
+	c.SetFleetHint(grown)
+	d = c.Decide(ModeCollaboration)
+	if !d.Changed || d.To != ModeRecommendation || !strings.Contains(d.Reason, "designed for the fleet") {
+		t.Fatalf("at %d samples per arm, the hint's spread grown from %v to %v: %+v, want RECOMMENDATION by the test announced",
+			n, h.StdDev, grown.StdDev, d)
+	}
+	// Saved and restored, the design goes with the evidence.
+	c2 := NewController(cfg)
+	c2.Decide(ModeCollaboration)
+	c2.design = h
+	s := c2.Snapshot()
+	if s.FleetEffect != h.Effect || s.FleetStdDev != h.StdDev {
+		t.Fatalf("snapshot fleet design %v, %v, want %+v", s.FleetEffect, s.FleetStdDev, h)
+	}
+	c3 := NewController(cfg)
+	if err := c3.Restore(s, ModeCollaboration); err != nil || c3.design != h {
+		t.Fatalf("restored design %+v (%v), want %+v", c3.design, err, h)
+	}
+}

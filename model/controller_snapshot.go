@@ -47,6 +47,10 @@ type ControllerSnapshot struct {
 	FleetLooks   int    `json:"fleet_looks,omitempty"`
 	Probation    Mode   `json:"probation,omitempty"`
 	FleetIgnored string `json:"fleet_ignored,omitempty"`
+	// FleetEffect and FleetStdDev are the hint this mode's
+	// fleet-designed tests are designed for (zero before the first).
+	FleetEffect float64 `json:"fleet_effect,omitempty"`
+	FleetStdDev float64 `json:"fleet_sd,omitempty"`
 }
 
 // ControllerSnapshotVersion is the version of the ControllerSnapshot
@@ -90,6 +94,7 @@ func (c *Controller) Snapshot() ControllerSnapshot {
 		Diff: c.diff.snapshot(), ShadowReward: c.shadowReward.snapshot(), ShadowPred: c.shadowPred.snapshot(),
 		Dropped: c.dropped, Tests: c.nextLook,
 		FleetLooks: c.fleetLooks, Probation: c.probation, FleetIgnored: c.fleetIgnored,
+		FleetEffect: c.design.Effect, FleetStdDev: c.design.StdDev,
 	}
 	for i := range c.arms {
 		s.Arms[i] = c.arms[i].snapshot()
@@ -147,6 +152,7 @@ func (c *Controller) Restore(s ControllerSnapshot, mode Mode) error {
 	c.diff, c.shadowReward, c.shadowPred = from(s.Diff), from(s.ShadowReward), from(s.ShadowPred)
 	c.dropped, c.nextLook, c.mode = s.Dropped, s.Tests, mode
 	c.fleetLooks = min(max(s.FleetLooks, 0), 2)
+	c.design = FleetHint{Effect: s.FleetEffect, StdDev: s.FleetStdDev}
 	return nil
 }
 
@@ -176,6 +182,9 @@ func (s ControllerSnapshot) validate() error {
 	}
 	if s.Probation != ModeUnknown && !s.Probation.Valid() || len(s.FleetIgnored) > 4096 {
 		return fmt.Errorf("probation %v, fleet_ignored of %d bytes: want a mode and a short reason", s.Probation, len(s.FleetIgnored))
+	}
+	if !finite(s.FleetEffect) || !finite(s.FleetStdDev) || s.FleetEffect < 0 || s.FleetStdDev < 0 {
+		return fmt.Errorf("fleet_effect %v, fleet_sd %v: want finite, not negative", s.FleetEffect, s.FleetStdDev)
 	}
 	if math.IsNaN(s.Confidence) || math.IsNaN(s.MinEffect) {
 		return fmt.Errorf("confidence %v, min_effect %v: not numbers", s.Confidence, s.MinEffect)
