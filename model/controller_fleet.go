@@ -84,11 +84,16 @@ func (c *Controller) FleetIgnored() (string, bool) {
 // test, false when there is none (no hint stands, two tests made, or the
 // test would need MinSamples or more: the usual schedule is as fast
 // then). The sample count is the smallest n ≥ 3 with
-// (t(1−α, 2n−2) + z(power))·StdDev·√(2/n) below Effect, α the model's
+// (t(1−α, n−1) + z(power))·StdDev·√(2/n) below Effect, α the model's
 // next promotion test's, power 1/2 for the first test and FleetPower for
 // the second, Effect and StdDev the design's (the hint fixed on
 // entering the mode; the hint now before it): it depends on the hint
-// and the budget, not on the outcomes.
+// and the budget, not on the outcomes. The degrees of freedom are the
+// fewest Welch's test can have at n per arm (one arm's variance
+// dominating, as the default's does on a lossy path, where cubic's log
+// goodput varies twice as much as bbr's): with 2n−2, the design of
+// equal variances, the test had less power than announced and a true
+// claim failed both tests in a quarter of bench-fleet's joins.
 func (c *Controller) fleetLookAt() (int, bool) {
 	h := c.hint
 	if c.fleetIgnored != "" || h.Effect <= 0 || c.fleetLooks >= 2 {
@@ -103,7 +108,7 @@ func (c *Controller) fleetLookAt() (int, bool) {
 		zPower = normalQuantile(FleetPower)
 	}
 	for n := fleetMinLook; n < c.cfg.MinSamples; n++ {
-		need := (studentQuantile(1-alpha, float64(2*n-2)) + zPower) * h.StdDev * math.Sqrt(2/float64(n))
+		need := (studentQuantile(1-alpha, float64(n-1)) + zPower) * h.StdDev * math.Sqrt(2/float64(n))
 		if need < h.Effect {
 			return n, true
 		}

@@ -96,9 +96,9 @@ func TestFleetHintFalsePromotions(t *testing.T) {
 // divides the reward by e (a third of the goodput, on tcp/cc's log
 // scale). It never reaches RECOMMENDATION; it enters COLLABORATION on the
 // fleet's word once in its life, and the MODEL arm runs there only until
-// the fleet-designed tests, at 3 then 4 samples per arm at this claim, or
+// the fleet-designed tests, at 4 then 5 samples per arm at this claim, or
 // 4 times the second's on the MODEL arm while the control arm waits: at
-// most 16.
+// most 20.
 func TestFleetHintHostile(t *testing.T) {
 	cfg := ControllerConfig{MinSamples: 15, Confidence: 0.99, MinEffect: 0.05, MaxMode: ModeRecommendation}
 	c := NewController(cfg)
@@ -106,8 +106,8 @@ func TestFleetHintHostile(t *testing.T) {
 	n1, ok1 := c.fleetLookAt()
 	c.fleetLooks, c.promotionTests = 1, 1
 	n2, ok2 := c.fleetLookAt()
-	if !ok1 || !ok2 || n1 != 3 || n2 != 4 {
-		t.Fatalf("the fleet-designed tests look at %d (%v) and %d (%v) samples per arm, want 3 and 4", n1, ok1, n2, ok2)
+	if !ok1 || !ok2 || n1 != 4 || n2 != 5 {
+		t.Fatalf("the fleet-designed tests look at %d (%v) and %d (%v) samples per arm, want 4 and 5", n1, ok1, n2, ok2)
 	}
 	bound := fleetMaxExposure * n2
 	w := world{base: 1, model: 0, sd: 0.3, predNoise: 0.3, collab: 0.5, holdout: 0.05}
@@ -130,7 +130,10 @@ func TestFleetHintHostile(t *testing.T) {
 }
 
 // TestFleetHintTrue: a true large claim promotes in a few samples per
-// arm; alone (no hint) the same model needs the usual schedule.
+// arm; alone (no hint) the same model needs the usual schedule. (The
+// design takes Welch's fewest degrees of freedom, n−1, so it costs a few
+// outcomes here, where both arms vary alike, and keeps its power where
+// the default varies more than the model.)
 func TestFleetHintTrue(t *testing.T) {
 	cfg := ControllerConfig{MinSamples: 15, Confidence: 0.99, MinEffect: 0.05, MaxMode: ModeRecommendation}
 	w := world{base: 1, model: 1 + math.Log(15), sd: 0.3, predNoise: 0.3, collab: 0.5, holdout: 0.05}
@@ -146,8 +149,8 @@ func TestFleetHintTrue(t *testing.T) {
 	slices.Sort(joined)
 	slices.Sort(alone)
 	t.Logf("outcomes to RECOMMENDATION, median (max): with the fleet %d (%d), alone %d (%d)", joined[100], joined[199], alone[100], alone[199])
-	if joined[100] > 8 || 4*joined[100] > alone[100] {
-		t.Errorf("with a true claim: median %d outcomes, alone %d; want at most 8 and a quarter", joined[100], alone[100])
+	if joined[100] > 11 || 4*joined[100] > alone[100] {
+		t.Errorf("with a true claim: median %d outcomes, alone %d; want at most 11 and a quarter", joined[100], alone[100])
 	}
 }
 
