@@ -180,8 +180,9 @@ func (d Decision) String() string {
 //   - Never above MaxMode. EMERGENCY is never left by a decision, only by
 //     an operator; Trip makes the next decision EMERGENCY.
 //   - With a fleet's hint (SetFleetHint), LEARNING → COLLABORATION on the
-//     fleet's word, on probation, and one promotion test designed for the
-//     fleet's claimed effect, from the same budget (see FleetHint).
+//     fleet's word, on probation, and up to two promotion tests designed
+//     (pre-registered) for the fleet's claimed effect, from the same
+//     budget (see FleetHint).
 //
 // Evidence is reset whenever the mode changes. Tests run when the number
 // of samples reaches MinSamples, then each time it doubles. They are
