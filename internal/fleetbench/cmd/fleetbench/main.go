@@ -69,8 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	natsURL := fs.String("nats", "", "the host's NATS server (with -host; empty: a lone host)")
 	linger := fs.Duration("linger", 2*time.Second, "how long a host keeps sharing after it learned (with -host)")
 	join := fs.Bool("join", false, "wait for the fleet's statistics before the first connection (with -host: the joining host)")
-	repeat := fs.Int("repeat", 4, "runs of a lone host (each a new host); the line reports their geometric mean and the speedup's confidence interval")
-	joins := fs.Int("joins", 8, "runs of a joining host (each a new host, joining the fleet as it grew; one before each lone host's, the rest after)")
+	repeat := fs.Int("repeat", 3, "runs of a lone host (each a new host); the line reports their geometric mean and the speedup's confidence interval")
+	joins := fs.Int("joins", 7, "runs of a joining host (each a new host, joining the fleet as it grew; one before each lone host's, the rest after)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
