@@ -148,7 +148,7 @@ func (c *Controller) fleetSplit(ev *Evidence, sum string, maxMode Mode) (Decisio
 	}
 	n, usable := c.fleetLookAt()
 	if !usable || maxMode < ModeRecommendation {
-		if onProbation && c.fleetLooks > 0 {
+		if onProbation && c.fleetLooks > 0 && c.hint.Effect > 0 {
 			c.ignoreFleet("the fleet's test was interrupted")
 			return Decision{To: ModeLearning, Changed: true, Reason: fmt.Sprintf(
 				"%s: the fleet's test was interrupted (a restart, or the claim changed); back to LEARNING, the fleet ignored from now on", sum)}, true
