@@ -12,9 +12,10 @@ var DefaultGrid = []uint32{16, 32, 64, 128, 256, 512, 1024, 2048}
 
 // Learner chooses, per device and phase, a readahead from a grid: the
 // setting with the highest mean reward (bytes the workload asked for per
-// second of window), or the smallest within 5 % of it (see tie), once
-// every setting has been tried MinWindows times, trying the untried ones
-// first and, with probability Explore, a neighbour of the best.
+// second of window), or the smallest within 5 % of it (see tie), among
+// those tried MinWindows times: the extremes first, then neighbours of
+// the best until both of its neighbours are known (see Choose), and,
+// with probability Explore, a neighbour of the best.
 //
 // It also learns which phase follows which (Follow). A setting reaches a
 // file when the file is opened, so the setting in force at the end of a
@@ -162,7 +163,21 @@ func (l *Learner) choiceAhead(dev uint32, phase Phase, ahead int) int {
 		return b
 	}
 	i := l.choiceAhead(dev, next, ahead-1)
-	if i < 0 || i == b || s[i].n == 0 || worse(s, i, b) {
+	if i < 0 || i == b {
+		return b
+	}
+	if s[i].n == 0 {
+		// No window of this phase ran under it: follow the next phase
+		// only if none of this phase's settings measurably differs (a
+		// phase no setting changes, and too short for many windows).
+		for j := range s {
+			if s[j].n >= l.MinWindows && worse(s, j, b) {
+				return b
+			}
+		}
+		return i
+	}
+	if worse(s, i, b) {
 		return b
 	}
 	return i
@@ -245,22 +260,24 @@ func (l *Learner) Choose(dev uint32, phase Phase, def uint32, explore bool) (uin
 		return l.Grid[best], false
 	}
 	// Untried settings first: the one the next phase wants (see choice),
-	// then the extremes before the middle, so that a monotone response is
-	// found early.
-	order := make([]int, 0, len(s)+1)
+	// then the extremes, then the untried neighbours of the best so far,
+	// climbing until the best has both neighbours measured: the reward
+	// rises and falls once across the grid (readahead too small pays a
+	// request per read, too large reads what is never asked for), and
+	// settings far from the best are never worth their windows (trying
+	// every one took a minute per phase before the first outcome).
+	order := make([]int, 0, 5)
 	if next, ok := l.successor(dev, phase); ok {
 		if i := l.choice(dev, next); i >= 0 {
 			order = append(order, i)
 		}
 	}
-	for lo, hi := 0, len(s)-1; lo <= hi; lo, hi = lo+1, hi-1 {
-		order = append(order, hi)
-		if lo != hi {
-			order = append(order, lo)
-		}
+	order = append(order, 0, len(s)-1)
+	if b := l.best(s); b >= 0 {
+		order = append(order, b-1, b+1)
 	}
 	for _, i := range order {
-		if s[i].n < l.MinWindows {
+		if i >= 0 && i < len(s) && s[i].n < l.MinWindows {
 			return l.Grid[i], true
 		}
 	}
