@@ -28,9 +28,13 @@ import (
 type Config struct {
 	Workloads []testbed.Workload
 	Grid      []uint32
-	Repeats   int           // default 3
-	Duration  time.Duration // one measurement of seq, random, mmap; default 3 s
-	Phase     time.Duration // the most one phase of phased lasts; default 4 s
+	Repeats   int // measurements per fixed setting; default 3
+	// LearnedRepeats is the measurements of mlbpf once it has learned;
+	// default 2×Repeats (its blocks are drawn at random, RECOMMENDATION
+	// keeps a share on the default: its figure varies more).
+	LearnedRepeats int
+	Duration       time.Duration // one measurement of seq, random, mmap; default 3 s
+	Phase          time.Duration // the most one phase of phased lasts; default 4 s
 	// Disk is the testbed's disk; zero means DefaultDisk.
 	Disk     testbed.Disk
 	LearnMax time.Duration // most time mlbpf learns before it is measured; default 60 s
@@ -48,6 +52,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Repeats == 0 {
 		c.Repeats = 3
+	}
+	if c.LearnedRepeats == 0 {
+		c.LearnedRepeats = 2 * c.Repeats
 	}
 	if c.Duration == 0 {
 		c.Duration = 3 * time.Second
@@ -254,7 +261,7 @@ func measureWorkload(ctx context.Context, cfg Config, wl testbed.Workload) (Resu
 		r.LearnedAfter = after
 	}
 	var ml []float64
-	for range cfg.Repeats {
+	for range cfg.LearnedRepeats {
 		st, err := tb.Run(ctx, wl, d, nil)
 		if err != nil {
 			stop()
