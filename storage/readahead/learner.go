@@ -27,7 +27,7 @@ var DefaultGrid = []uint32{16, 32, 64, 128, 256, 512, 1024, 2048}
 type Learner struct {
 	Grid       []uint32
 	MinWindows int     // windows per setting before it may be chosen; default 2
-	Explore    float64 // exploration share once every setting is known; default 0.1
+	Explore    float64 // exploration share once the climb is done; default 0.1
 
 	mu   sync.Mutex
 	arms map[learnKey][]armStat
