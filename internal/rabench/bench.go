@@ -37,7 +37,7 @@ type Config struct {
 	Phase          time.Duration // the most one phase of phased lasts; default 4 s
 	// Disk is the testbed's disk; zero means DefaultDisk.
 	Disk     testbed.Disk
-	LearnMax time.Duration // most time mlbpf learns before it is measured; default 60 s
+	LearnMax time.Duration // most time mlbpf learns before it is measured; default 90 s
 	// SkipOverhead leaves out the overhead line.
 	SkipOverhead bool
 	Logf         func(string, ...any)
@@ -66,7 +66,7 @@ func (c Config) withDefaults() Config {
 		c.Disk = DefaultDisk
 	}
 	if c.LearnMax == 0 {
-		c.LearnMax = 60 * time.Second
+		c.LearnMax = 90 * time.Second
 	}
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
@@ -124,7 +124,8 @@ type Result struct {
 	MLBPF     Figure
 	Mode      model.Mode
 	// LearnedAfter is how long mlbpf took to reach RECOMMENDATION; < 0
-	// if it did not within LearnMax.
+	// if it did not before its measurements ended (above LearnMax: it
+	// was promoted during them).
 	LearnedAfter time.Duration
 	Learned      map[string]uint32
 }
@@ -257,9 +258,6 @@ func measureWorkload(ctx context.Context, cfg Config, wl testbed.Workload) (Resu
 		st := tu.Status()
 		cfg.Logf("readahead workload=%s learning %.0fs: %s; learned %v", wl, time.Since(start).Seconds(), st.Evidence, st.Devices[0].Learned)
 	}
-	if after, ok := tu.PromotedAfter(); ok {
-		r.LearnedAfter = after
-	}
 	var ml []float64
 	for range cfg.LearnedRepeats {
 		st, err := tb.Run(ctx, wl, d, nil)
@@ -271,6 +269,11 @@ func measureWorkload(ctx context.Context, cfg Config, wl testbed.Workload) (Resu
 	}
 	r.MLBPF = figure(ml)
 	r.Mode = tu.Mode()
+	// Read after the measurements, as the mode is: a promotion after
+	// LearnMax, during the measurements, shows as a time above it.
+	if after, ok := tu.PromotedAfter(); ok {
+		r.LearnedAfter = after
+	}
 	r.Learned = tu.Status().Devices[0].Learned
 	if err := stop(); err != nil {
 		return r, err
