@@ -28,12 +28,16 @@ import (
 type Config struct {
 	Workloads []testbed.Workload
 	Grid      []uint32
-	Repeats   int           // default 3
-	Duration  time.Duration // one measurement of seq, random, mmap; default 3 s
-	Phase     time.Duration // the most one phase of phased lasts; default 4 s
+	Repeats   int // measurements per fixed setting; default 3
+	// LearnedRepeats is the measurements of mlbpf once it has learned;
+	// default 2×Repeats (its blocks are drawn at random, RECOMMENDATION
+	// keeps a share on the default: its figure varies more).
+	LearnedRepeats int
+	Duration       time.Duration // one measurement of seq, random, mmap; default 3 s
+	Phase          time.Duration // the most one phase of phased lasts; default 4 s
 	// Disk is the testbed's disk; zero means DefaultDisk.
 	Disk     testbed.Disk
-	LearnMax time.Duration // most time mlbpf learns before it is measured; default 60 s
+	LearnMax time.Duration // most time mlbpf learns before it is measured; default 90 s
 	// SkipOverhead leaves out the overhead line.
 	SkipOverhead bool
 	Logf         func(string, ...any)
@@ -49,6 +53,9 @@ func (c Config) withDefaults() Config {
 	if c.Repeats == 0 {
 		c.Repeats = 3
 	}
+	if c.LearnedRepeats == 0 {
+		c.LearnedRepeats = 2 * c.Repeats
+	}
 	if c.Duration == 0 {
 		c.Duration = 3 * time.Second
 	}
@@ -59,7 +66,7 @@ func (c Config) withDefaults() Config {
 		c.Disk = DefaultDisk
 	}
 	if c.LearnMax == 0 {
-		c.LearnMax = 60 * time.Second
+		c.LearnMax = 90 * time.Second
 	}
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
@@ -117,7 +124,8 @@ type Result struct {
 	MLBPF     Figure
 	Mode      model.Mode
 	// LearnedAfter is how long mlbpf took to reach RECOMMENDATION; < 0
-	// if it did not within LearnMax.
+	// if it did not before its measurements ended (above LearnMax: it
+	// was promoted during them).
 	LearnedAfter time.Duration
 	Learned      map[string]uint32
 }
@@ -250,11 +258,8 @@ func measureWorkload(ctx context.Context, cfg Config, wl testbed.Workload) (Resu
 		st := tu.Status()
 		cfg.Logf("readahead workload=%s learning %.0fs: %s; learned %v", wl, time.Since(start).Seconds(), st.Evidence, st.Devices[0].Learned)
 	}
-	if after, ok := tu.PromotedAfter(); ok {
-		r.LearnedAfter = after
-	}
 	var ml []float64
-	for range cfg.Repeats {
+	for range cfg.LearnedRepeats {
 		st, err := tb.Run(ctx, wl, d, nil)
 		if err != nil {
 			stop()
@@ -264,6 +269,11 @@ func measureWorkload(ctx context.Context, cfg Config, wl testbed.Workload) (Resu
 	}
 	r.MLBPF = figure(ml)
 	r.Mode = tu.Mode()
+	// Read after the measurements, as the mode is: a promotion after
+	// LearnMax, during the measurements, shows as a time above it.
+	if after, ok := tu.PromotedAfter(); ok {
+		r.LearnedAfter = after
+	}
 	r.Learned = tu.Status().Devices[0].Learned
 	if err := stop(); err != nil {
 		return r, err

@@ -104,8 +104,15 @@ type device struct {
 	blockPhase Phase
 	changedNs  uint64 // when kb last changed (CLOCK_MONOTONIC)
 	phase      Phase
-	override   uint32 // an operator's recommendation, 0 for none
-	backedOff  bool
+	// exploreFrom is how many windows the exploring choice had when it
+	// was made: once it has MinWindows more, the next is tried.
+	exploreFrom int
+	// pending is the device's last window, judged when the next one
+	// comes (see feedback); before is the phase of the one before it.
+	pending   *pendingWindow
+	before    Phase
+	override  uint32 // an operator's recommendation, 0 for none
+	backedOff bool
 }
 
 // Tuner is the storage/readahead model running on its devices.
@@ -278,9 +285,27 @@ func (t *Tuner) observe(w *Window) {
 	}
 }
 
+// pendingWindow is a window waiting for its successor, with what the
+// tuner knew when it came.
+type pendingWindow struct {
+	w         Window
+	phase     Phase
+	unsettled bool // it saw the setting change
+	exploring bool // its setting was an exploration
+	override  bool // its setting was an operator's
+}
+
 // feedback learns from one window, and returns the outcome it is for the
 // mode controller: a model block (not an exploration) or a control
 // block, its reward relative to the default's in the same phase.
+//
+// The window's phase is acted on at once (step chooses for it), but the
+// window itself is judged one window later: a window at a phase boundary
+// (its phase differs from the one before or the one after it) holds the
+// end of one phase and the start of the next, bytes of a fast phase in a
+// slow phase's window (a sequential tail among random preads is 40 times
+// their rate), and is nobody's outcome, for the learner nor the
+// controller. The outcome returned is the previous window's.
 func (t *Tuner) feedback(w *Window) (model.Feedback, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -299,10 +324,30 @@ func (t *Tuner) feedback(w *Window) (model.Feedback, bool) {
 	// device's current phase.
 	phase := w.Classify()
 	if phase != PhaseIdle {
+		if phase != d.phase {
+			t.learner.Follow(d.Dev, d.phase, phase)
+		}
 		d.phase = phase
 	}
-	phase = d.phase
-	if w.Hdr.TsNs-w.WindowNs < d.changedNs+uint64(settle) || phase == PhaseIdle {
+	cur := &pendingWindow{w: *w, phase: d.phase, unsettled: w.Hdr.TsNs-w.WindowNs < d.changedNs+uint64(settle),
+		exploring: d.exploring, override: d.override != 0}
+	p, before := d.pending, d.before
+	d.pending, d.before = cur, PhaseIdle
+	if p == nil {
+		return model.Feedback{}, false
+	}
+	d.before = p.phase
+	if p.phase != before || p.phase != cur.phase {
+		return model.Feedback{}, false // a phase boundary
+	}
+	return t.judge(d, p)
+}
+
+// judge learns from window p of d, of a known phase and inside it, and
+// returns its outcome for the mode controller.
+func (t *Tuner) judge(d *device, p *pendingWindow) (model.Feedback, bool) {
+	w, phase := &p.w, p.phase
+	if p.unsettled || phase == PhaseIdle {
 		return model.Feedback{}, false // the window saw the setting change, or nothing is known yet
 	}
 	reward := w.Throughput()
@@ -317,7 +362,7 @@ func (t *Tuner) feedback(w *Window) (model.Feedback, bool) {
 		return model.Feedback{}, false
 	}
 	t.learner.Observe(d.Dev, phase, w.RaKb, reward)
-	if d.exploring || d.override != 0 {
+	if p.exploring || p.override {
 		return model.Feedback{}, false
 	}
 	ref, n := t.learner.Mean(d.Dev, phase, d.original)
@@ -399,9 +444,12 @@ func (t *Tuner) step(now time.Time) {
 			d.arm = decide(t.control, nowNs, have)
 			d.blockEnd = now.Add(t.cfg.Block)
 		}
-		// The model's choice is made once per block, and again when the
-		// workload's phase changes within it.
-		if newBlock || d.phase != d.blockPhase {
+		// The model's choice is made once per block, again when the
+		// workload's phase changes within it, and when an exploration has
+		// its windows (the next is tried at once: exploring setting by
+		// setting a block apiece took most of a minute per phase).
+		explored := d.exploring && t.learner.Count(d.Dev, d.phase, d.choice) >= d.exploreFrom+t.learner.MinWindows
+		if newBlock || d.phase != d.blockPhase || explored {
 			d.blockPhase = d.phase
 			d.choice, d.exploring = d.original, false
 			switch {
@@ -410,6 +458,7 @@ func (t *Tuner) step(now time.Time) {
 				d.choice = d.override
 			default:
 				d.choice, d.exploring = t.learner.Choose(d.Dev, d.phase, d.original, t.control.Mode == model.ModeCollaboration)
+				d.exploreFrom = t.learner.Count(d.Dev, d.phase, d.choice)
 			}
 		}
 		t.apply(d, d.choice)

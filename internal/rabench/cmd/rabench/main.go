@@ -39,13 +39,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	var cfg rabench.Config
 	workloads := fs.String("workloads", "seq,random,mmap,phased", "workloads to run, comma-separated")
-	fs.IntVar(&cfg.Repeats, "repeats", 3, "measurements per setting")
+	fs.IntVar(&cfg.Repeats, "repeats", 3, "measurements per fixed setting")
+	fs.IntVar(&cfg.LearnedRepeats, "learned-repeats", 0, "measurements of mlbpf once it has learned (0: twice -repeats)")
 	fs.DurationVar(&cfg.Duration, "duration", 3*time.Second, "one measurement of seq, random or mmap")
 	fs.DurationVar(&cfg.Phase, "phase", 4*time.Second, "the most one phase of phased lasts (a phase is a fixed amount of work)")
 	fs.DurationVar(&cfg.Disk.Request, "disk-request", rabench.DefaultDisk.Request, "the testbed disk's cost of every read request")
 	fs.DurationVar(&cfg.Disk.Seek, "disk-seek", rabench.DefaultDisk.Seek, "the testbed disk's extra cost of a read that does not follow the previous one")
 	fs.Uint64Var(&cfg.Disk.BPS, "disk-bps", rabench.DefaultDisk.BPS, "the testbed disk's transfer rate, bytes per second")
-	fs.DurationVar(&cfg.LearnMax, "learn", 60*time.Second, "most time mlbpf learns before it is measured")
+	fs.DurationVar(&cfg.LearnMax, "learn", 90*time.Second, "most time mlbpf learns before it is measured")
 	overhead := fs.Bool("overhead", true, "measure the collectors' and the daemon's cost too")
 	verbose := fs.Bool("v", false, "log the model and every fixed setting's figure")
 	if err := fs.Parse(args); err != nil {
