@@ -56,7 +56,17 @@ type Config struct {
 	// NoTimestamps turns TCP timestamps off on the client
 	// (testbed.PathsConfig.NoTimestamps).
 	NoTimestamps bool
-	Logger       *slog.Logger
+	// BackgroundWindow caps the bloat path's background flow's window
+	// (testbed.PathsConfig.BackgroundWindowBytes; default 600000: a
+	// standing queue of about 240 ms at 20 Mbit/s) and BloatLimit is its
+	// queue (default 3000000), so that the path drops nothing; negative
+	// BackgroundWindow: no cap, the background flow fills the queue (1
+	// MB) and drops there.
+	BackgroundWindow, BloatLimit int
+	// Dump, if set, gets every measured flow as a CSV line (see
+	// dumpHeader).
+	Dump   io.Writer
+	Logger *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -83,6 +93,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LossPercent == 0 {
 		c.LossPercent = 5
+	}
+	if c.BackgroundWindow == 0 {
+		c.BackgroundWindow = 600000
+	}
+	if c.BloatLimit == 0 && c.BackgroundWindow > 0 {
+		c.BloatLimit = 3000000
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -119,7 +135,8 @@ func setup(ctx context.Context, cfg Config) (*env, error) {
 		return nil, err
 	}
 	if e.tb, err = testbed.NewPaths(ctx, testbed.PathsConfig{LossPercent: cfg.LossPercent, Cgroup: true,
-		NoTimestamps: cfg.NoTimestamps, Destinations: dests}); err != nil {
+		NoTimestamps: cfg.NoTimestamps, Destinations: dests,
+		BackgroundWindowBytes: uint32(max(cfg.BackgroundWindow, 0)), BloatLimitBytes: uint32(max(cfg.BloatLimit, 0))}); err != nil {
 		e.close()
 		return nil, err
 	}
@@ -288,6 +305,23 @@ func summarize(fs []rto.Flow) Stats {
 	return s
 }
 
+// dumpHeader names the columns of Config.Dump's lines: the round, the
+// slot ("fixed", "mlbpf" or "survey"), the path, the arm measured (a
+// setting, or "mlbpf"), the flow's place among its arm's flows of the
+// slot, then its record.
+const dumpHeader = "round,slot,path,arm,seq,fct_ms,done,syn_retrans,retrans,timeouts,dsacks,model_arm,setting,srtt_ms"
+
+// dump writes flows of one arm to cfg.Dump, if set.
+func (e *env) dump(round int, slot string, p testbed.Path, arm string, fs []rto.Flow) {
+	if e.cfg.Dump == nil {
+		return
+	}
+	for i, f := range fs {
+		fmt.Fprintf(e.cfg.Dump, "%d,%s,%s,%s,%d,%.3f,%t,%d,%d,%d,%d,%s,%s,%.3f\n", round, slot, p, arm, i,
+			float64(f.FCT)/1e6, f.Done, f.SynRetrans, f.Retrans, f.Timeouts, f.DSACKs, f.Arm, f.Setting, float64(f.SRTT)/1e6)
+	}
+}
+
 // pct is the q-quantile of sorted xs (nearest rank).
 func pct(xs []float64, q float64) float64 {
 	if len(xs) == 0 {
@@ -431,8 +465,12 @@ func Survey(ctx context.Context, w io.Writer, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Dump != nil {
+		fmt.Fprintln(cfg.Dump, dumpHeader)
+	}
 	for _, p := range paths {
 		for i, s := range cfg.Settings {
+			e.dump(0, "survey", p, s.String(), res[p][i])
 			st := summarize(res[p][i])
 			fmt.Fprintf(w, "tcprto survey path=%s setting=%s flows=%d mean_ms=%.1f p50_ms=%.1f p90_ms=%.1f p99_ms=%.1f syn_retrans=%.2f retrans=%.2f rto_timeouts=%.2f dsacks=%.2f not_done=%d\n",
 				p, s, st.N, st.Mean, st.P50, st.P90, st.P99, st.SynRetrans, st.Retrans, st.Timeouts, st.DSACKs, st.NotDone)

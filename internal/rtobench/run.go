@@ -50,7 +50,7 @@ const besideFactor = 3
 
 // blocksPerSlot is how many blocks each arm's flows of one slot are cut
 // into for the bootstrap.
-const blocksPerSlot = 5
+var blocksPerSlot = 5
 
 // add cuts one slot's flows into blocksPerSlot blocks and appends them.
 func (b *blocks) add(fs []rto.Flow) {
@@ -78,8 +78,12 @@ func (b blocks) p99(idx []int, buf []float64) float64 {
 		}
 	}
 	slices.Sort(buf)
-	return pct(buf, 0.99)
+	return p99Of(buf)
 }
+
+// p99Of estimates the p99 of sorted flow completion times, alike for
+// every arm.
+var p99Of = func(sorted []float64) float64 { return pct(sorted, 0.99) }
 
 // bootstrapRounds is the number of resamples of the block bootstrap.
 const bootstrapRounds = 2000
@@ -252,6 +256,9 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 		all[p] = map[rto.Setting][]rto.Flow{}
 	}
 	conns := 0
+	if cfg.Dump != nil {
+		fmt.Fprintln(cfg.Dump, dumpHeader)
+	}
 	for rep := range cfg.Repeats {
 		for k := range 2 {
 			if (k+rep)%2 == 0 {
@@ -266,6 +273,7 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 						b.add(out[p][i])
 						res[p].Fixed[s] = b
 						all[p][s] = append(all[p][s], out[p][i]...)
+						e.dump(rep, "fixed", p, s.String(), out[p][i])
 						st := summarize(out[p][i])
 						log.Info("fixed", "round", rep, "path", p, "setting", s, "flows", st.N, "p50", st.P50, "p99", st.P99)
 					}
@@ -290,6 +298,8 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 				r.Default.add(out[p][1])
 				besideMLBPF[p] = append(besideMLBPF[p], out[p][0]...)
 				besideDef[p] = append(besideDef[p], out[p][1]...)
+				e.dump(rep, "mlbpf", p, "mlbpf", out[p][0])
+				e.dump(rep, "mlbpf", p, rto.Default.String(), out[p][1])
 				m, d := summarize(out[p][0]), summarize(out[p][1])
 				log.Info("mlbpf", "round", rep, "path", p, "flows", m.N, "p50", m.P50, "p99", m.P99, "default_p50", d.P50, "default_p99", d.P99)
 			}

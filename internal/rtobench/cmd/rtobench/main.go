@@ -45,13 +45,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	repeats := fs.Int("repeats", 0, "rounds (default 2)")
 	ts := fs.Bool("timestamps", false, "keep TCP timestamps on the client: Linux then undoes spurious SYN timeouts (tcp_try_undo_spurious_syn) and the bloat path no longer punishes a short SYN timeout")
 	verbose := fs.Bool("v", false, "log progress to stderr")
+	dump := fs.String("dump", "", "write every measured flow to this CSV file")
+	lossyFlows := fs.Int("lossy-flows", 0, "lossy-path flows per round of each fixed arm (default: see -h of Config)")
+	lossyWorkers := fs.Int("lossy-workers", 0, "lossy-path flows in flight (default 4)")
+	window := fs.Int("bg-window", 0, "bloat path: the background flow's window in bytes (default 600000; -1: uncapped, it fills the 1 MB queue and drops there)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := loader.CheckPrivileges(); err != nil {
 		return err
 	}
-	cfg := rtobench.Config{Flows: *flows, Repeats: *repeats, NoTimestamps: !*ts}
+	cfg := rtobench.Config{Flows: *flows, LossyFlows: *lossyFlows, Repeats: *repeats, NoTimestamps: !*ts, BackgroundWindow: *window, LossyWorkers: *lossyWorkers}
+	if *dump != "" {
+		f, err := os.Create(*dump)
+		if err != nil {
+			return fmt.Errorf("-dump: %w", err)
+		}
+		defer f.Close()
+		cfg.Dump = f
+	}
 	if *settings != "" {
 		for s := range strings.SplitSeq(*settings, ";") {
 			v, err := rto.ParseSetting(s)
