@@ -16,6 +16,7 @@ package rtobench
 
 import (
 	"context"
+	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
@@ -36,15 +37,18 @@ import (
 // Config configures a run. Zero fields take the defaults.
 type Config struct {
 	// Flows is the number of flows on the bloat path of each fixed arm
-	// in one round (default 80), LossyFlows on the lossy path (default
-	// five times Flows: its flows take milliseconds, a slot's time is
-	// the bloat path's, and a p99 needs them); mlbpf and the default
-	// measured beside it get three times as many each (their comparison
-	// is the one the goals are closest to). Repeats is the number of
-	// rounds (default 2), Bytes one flow's transfer (default 64 KiB).
+	// in one round (default 80), mlbpf and the default measured beside
+	// it get three times as many each (their comparison is the one the
+	// goals are closest to). LossyFlows is the number of flows of each
+	// arm on the lossy path in one round (default 6000: its flows take
+	// milliseconds, a slot's time is the bloat path's, and the p99 of
+	// the best settings sits where their quantiles climb steeply, from
+	// 50 to 100 ms within a few tenths of a percent). Repeats is the
+	// number of rounds (default 2), Bytes one flow's transfer (default
+	// 64 KiB).
 	Flows, LossyFlows, Repeats int
 	Bytes                      int64
-	// Workers are the flows in flight per path (default 4 on lossy, 12
+	// Workers are the flows in flight per path (default 16 on lossy, 12
 	// on bloat, whose flows take seconds), shared by the arms measured
 	// at once.
 	LossyWorkers, BloatWorkers int
@@ -57,12 +61,16 @@ type Config struct {
 	// (testbed.PathsConfig.NoTimestamps).
 	NoTimestamps bool
 	// BackgroundWindow caps the bloat path's background flow's window
-	// (testbed.PathsConfig.BackgroundWindowBytes; default 600000: a
-	// standing queue of about 240 ms at 20 Mbit/s) and BloatLimit is its
-	// queue (default 3000000), so that the path drops nothing; negative
-	// BackgroundWindow: no cap, the background flow fills the queue (1
-	// MB) and drops there.
+	// (testbed.PathsConfig.BackgroundWindowBytes; default 600000: up to
+	// 240 ms of queue at 20 Mbit/s), moving along a saw-tooth of period
+	// BackgroundPeriod (default 10 s) from a third of it up to it, and
+	// BloatLimit is the queue (default 3000000), so that the path drops
+	// nothing: its round trip varies with the saw-tooth and the other
+	// flows. A negative BackgroundWindow: no cap, the background flow
+	// fills the queue (1 MB) and drops there, and the p99 of every
+	// setting sits where 1-2 % of the flows wait a timeout for a drop.
 	BackgroundWindow, BloatLimit int
+	BackgroundPeriod             time.Duration
 	// Dump, if set, gets every measured flow as a CSV line (see
 	// dumpHeader).
 	Dump   io.Writer
@@ -74,7 +82,7 @@ func (c Config) withDefaults() Config {
 		c.Flows = 80
 	}
 	if c.LossyFlows == 0 {
-		c.LossyFlows = 5 * c.Flows
+		c.LossyFlows = 6000
 	}
 	if c.Repeats == 0 {
 		c.Repeats = 2
@@ -83,7 +91,7 @@ func (c Config) withDefaults() Config {
 		c.Bytes = 64 << 10
 	}
 	if c.LossyWorkers == 0 {
-		c.LossyWorkers = 4
+		c.LossyWorkers = 16
 	}
 	if c.BloatWorkers == 0 {
 		c.BloatWorkers = 12
@@ -99,6 +107,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BloatLimit == 0 && c.BackgroundWindow > 0 {
 		c.BloatLimit = 3000000
+	}
+	if c.BackgroundPeriod == 0 {
+		c.BackgroundPeriod = 10 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -136,13 +147,14 @@ func setup(ctx context.Context, cfg Config) (*env, error) {
 	}
 	if e.tb, err = testbed.NewPaths(ctx, testbed.PathsConfig{LossPercent: cfg.LossPercent, Cgroup: true,
 		NoTimestamps: cfg.NoTimestamps, Destinations: dests,
-		BackgroundWindowBytes: uint32(max(cfg.BackgroundWindow, 0)), BloatLimitBytes: uint32(max(cfg.BloatLimit, 0))}); err != nil {
+		BackgroundWindowBytes: uint32(max(cfg.BackgroundWindow, 0)), BackgroundWindowPeriod: cfg.BackgroundPeriod,
+		BloatLimitBytes: uint32(max(cfg.BloatLimit, 0))}); err != nil {
 		e.close()
 		return nil, err
 	}
 	// The queue fills in a few seconds; a little more lets the
 	// background flow reach its steady saw-tooth.
-	rtt, err := e.tb.WaitBloated(ctx, 200*time.Millisecond, 30*time.Second)
+	rtt, err := e.tb.WaitBloated(ctx, 150*time.Millisecond, 30*time.Second)
 	if err != nil {
 		e.close()
 		return nil, err
@@ -316,10 +328,13 @@ func (e *env) dump(round int, slot string, p testbed.Path, arm string, fs []rto.
 	if e.cfg.Dump == nil {
 		return
 	}
+	w := csv.NewWriter(e.cfg.Dump)
 	for i, f := range fs {
-		fmt.Fprintf(e.cfg.Dump, "%d,%s,%s,%s,%d,%.3f,%t,%d,%d,%d,%d,%s,%s,%.3f\n", round, slot, p, arm, i,
-			float64(f.FCT)/1e6, f.Done, f.SynRetrans, f.Retrans, f.Timeouts, f.DSACKs, f.Arm, f.Setting, float64(f.SRTT)/1e6)
+		_ = w.Write([]string{fmt.Sprint(round), slot, string(p), arm, fmt.Sprint(i),
+			fmt.Sprintf("%.3f", float64(f.FCT)/1e6), fmt.Sprint(f.Done), fmt.Sprint(f.SynRetrans), fmt.Sprint(f.Retrans),
+			fmt.Sprint(f.Timeouts), fmt.Sprint(f.DSACKs), f.Arm.String(), f.Setting.String(), fmt.Sprintf("%.3f", float64(f.SRTT)/1e6)})
 	}
+	w.Flush()
 }
 
 // pct is the q-quantile of sorted xs (nearest rank).
@@ -450,7 +465,11 @@ func (e *env) run(ctx context.Context, env pipeline.Env, grid []rto.Setting, fn 
 // once (each on its own destination), and prints one line per setting and
 // path: the knob survey.
 func Survey(ctx context.Context, w io.Writer, cfg Config) error {
+	lossySet := cfg.LossyFlows != 0
 	cfg = cfg.withDefaults()
+	if !lossySet {
+		cfg.LossyFlows = 5 * cfg.Flows // a survey needs fewer
+	}
 	for _, s := range cfg.Settings {
 		if err := s.Validate(rto.KernelHZ()); err != nil {
 			return err
