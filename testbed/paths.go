@@ -156,6 +156,11 @@ type PathsConfig struct {
 	// linearly over each period, then back (as a loss-based flow's window
 	// does, without the loss), so that the round trip varies with it.
 	BackgroundWindowPeriod time.Duration
+	// BackgroundWindowJump turns the saw-tooth around: the cap jumps up
+	// at the start of each period and falls linearly over it, so that the
+	// round trip jumps by hundreds of milliseconds within one of its own
+	// (the background flow sends the window it was just given at once).
+	BackgroundWindowJump bool
 	// NoTimestamps turns TCP timestamps off in the client's namespace
 	// (net.ipv4.tcp_timestamps=0), as with a peer that does not use them
 	// (Windows' default): without them Linux cannot tell a spurious SYN
@@ -564,6 +569,9 @@ func (p *Paths) clampBackground(ctx context.Context, c net.Conn) error {
 			case <-t.C:
 			}
 			phase := float64(time.Since(start)%period) / float64(period)
+			if p.cfg.BackgroundWindowJump {
+				phase = 1 - phase
+			}
 			if setConnInt(c, unix.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP, lo+int(phase*float64(hi-lo))) != nil {
 				return // closed
 			}

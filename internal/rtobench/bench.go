@@ -78,6 +78,10 @@ type Config struct {
 	// setting sits where 1-2 % of the flows wait a timeout for a drop.
 	BackgroundWindow, BloatLimit int
 	BackgroundPeriod             time.Duration
+	// BackgroundJump: the cap jumps up at the start of each period and
+	// falls over it (testbed.PathsConfig.BackgroundWindowJump), so the
+	// round trip jumps.
+	BackgroundJump bool
 	// Dump, if set, gets every measured flow as a CSV line (see
 	// dumpHeader).
 	Dump   io.Writer
@@ -155,7 +159,8 @@ func setup(ctx context.Context, cfg Config) (*env, error) {
 	if e.tb, err = testbed.NewPaths(ctx, testbed.PathsConfig{LossPercent: cfg.LossPercent, Cgroup: true,
 		NoTimestamps: cfg.NoTimestamps, Destinations: dests,
 		BackgroundWindowBytes: uint32(max(cfg.BackgroundWindow, 0)), BackgroundWindowPeriod: cfg.BackgroundPeriod,
-		BloatLimitBytes: uint32(max(cfg.BloatLimit, 0))}); err != nil {
+		BackgroundWindowJump: cfg.BackgroundJump,
+		BloatLimitBytes:      uint32(max(cfg.BloatLimit, 0))}); err != nil {
 		e.close()
 		return nil, err
 	}

@@ -47,6 +47,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	verbose := fs.Bool("v", false, "log progress to stderr")
 	dump := fs.String("dump", "", "write every measured flow to this CSV file")
 	lossyFlows := fs.Int("lossy-flows", 0, "lossy-path flows per round of each arm (default 6000)")
+	jump := fs.Bool("bg-jump", false, "bloat path: the background flow's window cap jumps up at the start of each period and falls over it, so the round trip jumps (default: it climbs and falls back)")
 	lossyWorkers := fs.Int("lossy-workers", 0, "lossy-path flows in flight (default 16)")
 	window := fs.Int("bg-window", 0, "bloat path: the background flow's window in bytes (default 600000, on a 10 s saw-tooth from a third of it; -1: uncapped, it fills the 1 MB queue and drops there)")
 	if err := fs.Parse(args); err != nil {
@@ -55,7 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := loader.CheckPrivileges(); err != nil {
 		return err
 	}
-	cfg := rtobench.Config{Flows: *flows, LossyFlows: *lossyFlows, Repeats: *repeats, NoTimestamps: !*ts, BackgroundWindow: *window, LossyWorkers: *lossyWorkers}
+	cfg := rtobench.Config{Flows: *flows, LossyFlows: *lossyFlows, Repeats: *repeats, NoTimestamps: !*ts, BackgroundWindow: *window, BackgroundJump: *jump, LossyWorkers: *lossyWorkers}
 	if *dump != "" {
 		f, err := os.Create(*dump)
 		if err != nil {
