@@ -143,6 +143,24 @@ type PathsConfig struct {
 	// NoBackground leaves the bloat path's queue empty: no background
 	// bulk flow.
 	NoBackground bool
+	// BackgroundWindowBytes caps the background flow's window (the
+	// server advertises at most that much: TCP_WINDOW_CLAMP on its
+	// listener), so that it keeps a standing queue of about that many
+	// bytes instead of filling the queue to BloatLimitBytes and dropping
+	// there (0: no cap, the cubic flow's saw-tooth up to the limit).
+	// With a cap well below the limit the path drops nothing: its round
+	// trip is the standing queue plus what the other flows add to it.
+	BackgroundWindowBytes uint32
+	// BackgroundWindowPeriod, with BackgroundWindowBytes, moves the cap
+	// along a saw-tooth: from a third of BackgroundWindowBytes up to it,
+	// linearly over each period, then back (as a loss-based flow's window
+	// does, without the loss), so that the round trip varies with it.
+	BackgroundWindowPeriod time.Duration
+	// BackgroundWindowJump turns the saw-tooth around: the cap jumps up
+	// at the start of each period and falls linearly over it, so that the
+	// round trip jumps by hundreds of milliseconds within one of its own
+	// (the background flow sends the window it was just given at once).
+	BackgroundWindowJump bool
 	// NoTimestamps turns TCP timestamps off in the client's namespace
 	// (net.ipv4.tcp_timestamps=0), as with a peer that does not use them
 	// (Windows' default): without them Linux cannot tell a spurious SYN
@@ -178,6 +196,7 @@ type Paths struct {
 	bgDone   sync.WaitGroup
 	bgSink   *Sink
 	bgConn   atomic.Pointer[net.TCPConn]
+	bgErr    atomic.Pointer[error]
 
 	closeMu sync.Mutex
 	closed  bool
@@ -478,13 +497,25 @@ func addTbf(ns *Namespace, link string, rate uint64, burst, limit uint32) error 
 // queue full, from the client to a sink on the server, restarted if it
 // ends, until Close.
 func (p *Paths) startBackground() error {
-	sink, err := p.NewSink(PathBloat, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	p.bgCancel = cancel
+	var accepted func(net.Conn)
+	if p.cfg.BackgroundWindowBytes > 0 {
+		// On the connection: Linux refuses TCP_WINDOW_CLAMP on a
+		// listener (ENOPROTOOPT).
+		accepted = func(c net.Conn) {
+			if err := p.clampBackground(ctx, c); err != nil {
+				err = fmt.Errorf("capping the background flow's window: %w", err)
+				p.bgErr.Store(&err)
+			}
+		}
+	}
+	sink, err := p.newSink(PathBloat, 0, false, accepted)
 	if err != nil {
+		cancel()
 		return err
 	}
 	p.bgSink = sink
-	ctx, cancel := context.WithCancel(context.Background())
-	p.bgCancel = cancel
 	// The first connection is made here, before the process enters the
 	// cgroup; later ones (after an error) would be inside it.
 	c, err := p.Client.Dial(ctx, "tcp4", sink.Addr())
@@ -517,6 +548,58 @@ func (p *Paths) startBackground() error {
 	return nil
 }
 
+// clampBackground caps the window the server's end c of the background
+// flow advertises (PathsConfig.BackgroundWindowBytes) and, with
+// BackgroundWindowPeriod, moves the cap along its saw-tooth every 100 ms
+// until ctx is done or the connection closes.
+func (p *Paths) clampBackground(ctx context.Context, c net.Conn) error {
+	hi := int(p.cfg.BackgroundWindowBytes)
+	period := p.cfg.BackgroundWindowPeriod
+	if err := setConnInt(c, unix.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP, hi); err != nil || period <= 0 {
+		return err
+	}
+	lo, start := hi/3, time.Now()
+	go func() {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			phase := float64(time.Since(start)%period) / float64(period)
+			if p.cfg.BackgroundWindowJump {
+				phase = 1 - phase
+			}
+			if setConnInt(c, unix.IPPROTO_TCP, unix.TCP_WINDOW_CLAMP, lo+int(phase*float64(hi-lo))) != nil {
+				return // closed
+			}
+		}
+	}()
+	return nil
+}
+
+// setConnInt sets an integer socket option on a TCP connection.
+func setConnInt(c net.Conn, level, opt, v int) error {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return fmt.Errorf("setting socket option %d: %T is not a TCP connection", opt, c)
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, v) }); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("setting socket option %d to %d: %w", opt, v, serr)
+	}
+	return nil
+}
+
 func setCC(c *net.TCPConn, cc string) error {
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -537,6 +620,9 @@ func setCC(c *net.TCPConn, cc string) error {
 // BackgroundRTT is the smoothed round trip time the background flow's
 // socket measures: how deep the bloat path's queue is now.
 func (p *Paths) BackgroundRTT() (time.Duration, error) {
+	if err := p.bgErr.Load(); err != nil {
+		return 0, *err
+	}
 	c := p.bgConn.Load()
 	if c == nil {
 		return 0, errors.New("reading the background flow's RTT: no background flow")
@@ -554,6 +640,27 @@ func (p *Paths) BackgroundRTT() (time.Duration, error) {
 		return 0, fmt.Errorf("reading the background flow's RTT: %w", gerr)
 	}
 	return time.Duration(info.Rtt) * time.Microsecond, nil
+}
+
+// BloatDrops is how many packets the bloat path's queue (the router's
+// tbf) has dropped so far.
+func (p *Paths) BloatDrops() (uint64, error) {
+	h, l, err := linkIn(p.Router, bloatLinkInner)
+	if err != nil {
+		return 0, err
+	}
+	defer h.Close()
+	qs, err := h.QdiscList(l)
+	if err != nil {
+		return 0, fmt.Errorf("listing the bloat path's qdiscs: %w", err)
+	}
+	var n uint64
+	for _, q := range qs {
+		if st := q.Attrs().Statistics; st != nil && st.Queue != nil {
+			n += uint64(st.Queue.Drops)
+		}
+	}
+	return n, nil
 }
 
 // WaitBloated waits until the background flow's RTT reaches rtt (its
@@ -585,6 +692,10 @@ func (p *Paths) NewSink(path Path, ipv6 bool) (*Sink, error) {
 // NewSinkAt starts a sink on the server's address of a path's dest-th
 // destination (Path.Dest; below PathsConfig.Destinations).
 func (p *Paths) NewSinkAt(path Path, dest int, ipv6 bool) (*Sink, error) {
+	return p.newSink(path, dest, ipv6, nil)
+}
+
+func (p *Paths) newSink(path Path, dest int, ipv6 bool, accepted func(net.Conn)) (*Sink, error) {
 	if dest < 0 || dest >= p.cfg.Destinations {
 		return nil, fmt.Errorf("starting sink on the %s path: destination %d of %d (see PathsConfig.Destinations)", path, dest, p.cfg.Destinations)
 	}
@@ -596,7 +707,7 @@ func (p *Paths) NewSinkAt(path Path, dest int, ipv6 bool) (*Sink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting sink on the %s path: %w", path, err)
 	}
-	s := &Sink{l: l}
+	s := &Sink{l: l, accepted: accepted}
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil

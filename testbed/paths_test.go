@@ -105,3 +105,40 @@ func TestPathDest(t *testing.T) {
 		}
 	}
 }
+
+// TestPathsBackgroundWindow: with BackgroundWindowBytes the background
+// flow keeps a standing queue of about that much, moving along its
+// saw-tooth, and the queue drops nothing (uncapped, the flow would fill
+// the 1 MB queue: 400 ms, and drop at its limit).
+func TestPathsBackgroundWindow(t *testing.T) {
+	testutil.RequireBPF(t)
+	const window = 250000 // 100 ms at 20 Mbit/s
+	p, err := NewPaths(t.Context(), PathsConfig{LossPercent: 5, BackgroundWindowBytes: window,
+		BackgroundWindowPeriod: 2 * time.Second, BloatLimitBytes: 3000000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	if _, err := p.WaitBloated(t.Context(), 20*time.Millisecond, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	lo, hi := time.Hour, time.Duration(0)
+	for range 40 { // two periods
+		time.Sleep(100 * time.Millisecond)
+		rtt, err := p.BackgroundRTT()
+		if err != nil {
+			t.Fatal(err)
+		}
+		lo, hi = min(lo, rtt), max(hi, rtt)
+	}
+	t.Logf("background RTT %v to %v", lo, hi)
+	if hi > 200*time.Millisecond {
+		t.Errorf("background RTT up to %v with a window of %d bytes (100 ms): not capped", hi, window)
+	}
+	if lo > hi*4/5 {
+		t.Errorf("background RTT %v to %v: the saw-tooth does not move it", lo, hi)
+	}
+	if n, err := p.BloatDrops(); err != nil || n != 0 {
+		t.Errorf("the bloat path's queue dropped %d packets (%v), want none", n, err)
+	}
+}

@@ -18,6 +18,9 @@ import (
 type Sink struct {
 	l  net.Listener
 	wg sync.WaitGroup
+	// accepted, if set, is called on each connection accepted before it
+	// is read.
+	accepted func(net.Conn)
 }
 
 // NewSink listens on an ephemeral port of the server's address.
@@ -42,6 +45,9 @@ func (s *Sink) serve() {
 		c, err := s.l.Accept()
 		if err != nil {
 			return
+		}
+		if s.accepted != nil {
+			s.accepted(c)
 		}
 		s.wg.Add(1)
 		go func() {

@@ -12,10 +12,18 @@
 // once in the other. Each p99 is pooled over the rounds; its interval,
 // and the ratios', come from a block bootstrap whose blocks (consecutive
 // flows of a slot) are drawn paired across the arms.
+//
+// The bloat path's background flow has its window capped, the cap moving
+// on a saw-tooth (Config.BackgroundWindow): its queue stands deep and its
+// round trip moves by hundreds of milliseconds, but it drops nothing, so
+// that no arm's p99 is decided by how many of its flows met a drop at a
+// full queue (1-2 % of them did, and waited a timeout, when the flow
+// filled the queue: the p99 fell on one side or the other of that jump).
 package rtobench
 
 import (
 	"context"
+	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
@@ -36,15 +44,18 @@ import (
 // Config configures a run. Zero fields take the defaults.
 type Config struct {
 	// Flows is the number of flows on the bloat path of each fixed arm
-	// in one round (default 80), LossyFlows on the lossy path (default
-	// five times Flows: its flows take milliseconds, a slot's time is
-	// the bloat path's, and a p99 needs them); mlbpf and the default
-	// measured beside it get three times as many each (their comparison
-	// is the one the goals are closest to). Repeats is the number of
-	// rounds (default 2), Bytes one flow's transfer (default 64 KiB).
+	// in one round (default 80), mlbpf and the default measured beside
+	// it get three times as many each (their comparison is the one the
+	// goals are closest to). LossyFlows is the number of flows of each
+	// arm on the lossy path in one round (default 6000: its flows take
+	// milliseconds, a slot's time is the bloat path's, and the p99 of
+	// the best settings sits where their quantiles climb steeply, from
+	// 50 to 100 ms within a few tenths of a percent). Repeats is the
+	// number of rounds (default 2), Bytes one flow's transfer (default
+	// 64 KiB).
 	Flows, LossyFlows, Repeats int
 	Bytes                      int64
-	// Workers are the flows in flight per path (default 4 on lossy, 12
+	// Workers are the flows in flight per path (default 16 on lossy, 12
 	// on bloat, whose flows take seconds), shared by the arms measured
 	// at once.
 	LossyWorkers, BloatWorkers int
@@ -56,7 +67,25 @@ type Config struct {
 	// NoTimestamps turns TCP timestamps off on the client
 	// (testbed.PathsConfig.NoTimestamps).
 	NoTimestamps bool
-	Logger       *slog.Logger
+	// BackgroundWindow caps the bloat path's background flow's window
+	// (testbed.PathsConfig.BackgroundWindowBytes; default 600000: up to
+	// 240 ms of queue at 20 Mbit/s), moving along a saw-tooth of period
+	// BackgroundPeriod (default 10 s) from a third of it up to it, and
+	// BloatLimit is the queue (default 3000000), so that the path drops
+	// nothing: its round trip varies with the saw-tooth and the other
+	// flows. A negative BackgroundWindow: no cap, the background flow
+	// fills the queue (1 MB) and drops there, and the p99 of every
+	// setting sits where 1-2 % of the flows wait a timeout for a drop.
+	BackgroundWindow, BloatLimit int
+	BackgroundPeriod             time.Duration
+	// BackgroundJump: the cap jumps up at the start of each period and
+	// falls over it (testbed.PathsConfig.BackgroundWindowJump), so the
+	// round trip jumps.
+	BackgroundJump bool
+	// Dump, if set, gets every measured flow as a CSV line (see
+	// dumpHeader).
+	Dump   io.Writer
+	Logger *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -64,7 +93,7 @@ func (c Config) withDefaults() Config {
 		c.Flows = 80
 	}
 	if c.LossyFlows == 0 {
-		c.LossyFlows = 5 * c.Flows
+		c.LossyFlows = 6000
 	}
 	if c.Repeats == 0 {
 		c.Repeats = 2
@@ -73,7 +102,7 @@ func (c Config) withDefaults() Config {
 		c.Bytes = 64 << 10
 	}
 	if c.LossyWorkers == 0 {
-		c.LossyWorkers = 4
+		c.LossyWorkers = 16
 	}
 	if c.BloatWorkers == 0 {
 		c.BloatWorkers = 12
@@ -83,6 +112,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LossPercent == 0 {
 		c.LossPercent = 5
+	}
+	if c.BackgroundWindow == 0 {
+		c.BackgroundWindow = 600000
+	}
+	if c.BloatLimit == 0 && c.BackgroundWindow > 0 {
+		c.BloatLimit = 3000000
+	}
+	if c.BackgroundPeriod == 0 {
+		c.BackgroundPeriod = 10 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -119,20 +157,23 @@ func setup(ctx context.Context, cfg Config) (*env, error) {
 		return nil, err
 	}
 	if e.tb, err = testbed.NewPaths(ctx, testbed.PathsConfig{LossPercent: cfg.LossPercent, Cgroup: true,
-		NoTimestamps: cfg.NoTimestamps, Destinations: dests}); err != nil {
+		NoTimestamps: cfg.NoTimestamps, Destinations: dests,
+		BackgroundWindowBytes: uint32(max(cfg.BackgroundWindow, 0)), BackgroundWindowPeriod: cfg.BackgroundPeriod,
+		BackgroundWindowJump: cfg.BackgroundJump,
+		BloatLimitBytes:      uint32(max(cfg.BloatLimit, 0))}); err != nil {
 		e.close()
 		return nil, err
 	}
 	// The queue fills in a few seconds; a little more lets the
 	// background flow reach its steady saw-tooth.
-	rtt, err := e.tb.WaitBloated(ctx, 200*time.Millisecond, 30*time.Second)
+	rtt, err := e.tb.WaitBloated(ctx, 150*time.Millisecond, 30*time.Second)
 	if err != nil {
 		e.close()
 		return nil, err
 	}
 	time.Sleep(5 * time.Second)
 	rtt, _ = e.tb.BackgroundRTT()
-	cfg.Logger.Info("bloat path queue full", "background_rtt", rtt)
+	cfg.Logger.Info("bloat path queue standing", "background_rtt", rtt)
 	for _, p := range paths {
 		for i := range dests {
 			sink, err := e.tb.NewSinkAt(p, i, false)
@@ -288,6 +329,26 @@ func summarize(fs []rto.Flow) Stats {
 	return s
 }
 
+// dumpHeader names the columns of Config.Dump's lines: the round, the
+// slot ("fixed", "mlbpf" or "survey"), the path, the arm measured (a
+// setting, or "mlbpf"), the flow's place among its arm's flows of the
+// slot, then its record.
+const dumpHeader = "round,slot,path,arm,seq,fct_ms,done,syn_retrans,retrans,timeouts,dsacks,model_arm,setting,srtt_ms"
+
+// dump writes flows of one arm to cfg.Dump, if set.
+func (e *env) dump(round int, slot string, p testbed.Path, arm string, fs []rto.Flow) {
+	if e.cfg.Dump == nil {
+		return
+	}
+	w := csv.NewWriter(e.cfg.Dump)
+	for i, f := range fs {
+		_ = w.Write([]string{fmt.Sprint(round), slot, string(p), arm, fmt.Sprint(i),
+			fmt.Sprintf("%.3f", float64(f.FCT)/1e6), fmt.Sprint(f.Done), fmt.Sprint(f.SynRetrans), fmt.Sprint(f.Retrans),
+			fmt.Sprint(f.Timeouts), fmt.Sprint(f.DSACKs), f.Arm.String(), f.Setting.String(), fmt.Sprintf("%.3f", float64(f.SRTT)/1e6)})
+	}
+	w.Flush()
+}
+
 // pct is the q-quantile of sorted xs (nearest rank).
 func pct(xs []float64, q float64) float64 {
 	if len(xs) == 0 {
@@ -416,7 +477,11 @@ func (e *env) run(ctx context.Context, env pipeline.Env, grid []rto.Setting, fn 
 // once (each on its own destination), and prints one line per setting and
 // path: the knob survey.
 func Survey(ctx context.Context, w io.Writer, cfg Config) error {
+	lossySet := cfg.LossyFlows != 0
 	cfg = cfg.withDefaults()
+	if !lossySet {
+		cfg.LossyFlows = 5 * cfg.Flows // a survey needs fewer
+	}
 	for _, s := range cfg.Settings {
 		if err := s.Validate(rto.KernelHZ()); err != nil {
 			return err
@@ -431,8 +496,12 @@ func Survey(ctx context.Context, w io.Writer, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Dump != nil {
+		fmt.Fprintln(cfg.Dump, dumpHeader)
+	}
 	for _, p := range paths {
 		for i, s := range cfg.Settings {
+			e.dump(0, "survey", p, s.String(), res[p][i])
 			st := summarize(res[p][i])
 			fmt.Fprintf(w, "tcprto survey path=%s setting=%s flows=%d mean_ms=%.1f p50_ms=%.1f p90_ms=%.1f p99_ms=%.1f syn_retrans=%.2f retrans=%.2f rto_timeouts=%.2f dsacks=%.2f not_done=%d\n",
 				p, s, st.N, st.Mean, st.P50, st.P90, st.P99, st.SynRetrans, st.Retrans, st.Timeouts, st.DSACKs, st.NotDone)

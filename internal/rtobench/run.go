@@ -44,13 +44,13 @@ func (i Interval) fmt(prec int) string {
 // of another.
 type blocks [][]float64
 
-// besideFactor is how many times a fixed arm's flows mlbpf and the
-// default beside it get per round.
+// besideFactor is how many times a fixed arm's bloat-path flows mlbpf
+// and the default beside it get per round (on the lossy path as many).
 const besideFactor = 3
 
 // blocksPerSlot is how many blocks each arm's flows of one slot are cut
 // into for the bootstrap.
-const blocksPerSlot = 5
+const blocksPerSlot = 20
 
 // add cuts one slot's flows into blocksPerSlot blocks and appends them.
 func (b *blocks) add(fs []rto.Flow) {
@@ -139,7 +139,8 @@ func p99Ratio(num, den blocks) Ratio {
 type PathResult struct {
 	Path testbed.Path
 	// Flows is the number of flows the default's and mlbpf's p99 are
-	// each over (all rounds); a fixed arm has 1/besideFactor as many.
+	// each over (all rounds); a fixed arm has as many on the lossy path,
+	// 1/besideFactor as many on the bloat path.
 	Flows int
 	// Fixed are the fixed arms' flows, measured at once; Default and
 	// MLBPF the default's and mlbpf's, measured at once in another slot
@@ -207,14 +208,16 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 		return err
 	}
 	defer e.close()
+	drops0, _ := e.tb.BloatDrops()
+	rtts := sampleRTT(ctx, e.tb)
 
 	res := map[testbed.Path]*PathResult{}
 	for _, p := range paths {
-		n := cfg.Flows
+		n := besideFactor * cfg.Flows
 		if p == testbed.PathLossy {
 			n = cfg.LossyFlows
 		}
-		res[p] = &PathResult{Path: p, Flows: besideFactor * n * cfg.Repeats, Fixed: map[rto.Setting]blocks{}, Survey: map[rto.Setting]Stats{}}
+		res[p] = &PathResult{Path: p, Flows: n * cfg.Repeats, Fixed: map[rto.Setting]blocks{}, Survey: map[rto.Setting]Stats{}}
 	}
 
 	// Learning: one model, both paths at once, from an empty map, on
@@ -252,6 +255,9 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 		all[p] = map[rto.Setting][]rto.Flow{}
 	}
 	conns := 0
+	if cfg.Dump != nil {
+		fmt.Fprintln(cfg.Dump, dumpHeader)
+	}
 	for rep := range cfg.Repeats {
 		for k := range 2 {
 			if (k+rep)%2 == 0 {
@@ -266,6 +272,7 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 						b.add(out[p][i])
 						res[p].Fixed[s] = b
 						all[p][s] = append(all[p][s], out[p][i]...)
+						e.dump(rep, "fixed", p, s.String(), out[p][i])
 						st := summarize(out[p][i])
 						log.Info("fixed", "round", rep, "path", p, "setting", s, "flows", st.N, "p50", st.P50, "p99", st.P99)
 					}
@@ -274,7 +281,7 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 			}
 			// mlbpf on each path's first destination (the one it
 			// learned), the default beside it on the second.
-			nl, nb := besideFactor*cfg.LossyFlows, besideFactor*cfg.Flows
+			nl, nb := cfg.LossyFlows, besideFactor*cfg.Flows
 			n := load{testbed.PathLossy: {nl, nl}, testbed.PathBloat: {nb, nb}}
 			out, err := e.measure(ctx, learned, model.Options{
 				InitialMode: model.ModeRecommendation, MaxMode: model.ModeRecommendation,
@@ -290,6 +297,8 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 				r.Default.add(out[p][1])
 				besideMLBPF[p] = append(besideMLBPF[p], out[p][0]...)
 				besideDef[p] = append(besideDef[p], out[p][1]...)
+				e.dump(rep, "mlbpf", p, "mlbpf", out[p][0])
+				e.dump(rep, "mlbpf", p, rto.Default.String(), out[p][1])
 				m, d := summarize(out[p][0]), summarize(out[p][1])
 				log.Info("mlbpf", "round", rep, "path", p, "flows", m.N, "p50", m.P50, "p99", m.P99, "default_p50", d.P50, "default_p99", d.P99)
 			}
@@ -334,6 +343,9 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 	for _, p := range paths {
 		fmt.Fprintln(w, res[p].Line())
 	}
+	if t, ok := tradeoff(res); ok {
+		fmt.Fprintln(w, t)
+	}
 	fmt.Fprintln(w, cost.Line())
 	arms, _ := e.o.ArmCounts()
 	names := make([]string, 0, len(arms))
@@ -341,7 +353,76 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 		names = append(names, fmt.Sprintf("%s=%d", model.Arm(i), n))
 	}
 	fmt.Fprintf(w, "tcprto arms %s\n", strings.Join(names, " "))
+	if r := rtts(); len(r) > 0 {
+		drops, err := e.tb.BloatDrops()
+		dropped := fmt.Sprint(drops - drops0)
+		if err != nil {
+			dropped = "- (" + err.Error() + ")"
+		}
+		fmt.Fprintf(w, "tcprto bloat background_rtt_ms=%.0f/%.0f/%.0f (min/p50/max of %d samples) queue_drops=%s\n",
+			r[0], pct(r, 0.5), r[len(r)-1], len(r), dropped)
+	}
 	return nil
+}
+
+// sampleRTT samples the bloat path's background flow's round trip every
+// 250 ms until ctx ends or the function it returns is called, which
+// returns the samples (ms), sorted.
+func sampleRTT(ctx context.Context, tb *testbed.Paths) func() []float64 {
+	ctx, stop := context.WithCancel(ctx)
+	done := make(chan []float64, 1)
+	go func() {
+		var out []float64
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				slices.Sort(out)
+				done <- out
+				return
+			case <-t.C:
+			}
+			if rtt, err := tb.BackgroundRTT(); err == nil {
+				out = append(out, float64(rtt)/1e6)
+			}
+		}
+	}()
+	return func() []float64 {
+		stop()
+		return <-done
+	}
+}
+
+// tradeoff formats the trade-off line: the setting fixed with the
+// lowest p99 on the lossy path, its p99 over the default's on each path
+// (fixed arms, measured at once: paired intervals) and its mean's. It
+// wins where the ratio's interval is below 1 and loses where it is
+// above.
+func tradeoff(res map[testbed.Path]*PathResult) (string, bool) {
+	s := res[testbed.PathLossy].Best
+	if s == rto.Default {
+		return "", false
+	}
+	line := fmt.Sprintf("tcprto tradeoff setting=%s", s)
+	for _, p := range paths {
+		r := res[p]
+		a, d := r.Fixed[s], r.Fixed[rto.Default]
+		if a == nil || d == nil {
+			return "", false
+		}
+		ratio := p99Ratio(a, d)
+		verdict := "even"
+		switch {
+		case ratio.High < 1:
+			verdict = "wins"
+		case ratio.Low > 1:
+			verdict = "loses"
+		}
+		line += fmt.Sprintf(" %s_p99_vs_default=%s %s_mean_vs_default=%.2f %s=%s", p, ratio, p,
+			r.Survey[s].Mean/r.Survey[rto.Default].Mean, p, verdict)
+	}
+	return line, true
 }
 
 // armLine prints one arm's summary over all rounds: slot "fixed" (the

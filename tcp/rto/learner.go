@@ -23,6 +23,11 @@ type LearnConfig struct {
 	// Z is the normal quantile of the confidence bounds of that tail mean
 	// (default 1.645: one-sided 95 %).
 	Z float64
+	// MinGain is how much shorter than the default's a setting's tail
+	// must be, relatively, for the learner to choose it (default 0.1):
+	// a setting takes the timers' risk (spurious timeouts), which a cut
+	// within the noise of a few dozen flows' tail does not pay for.
+	MinGain float64
 	// MinSamples is how many flows each arm needs before a prefix decides
 	// (default 40).
 	MinSamples int
@@ -45,6 +50,9 @@ func (c LearnConfig) withDefaults() LearnConfig {
 	}
 	if c.Z == 0 {
 		c.Z = 1.645
+	}
+	if c.MinGain == 0 {
+		c.MinGain = 0.1
 	}
 	if c.MinSamples == 0 {
 		c.MinSamples = 40
@@ -72,6 +80,8 @@ func (c LearnConfig) Validate() error {
 		return fmt.Errorf("grid: the first setting must be the default, not %s", c.Grid[0])
 	case len(c.Grid) < 2 || len(c.Grid)-1 > MaxCandidates:
 		return fmt.Errorf("grid: %d settings, want 2 to %d", len(c.Grid), MaxCandidates+1)
+	case c.MinGain < 0 || c.MinGain >= 1:
+		return fmt.Errorf("min gain %g out of [0, 1)", c.MinGain)
 	case c.Quantile <= 0 || c.Quantile >= 1:
 		return fmt.Errorf("quantile %g out of (0, 1)", c.Quantile)
 	case c.MinSamples < 5 || c.MaxFlows < c.MinSamples:
@@ -280,14 +290,14 @@ func (l *Learner) decide(d *Destination) {
 		if !ready {
 			return
 		}
-		_, lo0, _ := tail(d.fct[0], c.Quantile, c.Z)
+		q0, lo0, _ := tail(d.fct[0], c.Quantile, c.Z)
 		best, bestQ := 0, math.Inf(1)
 		for i := 1; i < len(d.fct); i++ {
 			if len(d.fct[i]) < c.MinSamples {
 				continue
 			}
 			q, _, hi := tail(d.fct[i], c.Quantile, c.Z)
-			if hi < lo0 && q < bestQ {
+			if hi < lo0 && q <= (1-c.MinGain)*q0 && q < bestQ {
 				best, bestQ = i, q
 			}
 		}

@@ -25,8 +25,11 @@ type SectionConfig struct {
 	MinBytes uint64 `cfg:"min_bytes"`
 	// Quantile of the flow completion time minimised (default 0.9);
 	// MinSamples flows per setting before a prefix decides (default 40),
-	// MaxFlows after which it decides on what it has (default 300).
+	// MaxFlows after which it decides on what it has (default 300);
+	// MinGain, how much shorter than the default's a setting's tail must
+	// be to be chosen (default 0.1: 10 %).
 	Quantile   float64 `cfg:"quantile"`
+	MinGain    float64 `cfg:"min_gain"`
 	MinSamples int     `cfg:"min_samples"`
 	MaxFlows   int     `cfg:"max_flows"`
 	// PrefixBits4 and PrefixBits6 group destinations (default 24, 64).
@@ -40,7 +43,7 @@ type SectionConfig struct {
 }
 
 func (c *SectionConfig) learn() LearnConfig {
-	return LearnConfig{Quantile: c.Quantile, MinSamples: c.MinSamples, MaxFlows: c.MaxFlows,
+	return LearnConfig{Quantile: c.Quantile, MinGain: c.MinGain, MinSamples: c.MinSamples, MaxFlows: c.MaxFlows,
 		Bits4: c.PrefixBits4, Bits6: c.PrefixBits6, Grid: c.Grid}
 }
 

@@ -41,17 +41,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	survey := fs.Bool("survey", false, "measure each setting fixed on both paths (the knob survey) and stop")
 	settings := fs.String("settings", "", "settings measured, ';'-separated (default the grid), e.g. 'default;syn=20ms,rto_min=8ms'")
-	flows := fs.Int("flows", 0, "bloat-path flows per round of each fixed arm (default 80; the lossy path gets five times as many, mlbpf and the default beside it three times as many again)")
+	flows := fs.Int("flows", 0, "bloat-path flows per round of each fixed arm (default 80; mlbpf and the default beside it get three times as many)")
 	repeats := fs.Int("repeats", 0, "rounds (default 2)")
 	ts := fs.Bool("timestamps", false, "keep TCP timestamps on the client: Linux then undoes spurious SYN timeouts (tcp_try_undo_spurious_syn) and the bloat path no longer punishes a short SYN timeout")
 	verbose := fs.Bool("v", false, "log progress to stderr")
+	dump := fs.String("dump", "", "write every measured flow to this CSV file")
+	lossyFlows := fs.Int("lossy-flows", 0, "lossy-path flows per round of each arm (default 6000)")
+	jump := fs.Bool("bg-jump", false, "bloat path: the background flow's window cap jumps up at the start of each period and falls over it, so the round trip jumps (default: it climbs and falls back)")
+	lossyWorkers := fs.Int("lossy-workers", 0, "lossy-path flows in flight (default 16)")
+	window := fs.Int("bg-window", 0, "bloat path: the background flow's window in bytes (default 600000, on a 10 s saw-tooth from a third of it; -1: uncapped, it fills the 1 MB queue and drops there)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := loader.CheckPrivileges(); err != nil {
 		return err
 	}
-	cfg := rtobench.Config{Flows: *flows, Repeats: *repeats, NoTimestamps: !*ts}
+	cfg := rtobench.Config{Flows: *flows, LossyFlows: *lossyFlows, Repeats: *repeats, NoTimestamps: !*ts, BackgroundWindow: *window, BackgroundJump: *jump, LossyWorkers: *lossyWorkers}
+	if *dump != "" {
+		f, err := os.Create(*dump)
+		if err != nil {
+			return fmt.Errorf("-dump: %w", err)
+		}
+		defer f.Close()
+		cfg.Dump = f
+	}
 	if *settings != "" {
 		for s := range strings.SplitSeq(*settings, ";") {
 			v, err := rto.ParseSetting(s)
