@@ -317,6 +317,9 @@ func cmdDatasetExport(ctx context.Context, args []string, stdout, stderr io.Writ
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: %s written to %s (%s)\n", src.name, st, *file, f)
+	if st.Rows == 0 && src.c == nil {
+		fmt.Fprintf(stderr, "%s: no daemon was running, and the pinned ring held no record (a daemon drains it as it runs, and did so as it stopped)\n", src.name)
+	}
 	if evicted > 0 {
 		fmt.Fprintf(stdout, "%s: %d portion(s) evicted by the daemon during the export, not in the file\n", src.name, evicted)
 	}

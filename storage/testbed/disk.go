@@ -93,6 +93,7 @@ type diskServer struct {
 	cmd  *exec.Cmd
 	path string // the image in the FUSE mount
 	done chan error
+	said chan string // the server's lines on stdout: "ready", then "armed"
 }
 
 // EnsureFUSE makes /dev/fuse exist, loading the fuse module if the
@@ -137,15 +138,21 @@ func startDiskServer(mount, backing string, d Disk) (*diskServer, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting the disk server: %w", err)
 	}
-	s := &diskServer{cmd: cmd, path: filepath.Join(mount, diskImage), done: make(chan error, 1)}
-	ready := make(chan string, 1)
+	s := &diskServer{cmd: cmd, path: filepath.Join(mount, diskImage), done: make(chan error, 1), said: make(chan string, 2)}
 	go func() {
-		line, _ := bufio.NewReader(out).ReadString('\n')
-		ready <- strings.TrimSpace(line)
+		r := bufio.NewReader(out)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				close(s.said)
+				return
+			}
+			s.said <- strings.TrimSpace(line)
+		}
 	}()
 	go func() { s.done <- cmd.Wait() }()
 	select {
-	case line := <-ready:
+	case line := <-s.said:
 		if line != "ready" {
 			s.stop(mount)
 			return nil, fmt.Errorf("starting the disk server: it said %q (is /dev/fuse there? modprobe fuse)", line)
@@ -159,10 +166,21 @@ func startDiskServer(mount, backing string, d Disk) (*diskServer, error) {
 	return s, nil
 }
 
-// arm makes the server charge reads their cost from now on.
+// arm makes the server charge reads their cost from now on: it returns
+// once the server says it does, so that no read after arm is free (a
+// signal alone is handled whenever the server's goroutine runs, which on
+// a slow machine came after the first reads).
 func (s *diskServer) arm() error {
 	if err := s.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
 		return fmt.Errorf("arming the disk server: %w", err)
+	}
+	select {
+	case line, ok := <-s.said:
+		if !ok || line != "armed" {
+			return fmt.Errorf("arming the disk server: it said %q, want \"armed\"", line)
+		}
+	case <-time.After(10 * time.Second):
+		return errors.New("arming the disk server: no answer after 10 s")
 	}
 	return nil
 }
@@ -223,6 +241,7 @@ func serveDisk(arg string) error {
 				node.mu.Lock()
 				node.armed = true
 				node.mu.Unlock()
+				fmt.Println("armed")
 				continue
 			}
 			_ = server.Unmount()
