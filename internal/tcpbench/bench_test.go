@@ -17,8 +17,8 @@ import (
 func TestT975(t *testing.T) {
 	// Student's t, 97.5th percentile, from tables.
 	for df, want := range map[int]float64{1: 12.706, 4: 2.776, 5: 2.571, 9: 2.262, 14: 2.145, 30: 2.042, 1000: 1.962} {
-		if got := t975(df); math.Abs(got-want) > 1e-3 {
-			t.Errorf("t975(%d) = %.4f, want %.3f", df, got, want)
+		if got := T975(df); math.Abs(got-want) > 1e-3 {
+			t.Errorf("T975(%d) = %.4f, want %.3f", df, got, want)
 		}
 	}
 }

@@ -46,7 +46,7 @@ func meanCI(v []float64) Estimate {
 	for _, x := range v {
 		ss += (x - m) * (x - m)
 	}
-	h := t975(len(v)-1) * math.Sqrt(ss/(n-1)/n)
+	h := T975(len(v)-1) * math.Sqrt(ss/(n-1)/n)
 	return Estimate{m, m - h, m + h}
 }
 
@@ -75,17 +75,14 @@ func ratioCI(a, b []float64) Estimate {
 		ss += d * d
 	}
 	se := math.Sqrt(ss/float64(n-1)/float64(n)) / math.Abs(mb)
-	h := t975(n-1) * se
+	h := T975(n-1) * se
 	return Estimate{r, r - h, r + h}
 }
 
-// T975 is t975, for the other benches' intervals.
-func T975(df int) float64 { return t975(df) }
-
-// t975 is the 97.5th percentile of Student's t distribution with df
+// T975 is the 97.5th percentile of Student's t distribution with df
 // degrees of freedom (a two-sided 95 % interval): exact for df ≤ 4, and
 // from the Cornish-Fisher expansion in 1/df above (error below 1e-3).
-func t975(df int) float64 {
+func T975(df int) float64 {
 	switch {
 	case df <= 0:
 		return math.Inf(1)
