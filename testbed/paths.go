@@ -586,35 +586,31 @@ func setConnInt(c net.Conn, level, opt, v int) error {
 	if !ok {
 		return fmt.Errorf("setting socket option %d: %T is not a TCP connection", opt, c)
 	}
-	rc, err := tc.SyscallConn()
+	return onFD(tc, fmt.Sprintf("setting socket option %d to %d", opt, v), func(fd int) error {
+		return unix.SetsockoptInt(fd, level, opt, v)
+	})
+}
+
+// onFD runs f on c's file descriptor, its error prefixed with what.
+func onFD(c *net.TCPConn, what string, f func(fd int) error) error {
+	rc, err := c.SyscallConn()
 	if err != nil {
 		return err
 	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, v) }); err != nil {
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = f(int(fd)) }); err != nil {
 		return err
 	}
-	if serr != nil {
-		return fmt.Errorf("setting socket option %d to %d: %w", opt, v, serr)
+	if ferr != nil {
+		return fmt.Errorf("%s: %w", what, ferr)
 	}
 	return nil
 }
 
 func setCC(c *net.TCPConn, cc string) error {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, cc)
-	}); err != nil {
-		return err
-	}
-	if serr != nil {
-		return fmt.Errorf("setting TCP_CONGESTION %s: %w", cc, serr)
-	}
-	return nil
+	return onFD(c, "setting TCP_CONGESTION "+cc, func(fd int) error {
+		return unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, cc)
+	})
 }
 
 // BackgroundRTT is the smoothed round trip time the background flow's
