@@ -49,12 +49,24 @@ func TestTestbed(t *testing.T) {
 			t.Fatalf("ipv6=%v: transfer %+v, want 1 MiB on cubic", v6, tr)
 		}
 	}
+	// The loss program sees GSO super-packets, about 32 for a MiB, so
+	// two transfers give ~63 packets and no drop at 5% with
+	// probability 0.95^63 ≈ 4%. Send until 600 packets have passed
+	// (no drop with probability 0.95^600 ≈ 4e-14).
+	const enough = 600
 	passed, dropped, err := tb.LossCounters()
+	for i := 0; err == nil && passed < enough && i < 64; i++ {
+		transfer(t, tb, i%2 == 1, 1<<20)
+		passed, dropped, err = tb.LossCounters()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if dropped == 0 || passed == 0 {
-		t.Fatalf("loss counters passed %d dropped %d: want both > 0 at 5%% loss", passed, dropped)
+	if dropped == 0 || passed < enough {
+		t.Fatalf("loss counters passed %d dropped %d: want ≥ %d passed and some dropped at 5%% loss", passed, dropped, enough)
+	}
+	if r := float64(dropped) / float64(passed+dropped); r < 0.01 || r > 0.15 {
+		t.Fatalf("loss counters passed %d dropped %d: drop rate %.3f, want about 0.05", passed, dropped, r)
 	}
 	if err := tb.SetLoss(0); err != nil {
 		t.Fatal(err)
