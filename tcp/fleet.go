@@ -139,8 +139,9 @@ func (l *Learner) applyFleet(p netip.Prefix, d *Destination, base float64) {
 // disagrees with the fleet's claim e (on the host's scale), and if so
 // marks the claim overruled, for good: the arm's fair trial (MinDefault
 // transfers), or else as many predictions of the host's own calibrated
-// counterfactual model, more than fleetDisagree standard errors from it,
-// or, refuteOnly, below it.
+// counterfactual model, more than fleetDisagree standard errors (the
+// arm's, the claim's and the host's default mean's) from it, or,
+// refuteOnly, below it.
 //
 // The prior (which arm is tried first) is overruled either way: a claim
 // that an arm is worse than the host finds it would otherwise let a
@@ -168,6 +169,12 @@ func (l *Learner) overrules(p netip.Prefix, name string, b *learner.Bandit, a *l
 	gap := e.Mean - own // how much worse the arm is on the host than claimed
 	if !refuteOnly {
 		gap = math.Abs(gap)
+	}
+	// The claim is on the host's scale through the host's own default
+	// mean, as uncertain as the host's own mean on the arm: a join
+	// measures both from a few transfers each.
+	if def := b.Arms[l.dflt]; def != nil && def.Real.W > 0 {
+		v += b.Noise(def.Real) / def.Real.W
 	}
 	if gap <= fleetDisagree*math.Sqrt(v+b.Noise(e)/e.W) {
 		return false

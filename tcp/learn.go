@@ -92,6 +92,29 @@ type Destination struct {
 	RecommendedAt int `json:"recommended_at,omitempty"`
 	// Loss estimates the loss rate seen by the default algorithm.
 	Loss learner.Estimate `json:"loss"`
+	// Base is the baseline the mode controller's rewards are relative to
+	// (the default's mean, as Bandit's rewards) while connections come in
+	// BaseMode: taken afresh from the default's mean at the first
+	// connection of another mode, then fixed (see reward).
+	Base     float64    `json:"base,omitempty"`
+	BaseMode model.Mode `json:"base_mode,omitempty"`
+}
+
+// modeBase returns the baseline of the mode controller's reward for a
+// connection made in mode, now the default's mean. The controller
+// compares the outcomes of one mode with each other (MODEL against
+// CONTROL, predictions against the default), so they share a baseline:
+// one that moved with every default transfer added its own estimation
+// noise to each reward, which the split's test counted as the arms'
+// spread (on entering COLLABORATION on a baseline of one or two
+// transfers, that doubled the CONTROL arm's variance). A new mode's
+// evidence starts afresh, and so does its baseline, with all the default
+// transfers seen by then.
+func (d *Destination) modeBase(mode model.Mode, now float64) float64 {
+	if d.BaseMode != mode || mode == model.ModeUnknown {
+		d.Base, d.BaseMode = now, mode
+	}
+	return d.Base
 }
 
 // Change is a change the learner wants in the recommendation map.
@@ -156,7 +179,7 @@ func lnRate(g float64) float64 { return math.Log(math.Max(g, 1)) }
 // better, whatever the destination's speed, so that rewards of different
 // destinations can be pooled and the controller's relative MinEffect
 // reads as a relative goodput gain. Logarithms tame the heavy tails of
-// goodput under loss.
+// goodput under loss. The base is the mode's (Destination.modeBase).
 func reward(x, base float64) float64 { return 1 + x - base }
 
 func (l *Learner) dest(p netip.Prefix, lnG float64) *Destination {
@@ -196,6 +219,9 @@ func (l *Learner) Observe(c *Conn) (fb model.Feedback, ok bool, ch *Change) {
 	d.Bandit.Decay()
 
 	base, haveBase := d.baseline(l.dflt)
+	if haveBase {
+		base = d.modeBase(c.Mode, base)
+	}
 	fb = model.Feedback{Arm: c.Arm, Key: p.String(), Value: c.CC, Mode: c.Mode, Generation: c.Generation}
 	if haveBase {
 		fb.Reward = reward(x, base)

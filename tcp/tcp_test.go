@@ -315,3 +315,44 @@ func TestLearnerStateRoundTrip(t *testing.T) {
 		t.Fatalf("corrupt state: %v, want an error saying what to do", err)
 	}
 }
+
+// TestRewardBaseFixedWithinMode: the mode controller compares the
+// rewards of one mode's outcomes (MODEL against CONTROL), so within a
+// mode every reward is relative to the same baseline. A baseline that
+// moved with each CONTROL outcome put its own estimation noise into the
+// rewards (a first COLLABORATION on a baseline of one or two default
+// transfers doubled the CONTROL arm's spread) and the split's test lost
+// power. A new mode takes the baseline as it then is.
+func TestRewardBaseFixedWithinMode(t *testing.T) {
+	l := newTestLearner()
+	l.Observe(conn(model.ArmNoRec, "cubic", "", 3e6, 0.1, 1e9))
+	l.Observe(conn(model.ArmShadow, "cubic", "bbr", 3e6, 0.1, 1e9))
+	var model1 []float64
+	for i, g := range []float64{1e6, 9e6, 2e6, 6e6} {
+		m := conn(model.ArmModel, "bbr", "bbr", 20e6, 0.1, 0)
+		m.Mode = model.ModeCollaboration
+		fb, ok, _ := l.Observe(m)
+		if !ok {
+			t.Fatalf("MODEL outcome %d not fed back", i)
+		}
+		model1 = append(model1, fb.Reward)
+		c := conn(model.ArmControl, "cubic", "bbr", g, 0.1, 1e9)
+		c.Mode = model.ModeCollaboration
+		fb, _, _ = l.Observe(c)
+		if want := 1 + math.Log(g/3e6); math.Abs(fb.Reward-want) > 1e-9 {
+			t.Errorf("CONTROL outcome %d (goodput %g): reward %v, want %v (relative to the baseline on entering the mode, 3e6)", i, g, fb.Reward, want)
+		}
+	}
+	for i, r := range model1 {
+		if r != model1[0] {
+			t.Errorf("MODEL outcome %d: reward %v, want %v as the first: the same goodput in the same mode", i, r, model1[0])
+		}
+	}
+	// RECOMMENDATION: the baseline moved on with the CONTROL outcomes.
+	m := conn(model.ArmModel, "bbr", "bbr", 20e6, 0.1, 0)
+	m.Mode = model.ModeRecommendation
+	fb, _, _ := l.Observe(m)
+	if fb.Reward == model1[0] {
+		t.Errorf("RECOMMENDATION: reward %v, the same as COLLABORATION's on its baseline: want the baseline taken afresh", fb.Reward)
+	}
+}

@@ -153,6 +153,7 @@ models:
 		// closed, then a whole one): the count is of connections, not
 		// of races with the period.
 		time.Sleep(2 * period)
+		hc.Log.Info("connection made", "connections", res.Connections+1, "mode", mode())
 	}
 	if res.Learned {
 		select {
