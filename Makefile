@@ -57,7 +57,7 @@ bench-ringbuf: setup
 bench-tcp: setup
 	$(GO) run ./internal/tcpbench/cmd/tcpbench $(TCPBENCH_FLAGS)
 
-## bench-tcp-rto: 64 KB flows over a lossy and a bloated path: default timers, best fixed setting, mlbpf after learning (p99 flow completion time; ~7 min)
+## bench-tcp-rto: 64 KB flows over a lossy and a bloated path: default timers, best fixed setting, mlbpf after learning (p99 flow completion time; ~9 min)
 bench-tcp-rto: setup
 	$(GO) run ./internal/rtobench/cmd/rtobench
 

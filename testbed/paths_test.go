@@ -3,6 +3,8 @@ package testbed
 import (
 	"context"
 	"net/netip"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +23,14 @@ func TestPaths(t *testing.T) {
 	}
 	if v, err := p.Router.ReadSysctl("net.ipv4.ip_forward"); err != nil || v != "1" {
 		t.Fatalf("router ip_forward %q, %v", v, err)
+	}
+	// A benchmark's flows to one destination, hundreds a second, each
+	// leave the client a TIME_WAIT for 60 s that it cannot reuse without
+	// timestamps: its ephemeral ports must outnumber them.
+	if v, err := p.Client.ReadSysctl("net.ipv4.ip_local_port_range"); err != nil {
+		t.Fatal(err)
+	} else if f := strings.Fields(v); len(f) != 2 || atoi(t, f[1])-atoi(t, f[0])+1 < 60000 {
+		t.Fatalf("client ip_local_port_range %q: want at least 60000 ports", v)
 	}
 	rtt, err := p.WaitBloated(t.Context(), 100*time.Millisecond, 20*time.Second)
 	if err != nil {
@@ -141,4 +151,13 @@ func TestPathsBackgroundWindow(t *testing.T) {
 	if n, err := p.BloatDrops(); err != nil || n != 0 {
 		t.Errorf("the bloat path's queue dropped %d packets (%v), want none", n, err)
 	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -81,6 +81,75 @@ func (b blocks) p99(idx []int, buf []float64) float64 {
 	return pct(buf, 0.99)
 }
 
+// tailCut is the quantile of an arm's flows below which the bootstrap
+// only counts them (tail).
+const tailCut = 0.95
+
+// tail is an arm's blocks prepared for the bootstrap's resamples: the
+// p99 of a resample is its flows' rank ⌈0.99·n⌉, which lies among the
+// flows at or above the arm's pooled tailCut quantile unless the
+// resample's blocks are far slower than the arm's, so each block keeps
+// those flows and only the count of the others. A resample's p99 then
+// sorts about a twentieth of its flows, not all of them (on the lossy
+// path, tens of thousands per arm and 2000 resamples), and is the same
+// number.
+type tail struct {
+	b     blocks
+	cut   float64
+	below []int       // per block, flows below cut
+	above [][]float64 // per block, the flows at or above cut
+}
+
+func newTail(b blocks) *tail {
+	t := &tail{b: b, below: make([]int, len(b)), above: make([][]float64, len(b))}
+	var all []float64
+	for _, x := range b {
+		all = append(all, x...)
+	}
+	if len(all) == 0 {
+		return t
+	}
+	slices.Sort(all)
+	t.cut = pct(all, tailCut)
+	for i, x := range b {
+		for _, v := range x {
+			if v < t.cut {
+				t.below[i]++
+			} else {
+				t.above[i] = append(t.above[i], v)
+			}
+		}
+	}
+	return t
+}
+
+// p99 is blocks.p99 of the blocks idx, buf its scratch space.
+func (t *tail) p99(idx []int, buf *[]float64) float64 {
+	n, below := 0, 0
+	for _, i := range idx {
+		n += len(t.b[i])
+		below += t.below[i]
+	}
+	if n == 0 {
+		return math.NaN()
+	}
+	r := min(max(int(math.Ceil(0.99*float64(n)))-1, 0), n-1)
+	if r < below { // the p99 is below cut: all the flows
+		*buf = (*buf)[:0]
+		for _, i := range idx {
+			*buf = append(*buf, t.b[i]...)
+		}
+		slices.Sort(*buf)
+		return (*buf)[r]
+	}
+	*buf = (*buf)[:0]
+	for _, i := range idx {
+		*buf = append(*buf, t.above[i]...)
+	}
+	slices.Sort(*buf)
+	return (*buf)[r-below]
+}
+
 // bootstrapRounds is the number of resamples of the block bootstrap.
 const bootstrapRounds = 2000
 
@@ -96,8 +165,10 @@ func bootstrap(arms []blocks, stat func(p99 []float64) float64) (est, lo, hi flo
 	}
 	p := make([]float64, len(arms))
 	var buf []float64
+	tails := make([]*tail, len(arms))
 	for i, a := range arms {
 		p[i] = a[:n].p99(nil, buf)
+		tails[i] = newTail(a[:n])
 	}
 	est = stat(p)
 	if n < 2 {
@@ -110,8 +181,8 @@ func bootstrap(arms []blocks, stat func(p99 []float64) float64) (est, lo, hi flo
 		for j := range idx {
 			idx[j] = rng.IntN(n)
 		}
-		for i, a := range arms {
-			p[i] = a.p99(idx, buf)
+		for i, t := range tails {
+			p[i] = t.p99(idx, &buf)
 		}
 		if v := stat(p); !math.IsNaN(v) && !math.IsInf(v, 0) {
 			draws = append(draws, v)

@@ -1,6 +1,7 @@
 package rtobench
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
 )
@@ -29,5 +30,44 @@ func TestP99RatioPaired(t *testing.T) {
 	}
 	if iv := p99Interval(a); iv.Half <= 0 || iv.Mean < 1500 {
 		t.Fatalf("p99 interval %+v", iv)
+	}
+}
+
+// TestTailP99: the bootstrap's p99 of a resample (tail) is the p99 of
+// its flows pooled and sorted, also where the resample's blocks are the
+// arm's slowest (its p99 below the cut, counted only) or hold one flow.
+func TestTailP99(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for trial := range 200 {
+		var b blocks
+		nb := 1 + rng.IntN(30)
+		for k := range nb {
+			n := rng.IntN(3 + trial*5)
+			scale := 1.0
+			if k%7 == 0 {
+				scale = 100 // slow blocks: resamples of them fall back
+			}
+			var x []float64
+			for range n {
+				v := scale * rng.ExpFloat64()
+				if rng.IntN(4) == 0 {
+					v = float64(rng.IntN(5)) // ties
+				}
+				x = append(x, v)
+			}
+			b = append(b, x)
+		}
+		tl := newTail(b)
+		var buf []float64
+		for range 50 {
+			idx := make([]int, 1+rng.IntN(2*nb))
+			for j := range idx {
+				idx[j] = rng.IntN(nb)
+			}
+			want, got := b.p99(idx, nil), tl.p99(idx, &buf)
+			if want != got && !(math.IsNaN(want) && math.IsNaN(got)) {
+				t.Fatalf("trial %d, blocks %v: p99 %v, want %v", trial, idx, got, want)
+			}
+		}
 	}
 }

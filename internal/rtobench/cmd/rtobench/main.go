@@ -46,9 +46,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ts := fs.Bool("timestamps", false, "keep TCP timestamps on the client: Linux then undoes spurious SYN timeouts (tcp_try_undo_spurious_syn) and the bloat path no longer punishes a short SYN timeout")
 	verbose := fs.Bool("v", false, "log progress to stderr")
 	dump := fs.String("dump", "", "write every measured flow to this CSV file")
-	lossyFlows := fs.Int("lossy-flows", 0, "lossy-path flows per round of each arm (default 6000)")
+	lossyFlows := fs.Int("lossy-flows", 0, "lossy-path flows per round of each arm (default 36000)")
 	jump := fs.Bool("bg-jump", false, "bloat path: the background flow's window cap jumps up at the start of each period and falls over it, so the round trip jumps (default: it climbs and falls back)")
-	lossyWorkers := fs.Int("lossy-workers", 0, "lossy-path flows in flight (default 16)")
+	lossyWorkers := fs.Int("lossy-workers", 0, "lossy-path flows in flight (default 64)")
 	window := fs.Int("bg-window", 0, "bloat path: the background flow's window in bytes (default 600000, on a 10 s saw-tooth from a third of it; -1: uncapped, it fills the 1 MB queue and drops there)")
 	if err := fs.Parse(args); err != nil {
 		return err
