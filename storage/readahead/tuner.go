@@ -676,19 +676,30 @@ func (t *Tuner) waitWatchdog() error {
 	}
 }
 
-// Block returns the arm of device name's current time block and how many
-// cycles of blocks it has begun (a cycle holds exactly the mode's share:
-// one holdout block in 20 in RECOMMENDATION, one control block in 2 in
-// COLLABORATION); false if the model does not tune name. A measurement
-// from the start of one cycle to the start of another sees the share
-// exactly.
-func (t *Tuner) Block(name string) (model.Arm, uint64, bool) {
+// BlockState is a device's current time block.
+type BlockState struct {
+	Arm model.Arm // the block's arm
+	// Cycles is how many cycles of blocks the device has begun: a cycle
+	// holds exactly the mode's share (one holdout block in 20 in
+	// RECOMMENDATION at 50 ‰, one control block in 2 in COLLABORATION),
+	// so a measurement from the start of one cycle to the start of
+	// another sees the share exactly.
+	Cycles uint64
+	// CycleBlocks is the blocks of the current cycle, Block one block's
+	// length.
+	CycleBlocks uint32
+	Block       time.Duration
+}
+
+// Block returns device name's current time block; false if the model
+// does not tune name.
+func (t *Tuner) Block(name string) (BlockState, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, d := range t.devices {
 		if d.Name == name {
-			return d.arm, d.draws.cycles, true
+			return BlockState{Arm: d.arm, Cycles: d.draws.cycles, CycleBlocks: max(cycleLen(d.draws.permille), 1), Block: t.cfg.Block}, true
 		}
 	}
-	return model.ArmFallback, 0, false
+	return BlockState{}, false
 }
