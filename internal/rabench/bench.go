@@ -293,7 +293,7 @@ func measureWorkload(ctx context.Context, cfg Config, wl testbed.Workload) (Resu
 	}
 	meter := cycleMeter{tb: tb, tu: tu, wl: wl, d: d}
 	var learned []learnedRun
-	for i := range cfg.LearnedRepeats {
+	for i := 0; len(learned) < cfg.LearnedRepeats && i < 3*cfg.LearnedRepeats; i++ {
 		// Phased runs whole jobs past a cycle's end: every measurement of
 		// it starts at a cycle's start anew. The others end where the next
 		// cycle starts.
@@ -303,6 +303,7 @@ func measureWorkload(ctx context.Context, cfg Config, wl testbed.Workload) (Resu
 				return r, err
 			}
 		}
+		mode := tu.Mode()
 		lr, err := meter.measure(ctx)
 		if err != nil {
 			stop()
@@ -310,6 +311,14 @@ func measureWorkload(ctx context.Context, cfg Config, wl testbed.Workload) (Resu
 		}
 		if !lr.Aligned {
 			cfg.Logf("readahead workload=%s: measurement %d of mlbpf is not whole cycles (no new cycle began: mode %v)", wl, i, tu.Mode())
+		}
+		if now := tu.Mode(); now != mode {
+			// A measurement across a change of mode (a promotion after
+			// LearnMax) is of neither mode, the ones before it of the
+			// old one: the line's figure is of the mode it names.
+			cfg.Logf("readahead workload=%s: the mode changed from %v to %v during measurement %d of mlbpf: it and the %d before it are dropped", wl, mode, now, i, len(learned))
+			learned = nil
+			continue
 		}
 		learned = append(learned, lr)
 	}
