@@ -29,9 +29,9 @@ type Config struct {
 	Workloads []testbed.Workload
 	Grid      []uint32
 	Repeats   int // measurements per fixed setting; default 3
-	// LearnedRepeats is the measurements of mlbpf once it has learned;
-	// default 2×Repeats (its blocks are drawn at random, RECOMMENDATION
-	// keeps a share on the default: its figure varies more).
+	// LearnedRepeats is the measurements of mlbpf once it has learned,
+	// each whole cycles of its time blocks (in RECOMMENDATION 20 s, one
+	// block of them on the default; see cycleMeter); default 4.
 	LearnedRepeats int
 	Duration       time.Duration // one measurement of seq, random, mmap; default 3 s
 	Phase          time.Duration // the most one phase of phased lasts; default 4 s
@@ -54,7 +54,7 @@ func (c Config) withDefaults() Config {
 		c.Repeats = 3
 	}
 	if c.LearnedRepeats == 0 {
-		c.LearnedRepeats = 2 * c.Repeats
+		c.LearnedRepeats = 4
 	}
 	if c.Duration == 0 {
 		c.Duration = 3 * time.Second
@@ -122,7 +122,14 @@ type Result struct {
 	Best      Figure
 	Fixed     map[uint32]Figure
 	MLBPF     Figure
-	Mode      model.Mode
+	// OnModel and OnDefault are mlbpf's MB/s while its blocks had the
+	// model's setting and the default (RECOMMENDATION's holdout,
+	// COLLABORATION's control); DefaultShare is the time share on the
+	// default. Not part of the figure's calculation: MLBPF is the whole
+	// of each measurement.
+	OnModel, OnDefault Figure
+	DefaultShare       float64
+	Mode               model.Mode
 	// LearnedAfter is how long mlbpf took to reach RECOMMENDATION; < 0
 	// if it did not before its measurements ended (above LearnMax: it
 	// was promoted during them).
@@ -136,8 +143,34 @@ func (r Result) Line() string {
 	if r.LearnedAfter >= 0 {
 		learned = fmt.Sprintf("%.0f", r.LearnedAfter.Seconds())
 	}
-	return fmt.Sprintf("readahead workload=%s default=%s best=%d:%s mlbpf=%s vs_default=%.2f vs_best=%.2f mode=%v learned_after_s=%s",
-		r.Workload, r.Default, r.BestKB, r.Best, r.MLBPF, r.MLBPF.Mean/r.Default.Mean, r.MLBPF.Mean/r.Best.Mean, r.Mode, learned)
+	return fmt.Sprintf("readahead workload=%s default=%s best=%d:%s mlbpf=%s vs_default=%.2f vs_best=%.2f mode=%v learned_after_s=%s on_model=%s on_default=%s default_share=%.3f",
+		r.Workload, r.Default, r.BestKB, r.Best, r.MLBPF, r.MLBPF.Mean/r.Default.Mean, r.MLBPF.Mean/r.Best.Mean, r.Mode, learned,
+		r.OnModel, r.OnDefault, r.DefaultShare)
+}
+
+// armFigures sets mlbpf's figures from its measurements: the whole of
+// each, and its model and default blocks apart (a measurement with no
+// time on an arm counts for neither of that arm's).
+func (r *Result) armFigures(runs []learnedRun) {
+	var all, onModel, onDefault []float64
+	var total, def time.Duration
+	for _, lr := range runs {
+		all = append(all, lr.MBps)
+		for arm, a := range lr.Arms {
+			total += a.Elapsed
+			switch arm {
+			case model.ArmModel:
+				onModel = append(onModel, a.MBps())
+			case model.ArmControl:
+				onDefault = append(onDefault, a.MBps())
+				def += a.Elapsed
+			}
+		}
+	}
+	r.MLBPF, r.OnModel, r.OnDefault = figure(all), figure(onModel), figure(onDefault)
+	if total > 0 {
+		r.DefaultShare = def.Seconds() / total.Seconds()
+	}
 }
 
 // Run runs the benchmark, writing each line to w as it is measured.
@@ -258,16 +291,38 @@ func measureWorkload(ctx context.Context, cfg Config, wl testbed.Workload) (Resu
 		st := tu.Status()
 		cfg.Logf("readahead workload=%s learning %.0fs: %s; learned %v", wl, time.Since(start).Seconds(), st.Evidence, st.Devices[0].Learned)
 	}
-	var ml []float64
-	for range cfg.LearnedRepeats {
-		st, err := tb.Run(ctx, wl, d, nil)
+	meter := cycleMeter{tb: tb, tu: tu, wl: wl, d: d}
+	var learned []learnedRun
+	for i := 0; len(learned) < cfg.LearnedRepeats && i < 3*cfg.LearnedRepeats; i++ {
+		// Phased runs whole jobs past a cycle's end: every measurement of
+		// it starts at a cycle's start anew. The others end where the next
+		// cycle starts.
+		if i == 0 || wl == testbed.Phased {
+			if err := meter.start(ctx); err != nil {
+				stop()
+				return r, err
+			}
+		}
+		mode := tu.Mode()
+		lr, err := meter.measure(ctx)
 		if err != nil {
 			stop()
 			return r, err
 		}
-		ml = append(ml, st.MBps())
+		if !lr.Aligned {
+			cfg.Logf("readahead workload=%s: measurement %d of mlbpf is not whole cycles (no new cycle began: mode %v)", wl, i, tu.Mode())
+		}
+		if now := tu.Mode(); now != mode {
+			// A measurement across a change of mode (a promotion after
+			// LearnMax) is of neither mode, the ones before it of the
+			// old one: the line's figure is of the mode it names.
+			cfg.Logf("readahead workload=%s: the mode changed from %v to %v during measurement %d of mlbpf: it and the %d before it are dropped", wl, mode, now, i, len(learned))
+			learned = nil
+			continue
+		}
+		learned = append(learned, lr)
 	}
-	r.MLBPF = figure(ml)
+	r.armFigures(learned)
 	r.Mode = tu.Mode()
 	// Read after the measurements, as the mode is: a promotion after
 	// LearnMax, during the measurements, shows as a time above it.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"strconv"
@@ -113,6 +112,8 @@ type device struct {
 	before    Phase
 	override  uint32 // an operator's recommendation, 0 for none
 	backedOff bool
+	// draws draws the arms of the device's blocks.
+	draws permuted
 }
 
 // Tuner is the storage/readahead model running on its devices.
@@ -377,38 +378,6 @@ func (t *Tuner) judge(d *device, p *pendingWindow) (model.Feedback, bool) {
 	return model.Feedback{}, false
 }
 
-// decide is mlbpf_decide for one device and time block, in user space.
-func decide(c model.Control, nowNs uint64, haveRec bool) model.Arm {
-	if c.State != model.StateRunning || nowNs > c.LeaseExpiresNs {
-		return model.ArmFallback
-	}
-	draw := func(permille uint32) bool { return rand.Uint32N(1000) < permille }
-	switch c.Mode {
-	case model.ModeLearning:
-		if haveRec {
-			return model.ArmShadow
-		}
-		return model.ArmNoRec
-	case model.ModeCollaboration:
-		if !haveRec {
-			return model.ArmNoRec
-		}
-		if draw(c.CollabPermille) {
-			return model.ArmModel
-		}
-		return model.ArmControl
-	case model.ModeRecommendation:
-		if !haveRec {
-			return model.ArmNoRec
-		}
-		if draw(c.HoldoutPermille) {
-			return model.ArmControl
-		}
-		return model.ArmModel
-	}
-	return model.ArmFallback
-}
-
 func (t *Tuner) step(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -441,7 +410,7 @@ func (t *Tuner) step(now time.Time) {
 		if newBlock {
 			_, have := t.learner.Best(d.Dev, d.phase)
 			have = have || d.override != 0 || t.control.Mode == model.ModeCollaboration
-			d.arm = decide(t.control, nowNs, have)
+			d.arm = decide(t.control, nowNs, have, &d.draws)
 			d.blockEnd = now.Add(t.cfg.Block)
 		}
 		// The model's choice is made once per block, again when the
@@ -705,4 +674,32 @@ func (t *Tuner) waitWatchdog() error {
 		<-t.watchdogDone
 		return errors.New("stopping the readahead watchdog: it did not exit; killed")
 	}
+}
+
+// BlockState is a device's current time block.
+type BlockState struct {
+	Arm model.Arm // the block's arm
+	// Cycles is how many cycles of blocks the device has begun: a cycle
+	// holds exactly the mode's share (one holdout block in 20 in
+	// RECOMMENDATION at 50 ‰, one control block in 2 in COLLABORATION),
+	// so a measurement from the start of one cycle to the start of
+	// another sees the share exactly.
+	Cycles uint64
+	// CycleBlocks is the blocks of the current cycle, Block one block's
+	// length.
+	CycleBlocks uint32
+	Block       time.Duration
+}
+
+// Block returns device name's current time block; false if the model
+// does not tune name.
+func (t *Tuner) Block(name string) (BlockState, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, d := range t.devices {
+		if d.Name == name {
+			return BlockState{Arm: d.arm, Cycles: d.draws.cycles, CycleBlocks: max(cycleLen(d.draws.permille), 1), Block: t.cfg.Block}, true
+		}
+	}
+	return BlockState{}, false
 }

@@ -40,7 +40,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg rabench.Config
 	workloads := fs.String("workloads", "seq,random,mmap,phased", "workloads to run, comma-separated")
 	fs.IntVar(&cfg.Repeats, "repeats", 3, "measurements per fixed setting")
-	fs.IntVar(&cfg.LearnedRepeats, "learned-repeats", 0, "measurements of mlbpf once it has learned (0: twice -repeats)")
+	fs.IntVar(&cfg.LearnedRepeats, "learned-repeats", 0, "measurements of mlbpf once it has learned, each whole cycles of its time blocks (in RECOMMENDATION 20 s, one block on the default); 0: 4")
 	fs.DurationVar(&cfg.Duration, "duration", 3*time.Second, "one measurement of seq, random or mmap")
 	fs.DurationVar(&cfg.Phase, "phase", 4*time.Second, "the most one phase of phased lasts (a phase is a fixed amount of work)")
 	fs.DurationVar(&cfg.Disk.Request, "disk-request", rabench.DefaultDisk.Request, "the testbed disk's cost of every read request")
