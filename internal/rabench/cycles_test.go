@@ -39,6 +39,15 @@ func TestMeasurementsAreWholeCycles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if tu.Mode() != model.ModeRecommendation {
+		// 6.1 lacks filemap:mm_filemap_get_pages and mm_filemap_fault:
+		// no reward, so the model stays in LEARNING by design and draws
+		// no blocks (storage/readahead's
+		// TestWithoutRewardTheModelStaysInLearning checks that there).
+		_ = tu.Close()
+		t.Skipf("kernel lacks %v: the readahead model has no reward here and stays in %v by design, so it draws no blocks to measure",
+			tu.Collector().Missing, tu.Mode())
+	}
 	if err := tu.Recommend(tb.Name, 1024); err != nil { // a recommendation: every block is drawn
 		t.Fatal(err)
 	}
