@@ -106,6 +106,14 @@ does: see 'mlbpf reload --help'.`, `
 	if err != nil {
 		return err
 	}
+	// ctx is final before the goroutine below reads it: assigning it
+	// after would race with that read (a torn interface crashed the
+	// runtime once in CI).
+	if *duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, *duration, fmt.Errorf("--duration %v reached", *duration))
+		defer cancel()
+	}
 	// SIGHUP reloads the configuration, as 'mlbpf reload' does.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -135,11 +143,6 @@ does: see 'mlbpf reload --help'.`, `
 		}
 	}()
 	defer func() { _, _ = sdnotify.Notify(sdnotify.Stopping) }()
-	if *duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, *duration, fmt.Errorf("--duration %v reached", *duration))
-		defer cancel()
-	}
 	return d.Run(ctx)
 }
 
