@@ -541,6 +541,17 @@ func learn(ctx context.Context, e *env, res map[testbed.Path]*PathResult) (map[n
 			time.Sleep(2 * period) // the last records in
 		}
 		time.Sleep(2 * period)
+		// The holdout is sized from the chosen setting's p99 and the
+		// default's tail (rto.Learner.Holdout): on the few dozen flows
+		// per setting of a first choice that p99 is their slowest flow.
+		// A window's worth of lossy flows in RECOMMENDATION, as a daemon
+		// runs them next, gives the share it keeps.
+		if !l.Exploring() && len(l.Recommendations()) > 0 {
+			if err := e.flows(ctx, load{testbed.PathLossy: {l.Config().Window}}); err != nil {
+				return err
+			}
+			time.Sleep(2 * period)
+		}
 		mode = loop.Model().Mode()
 		recs = l.Recommendations()
 		holdout = loop.Model().Control().HoldoutPermille
