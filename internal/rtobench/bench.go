@@ -53,7 +53,7 @@ type Config struct {
 	// 52 ms, then a sparse tail up to seconds), mlbpf's holdout runs
 	// the default's timers, a fifth of whose flows take over 50 ms (at
 	// 1 %, mlbpf's p99 sat at its setting's p99.2, about 0.92 of the best
-	// arm's; the learner now narrows it to 5 ‰: Learner.Holdout), and a
+	// arm's; the learner now narrows it to about 1 ‰: Learner.Holdout), and a
 	// few tens of flows more above the cliff move it by tens of ms. Drawn from two runs' 24000 flows of the best setting
 	// and 48000 of the default, 6000 flows per arm and round gave an
 	// interval of vs_best 0.19 wide (its low end above 0.9 in one run of

@@ -308,12 +308,12 @@ func TestLearnerKeepsDefaultOnNoise(t *testing.T) {
 
 // chosen returns a learner on the grid {Default, s} that has chosen s
 // for each of peers, the default's flows taking dflt(i) and s's taking
-// set(i), 200 of each, deciding on all of them.
+// set(i), 400 of each (the learner's window), deciding on all of them.
 func chosen(t *testing.T, s Setting, peers []netip.Addr, dflt, set []func(i int) time.Duration) *Learner {
 	t.Helper()
-	l := NewLearner(LearnConfig{Grid: []Setting{Default, s}, MinSamples: 200, MaxFlows: 400})
+	l := NewLearner(LearnConfig{Grid: []Setting{Default, s}, MinSamples: 400, MaxFlows: 800})
 	for k, peer := range peers {
-		for i := range 200 {
+		for i := range 400 {
 			l.Observe(&Flow{Peer: peer, Arm: model.ArmControl, FCT: dflt[k](i)})
 			l.Observe(&Flow{Peer: peer, Arm: model.ArmModel, Setting: s, FCT: set[k](i)})
 		}
@@ -326,7 +326,7 @@ func chosen(t *testing.T, s Setting, peers []netip.Addr, dflt, set []func(i int)
 
 // TestHoldoutSizedByTailCost: RECOMMENDATION's holdout is the largest
 // share whose default flows beyond the chosen setting's p99 make at most
-// a tenth of the 1 % there, at most the ceiling, at least 1 ‰; the
+// a fiftieth of the 1 % there, at most the ceiling, at least 1 ‰; the
 // prefix where the default's tail is costliest sizes it.
 func TestHoldoutSizedByTailCost(t *testing.T) {
 	s := Grid[len(Grid)-1]
@@ -352,12 +352,12 @@ func TestHoldoutSizedByTailCost(t *testing.T) {
 		ceiling uint32
 		want    uint32
 	}{
-		{"a quarter of the default's flows in the tail", []netip.Addr{a}, []func(int) time.Duration{every(4)}, 10, 4},
-		{"a fifth", []netip.Addr{a}, []func(int) time.Duration{every(5)}, 10, 5},
-		{"a thirtieth: the ceiling", []netip.Addr{a}, []func(int) time.Duration{every(30)}, 10, 10},
-		{"every one: the floor", []netip.Addr{a}, []func(int) time.Duration{every(1)}, 10, 1},
-		{"the costliest prefix", []netip.Addr{a, b}, []func(int) time.Duration{every(5), every(2)}, 10, 2},
-		{"a lower ceiling", []netip.Addr{a}, []func(int) time.Duration{every(5)}, 3, 3},
+		{"a twentieth of the default's flows in the tail", []netip.Addr{a}, []func(int) time.Duration{every(20)}, 10, 4},
+		{"a twenty-fifth", []netip.Addr{a}, []func(int) time.Duration{every(25)}, 10, 5},
+		{"a fiftieth: the ceiling", []netip.Addr{a}, []func(int) time.Duration{every(50)}, 10, 10},
+		{"a quarter: the floor", []netip.Addr{a}, []func(int) time.Duration{every(4)}, 10, 1},
+		{"the costliest prefix", []netip.Addr{a, b}, []func(int) time.Duration{every(25), every(10)}, 10, 2},
+		{"a lower ceiling", []netip.Addr{a}, []func(int) time.Duration{every(25)}, 3, 3},
 	} {
 		set := make([]func(int) time.Duration, len(tc.peers))
 		for i := range set {
@@ -375,8 +375,8 @@ func TestHoldoutSizedByTailCost(t *testing.T) {
 	if got, _ := l.Holdout(10); got != 10 {
 		t.Errorf("no prefix: %d‰, want the ceiling", got)
 	}
-	l = chosen(t, s, []netip.Addr{a}, []func(int) time.Duration{every(5)}, []func(int) time.Duration{fast})
-	for range 200 { // the setting turns out worse than the default: back to it
+	l = chosen(t, s, []netip.Addr{a}, []func(int) time.Duration{every(20)}, []func(int) time.Duration{fast})
+	for range 400 { // the setting turns out worse than the default: back to it
 		l.Observe(&Flow{Peer: a, Arm: model.ArmModel, Setting: s, FCT: 3 * time.Second})
 		l.Observe(&Flow{Peer: a, Arm: model.ArmControl, FCT: 5 * time.Millisecond})
 	}
