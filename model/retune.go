@@ -39,3 +39,25 @@ func (c *Controller) retune(cfg ControllerConfig) {
 	defer c.mu.Unlock()
 	c.cfg = cfg.withDefaults()
 }
+
+// NarrowHoldout sets the share of RECOMMENDATION's invocations kept on
+// the default in the control block to permille, at most the options'
+// HoldoutPermille, which stays the ceiling (and what Retune, ReInit and
+// Init restore): a subsystem whose holdout costs its users more than it
+// tells it (correct_system_state) narrows it, and widens it again up to
+// the ceiling. The mode and the evidence stay; an unchanged share writes
+// nothing. Legal wherever SetMode is.
+func (m *Model) NarrowHoldout(permille uint32, reason string) error {
+	if permille > Permille {
+		return fmt.Errorf("narrowing the holdout of %s: %w: %d‰, want at most %d", m, ErrInvalidOptions, permille, Permille)
+	}
+	return m.run(transition{
+		op:     OpSetMode,
+		reason: reason,
+		prepare: func(_ State, cur Control) (bool, error) {
+			permille = min(permille, m.opts.HoldoutPermille)
+			return cur.HoldoutPermille == permille, nil
+		},
+		mutate: func(c *Control) { c.HoldoutPermille = permille },
+	})
+}

@@ -230,6 +230,10 @@ type PathResult struct {
 	Mode            model.Mode
 	LearnedAfter    int
 	Chosen          rto.Setting
+	// HoldoutPermille is RECOMMENDATION's holdout mlbpf was measured
+	// with: the learner's (rto.Learner.Holdout), as the daemon's loop sets
+	// it, at most the model's configured share.
+	HoldoutPermille uint32
 	// Survey keeps each fixed arm's summary over all rounds, and
 	// Beside the default's and mlbpf's.
 	Survey                map[rto.Setting]Stats
@@ -242,9 +246,9 @@ func (r PathResult) Line() string {
 	if r.LearnedAfter > 0 {
 		learned = fmt.Sprint(r.LearnedAfter)
 	}
-	return fmt.Sprintf("tcprto path=%s flows=%d default_p99_ms=%s best=%s:%s mlbpf_p99_ms=%s speedup=%s vs_best=%s mode=%v learned_after=%s chosen=%s",
+	return fmt.Sprintf("tcprto path=%s flows=%d default_p99_ms=%s best=%s:%s mlbpf_p99_ms=%s speedup=%s vs_best=%s mode=%v learned_after=%s chosen=%s holdout_permille=%d",
 		r.Path, r.Flows, r.DefaultP99.fmt(0), r.Best, r.BestP99.fmt(0), r.MLBPFP99.fmt(0), r.Speedup, r.VsBest,
-		r.Mode, learned, r.Chosen)
+		r.Mode, learned, r.Chosen, r.HoldoutPermille)
 }
 
 // Cost is the sock_ops programs' run time.
@@ -293,7 +297,7 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 
 	// Learning: one model, both paths at once, from an empty map, on
 	// each path's first destination.
-	learned, mode, err := learn(ctx, e, res)
+	learned, mode, holdout, err := learn(ctx, e, res)
 	if err != nil {
 		return err
 	}
@@ -356,7 +360,7 @@ func Run(ctx context.Context, w io.Writer, cfg Config) error {
 			n := load{testbed.PathLossy: {nl, nl}, testbed.PathBloat: {nb, nb}}
 			out, err := e.measure(ctx, learned, model.Options{
 				InitialMode: model.ModeRecommendation, MaxMode: model.ModeRecommendation,
-				HoldoutPermille: rto.DefaultOptions().HoldoutPermille,
+				HoldoutPermille: holdout,
 			}, n)
 			if err != nil {
 				return err
@@ -504,13 +508,14 @@ func armLine(w io.Writer, p testbed.Path, slot, setting string, st Stats, p99 In
 }
 
 // learn runs the model on both paths at once until every prefix has
-// chosen (or maxLearn flows per path), and returns what it recommends and
-// its mode.
-func learn(ctx context.Context, e *env, res map[testbed.Path]*PathResult) (map[netip.Prefix][]rto.Setting, model.Mode, error) {
+// chosen (or maxLearn flows per path), and returns what it recommends,
+// its mode and RECOMMENDATION's holdout as its loop set it (the control
+// block's, which the learner sizes: rto.Learner.Holdout).
+func learn(ctx context.Context, e *env, res map[testbed.Path]*PathResult) (map[netip.Prefix][]rto.Setting, model.Mode, uint32, error) {
 	log := e.cfg.Logger
 	for _, p := range paths {
 		if err := e.o.Withdraw(p.Addrs().Prefix); err != nil {
-			return nil, 0, err
+			return nil, 0, 0, err
 		}
 	}
 	const maxLearn, batch = 400, 25
@@ -518,6 +523,7 @@ func learn(ctx context.Context, e *env, res map[testbed.Path]*PathResult) (map[n
 	var mode model.Mode
 	var recs map[netip.Prefix][]rto.Setting
 	var l *rto.Learner
+	var holdout uint32
 	err := e.run(ctx, pipeline.Env{Options: rto.DefaultOptions()}, e.cfg.Settings, func(*rto.Flow) {}, func(ctx context.Context, loop *pipeline.Loop) error {
 		l = loop.Objects().(*rto.Objects).Learner()
 		period := loop.Model().Options().SleepTimeout
@@ -535,12 +541,24 @@ func learn(ctx context.Context, e *env, res map[testbed.Path]*PathResult) (map[n
 			time.Sleep(2 * period) // the last records in
 		}
 		time.Sleep(2 * period)
+		// The holdout is sized from the chosen setting's p99 and the
+		// default's tail (rto.Learner.Holdout): on the few dozen flows
+		// per setting of a first choice that p99 is their slowest flow.
+		// A window's worth of lossy flows in RECOMMENDATION, as a daemon
+		// runs them next, gives the share it keeps.
+		if !l.Exploring() && len(l.Recommendations()) > 0 {
+			if err := e.flows(ctx, load{testbed.PathLossy: {l.Config().Window}}); err != nil {
+				return err
+			}
+			time.Sleep(2 * period)
+		}
 		mode = loop.Model().Mode()
 		recs = l.Recommendations()
+		holdout = loop.Model().Control().HoldoutPermille
 		return nil
 	})
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	for _, d := range l.Destinations() {
 		if p, i, ok := e.destOf(d.Prefix.Addr()); ok && i == 0 {
@@ -548,8 +566,11 @@ func learn(ctx context.Context, e *env, res map[testbed.Path]*PathResult) (map[n
 			log.Info("learned", "path", p, "after", d.LearnedAfter, "chosen", d.Setting, "arms", d.Arms)
 		}
 	}
-	log.Info("learning done", "took", time.Since(start).Round(time.Second), "mode", mode)
-	return recs, mode, nil
+	for _, r := range res {
+		r.HoldoutPermille = holdout
+	}
+	log.Info("learning done", "took", time.Since(start).Round(time.Second), "mode", mode, "holdout_permille", holdout)
+	return recs, mode, holdout, nil
 }
 
 func progStats(p *ebpf.Program) (ns, cnt uint64, err error) {

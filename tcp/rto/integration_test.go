@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -409,3 +410,56 @@ func TestLoop(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { os.Exit(testutil.RunCheckingFDs(m)) }
+
+// TestHoldoutNarrowedInKernel: on the period loop (the daemon's path,
+// restarted on a learner's state file), once a prefix has chosen a
+// setting whose p99 a twentieth of the default's flows outlast, the
+// control block the kernel reads holds a 4 ‰ holdout, not the configured
+// 10 ‰;
+// an external learner's model keeps the configured share.
+func TestHoldoutNarrowedInKernel(t *testing.T) {
+	r := newRig(t)
+	grid := []Setting{Default, aggressive}
+	stateDir := t.TempDir()
+	l := chosen(t, aggressive, []netip.Addr{testbed.ServerAddr},
+		[]func(int) time.Duration{func(i int) time.Duration {
+			if i%20 == 0 {
+				return time.Second
+			}
+			return 5 * time.Millisecond
+		}},
+		[]func(int) time.Duration{func(int) time.Duration { return 5 * time.Millisecond }})
+	if err := l.Save(filepath.Join(stateDir, StateFile)); err != nil {
+		t.Fatal(err)
+	}
+	for _, external := range []bool{false, true} {
+		loop, err := Subsystem().Open(pipeline.Env{Model: ModelName, PinRoot: r.pinRoot, StateDir: stateDir, External: external,
+			Options: model.Options{SleepTimeout: 50 * time.Millisecond, InitialMode: model.ModeRecommendation, HoldoutPermille: 10}},
+			&SectionConfig{Cgroup: r.tb.Cgroup(), Grid: grid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := loop.Model()
+		if err := m.Start(model.RunConfig{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := loop.Period(); err != nil {
+			t.Fatal(err)
+		}
+		ctl, err := loop.Objects().(*Objects).Control().Raw()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := uint32(4)
+		if external {
+			want = 10
+		}
+		if m.Mode() != model.ModeRecommendation || ctl.HoldoutPermille != want {
+			t.Errorf("external %v: mode %v, the kernel's holdout %d‰, want RECOMMENDATION and %d‰", external, m.Mode(), ctl.HoldoutPermille, want)
+		}
+		if err := m.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		loop.Close()
+	}
+}

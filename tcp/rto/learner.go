@@ -380,3 +380,57 @@ func (l *Learner) Destinations() []Destination {
 	slices.SortFunc(out, func(a, b Destination) int { return a.Prefix.Addr().Compare(b.Prefix.Addr()) })
 	return out
 }
+
+// Holdout returns the share of RECOMMENDATION's flows to keep on the
+// default, in permille, at most ceiling (the model's configured
+// holdout) and at least 1 ‰, and why.
+//
+// The holdout's flows are the reward's tail by construction on a path
+// where a setting pays: there, a default flow is often slower than
+// nearly every flow of the setting. So the holdout is sized by what it
+// costs the p99 of a prefix's flows: its flows beyond the chosen
+// setting's p99 may make at most a fiftieth of the 1 % of flows beyond
+// it (0.02 % of all flows). With a share k/n of the default's recent
+// flows beyond that p99, that is n/(5k) ‰ at most; the prefix where the
+// default's tail is costliest sizes the model's one share. A fiftieth,
+// because a setting that pays has a cliff just above its p99: on the
+// testbed's lossy path, where a fifth of the default's flows outlast the
+// setting's p99 (about 49 ms) and its p99.5 is twice it, every 0.1 % of
+// the flows added beyond the p99 moves it by 4 to 5 % (a 1 % holdout,
+// 0.19 % of the flows, by 7 to 10 %, 5 ‰ by 2 to 5 %, 1 ‰ by under 2 %:
+// three rtobench runs' dumps resampled). What a narrower holdout costs is time:
+// the learner's watch on the default (decide) and the mode controller's
+// demotion test gather the default's flows that much more slowly (at 1 ‰,
+// 40 in 40 000 flows).
+func (l *Learner) Holdout(ceiling uint32) (permille uint32, why string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	permille, why = ceiling, "no chosen setting's tail is costlier"
+	for _, d := range l.dests {
+		if d.Chosen <= 0 || len(d.fct[0]) < l.cfg.MinSamples || len(d.fct[d.Chosen]) < l.cfg.MinSamples {
+			continue
+		}
+		p99 := quantile(d.fct[d.Chosen], 0.99)
+		k := 0
+		for _, ms := range d.fct[0] {
+			if ms > p99 {
+				k++
+			}
+		}
+		n := len(d.fct[0])
+		if k == 0 || uint32(n/(5*k)) >= permille {
+			continue
+		}
+		permille = max(uint32(n/(5*k)), 1)
+		why = fmt.Sprintf("%d of the default's last %d flows at %s outlast the p99 of %s (%.1f ms): a holdout of %d ‰ adds at most %.3f %% of the flows beyond it",
+			k, n, d.Prefix, l.cfg.Grid[d.Chosen], p99, permille, float64(permille)/10*float64(k)/float64(n))
+	}
+	return permille, why
+}
+
+// quantile returns the q-quantile of xs (nearest rank).
+func quantile(xs []float64, q float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[max(int(math.Ceil(q*float64(len(s))))-1, 0)]
+}

@@ -305,3 +305,82 @@ func TestLearnerKeepsDefaultOnNoise(t *testing.T) {
 		t.Fatalf("%d of %d prefixes chose a setting on noise, want at most 5 %%", chose, prefixes)
 	}
 }
+
+// chosen returns a learner on the grid {Default, s} that has chosen s
+// for each of peers, the default's flows taking dflt(i) and s's taking
+// set(i), 400 of each (the learner's window), deciding on all of them.
+func chosen(t *testing.T, s Setting, peers []netip.Addr, dflt, set []func(i int) time.Duration) *Learner {
+	t.Helper()
+	l := NewLearner(LearnConfig{Grid: []Setting{Default, s}, MinSamples: 400, MaxFlows: 800})
+	for k, peer := range peers {
+		for i := range 400 {
+			l.Observe(&Flow{Peer: peer, Arm: model.ArmControl, FCT: dflt[k](i)})
+			l.Observe(&Flow{Peer: peer, Arm: model.ArmModel, Setting: s, FCT: set[k](i)})
+		}
+		if got := l.Recommendations()[l.PrefixOf(peer)]; len(got) != 1 || got[0] != s {
+			t.Fatalf("%s: recommends %v, want %s", peer, got, s)
+		}
+	}
+	return l
+}
+
+// TestHoldoutSizedByTailCost: RECOMMENDATION's holdout is the largest
+// share whose default flows beyond the chosen setting's p99 make at most
+// a fiftieth of the 1 % there, at most the ceiling, at least 1 ‰; the
+// prefix where the default's tail is costliest sizes it.
+func TestHoldoutSizedByTailCost(t *testing.T) {
+	s := Grid[len(Grid)-1]
+	a, b := netip.MustParseAddr("198.18.1.2"), netip.MustParseAddr("198.18.2.2")
+	fast := func(i int) time.Duration { // p99 50 ms
+		if i%50 == 0 {
+			return 50 * time.Millisecond
+		}
+		return 5 * time.Millisecond
+	}
+	every := func(n int) func(i int) time.Duration { // one in n flows stalls for a second
+		return func(i int) time.Duration {
+			if i%n == 0 {
+				return time.Second
+			}
+			return 5 * time.Millisecond
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		peers   []netip.Addr
+		dflt    []func(int) time.Duration
+		ceiling uint32
+		want    uint32
+	}{
+		{"a twentieth of the default's flows in the tail", []netip.Addr{a}, []func(int) time.Duration{every(20)}, 10, 4},
+		{"a twenty-fifth", []netip.Addr{a}, []func(int) time.Duration{every(25)}, 10, 5},
+		{"a fiftieth: the ceiling", []netip.Addr{a}, []func(int) time.Duration{every(50)}, 10, 10},
+		{"a quarter: the floor", []netip.Addr{a}, []func(int) time.Duration{every(4)}, 10, 1},
+		{"the costliest prefix", []netip.Addr{a, b}, []func(int) time.Duration{every(25), every(10)}, 10, 2},
+		{"a lower ceiling", []netip.Addr{a}, []func(int) time.Duration{every(25)}, 3, 3},
+	} {
+		set := make([]func(int) time.Duration, len(tc.peers))
+		for i := range set {
+			set[i] = fast
+		}
+		l := chosen(t, s, tc.peers, tc.dflt, set)
+		got, why := l.Holdout(tc.ceiling)
+		if got != tc.want {
+			t.Errorf("%s: holdout %d‰ (%s), want %d‰", tc.name, got, why, tc.want)
+		}
+	}
+
+	// Nothing chosen, or the default chosen: the ceiling.
+	l := NewLearner(LearnConfig{})
+	if got, _ := l.Holdout(10); got != 10 {
+		t.Errorf("no prefix: %d‰, want the ceiling", got)
+	}
+	l = chosen(t, s, []netip.Addr{a}, []func(int) time.Duration{every(20)}, []func(int) time.Duration{fast})
+	for range 400 { // the setting turns out worse than the default: back to it
+		l.Observe(&Flow{Peer: a, Arm: model.ArmModel, Setting: s, FCT: 3 * time.Second})
+		l.Observe(&Flow{Peer: a, Arm: model.ArmControl, FCT: 5 * time.Millisecond})
+	}
+	if got, why := l.Holdout(10); l.Recommendations()[l.PrefixOf(a)] != nil || got != 10 {
+		t.Errorf("back on the default: recommends %v, holdout %d‰ (%s), want none and the ceiling", l.Recommendations()[l.PrefixOf(a)], got, why)
+	}
+}

@@ -91,6 +91,20 @@ func (o *Objects) Stop(*model.Model) error {
 	return o.learner.Save(o.statePath)
 }
 
+// CorrectSystemState implements model.ModelOps: it applies the mode
+// decision (EstimateSystemState), then, while the learner sets the mode,
+// sizes RECOMMENDATION's holdout by what it costs the chosen settings'
+// tail (Learner.Holdout), at most the configured share. An external
+// learner's model keeps the configured share.
+func (o *Objects) CorrectSystemState(m *model.Model) (model.Decision, error) {
+	d, err := o.GenericModelOps.CorrectSystemState(m)
+	if err != nil || o.learner == nil || o.external {
+		return d, err
+	}
+	h, why := o.learner.Holdout(m.Options().HoldoutPermille)
+	return d, m.NarrowHoldout(h, ModelPath+": "+why)
+}
+
 // PreprocessRecommendation implements model.ModelOps.
 func (o *Objects) PreprocessRecommendation(m *model.Model, rec *model.Recommendation) error {
 	if err := (model.GenericModelOps{}).PreprocessRecommendation(m, rec); err != nil {

@@ -10,10 +10,13 @@ import (
 // since an RTO setting cannot be judged without applying it (no
 // counterfactual: a timer that never fired says nothing of a shorter
 // one), with three quarters of the flows drawing a candidate setting and
-// the rest on the default. RECOMMENDATION keeps 1 % on the default, not
-// the usual 5 %: the reward is the tail of the flow completion time, and
-// on a path where the setting pays, holdout flows are that tail by
-// construction; at 5 % they alone would set the p99.
+// the rest on the default. RECOMMENDATION keeps at most 1 % on the
+// default, not the usual 5 %: the reward is the tail of the flow
+// completion time, and on a path where the setting pays, holdout flows
+// are that tail by construction; at 5 % they alone would set the p99.
+// The learner narrows it further on the period loop (Learner.Holdout,
+// Objects.CorrectSystemState) where the default's tail is costlier: the
+// configured share is the ceiling.
 func DefaultOptions() model.Options {
 	return model.Options{
 		SleepTimeout:    250 * time.Millisecond,
