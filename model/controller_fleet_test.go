@@ -386,3 +386,62 @@ func TestFleetJoinAtBenchNoise(t *testing.T) {
 		}
 	}
 }
+
+// TestFleetTwoLookScheduleAtBenchNoise: no schedule of the controller's
+// two fleet-designed tests reaches bench-fleet's goal in expectation at
+// the noise its splits measured, even chosen knowing the true effect:
+// the first test at α·6/π² after n1 per arm, the second at a quarter of
+// that after n2, for every n1 ≤ 8 and n1 < n2 ≤ n1+6, the join paying
+// n1 or n2 per arm (plus the default transfer, or not) or falling back
+// to learning alone (60). The best geometric mean stays above 10.4
+// connections (52/5).
+func TestFleetTwoLookScheduleAtBenchNoise(t *testing.T) {
+	const lives, fallback, alone = 4000, 60, 52
+	c := NewController(ControllerConfig{MinSamples: 15, Confidence: 0.99, MinEffect: 0.05, MaxMode: ModeRecommendation})
+	a1, a2 := c.spend(1), c.spend(2)
+	passes := func(m, k []float64, alpha float64) bool {
+		var wm, wk welford
+		for i := range m {
+			wm.add(m[i])
+			wk.add(k[i])
+		}
+		sm, sk := wm.stats(), wk.stats()
+		margin := 0.05 * math.Abs(sk.Mean)
+		return studentUpperTail((sm.Mean-sk.Mean-margin)/welchStdErr(sm, sk), welchDF(sm, sk)) < alpha
+	}
+	for _, w := range []struct{ lift, sdModel, sdControl float64 }{{1.8, 0.56, 0.67}, {2.14, 0.68, 0.75}} {
+		for _, dflt := range []int{1, 0} {
+			best, bn1, bn2 := math.Inf(1), 0, 0
+			for n1 := 3; n1 <= 8; n1++ {
+				for n2 := n1 + 1; n2 <= n1+6; n2++ {
+					r := rand.New(rand.NewPCG(uint64(n1), uint64(n2)))
+					m, k := make([]float64, n2), make([]float64, n2)
+					var logSum float64
+					for range lives {
+						for i := range n2 {
+							m[i] = 1 + w.lift + w.sdModel*r.NormFloat64()
+							k[i] = 1 + w.sdControl*r.NormFloat64()
+						}
+						cost := fallback
+						switch {
+						case passes(m[:n1], k[:n1], a1):
+							cost = dflt + 2*n1
+						case passes(m, k, a2):
+							cost = dflt + 2*n2
+						}
+						logSum += math.Log(float64(cost))
+					}
+					if g := math.Exp(logSum / lives); g < best {
+						best, bn1, bn2 = g, n1, n2
+					}
+				}
+			}
+			t.Logf("lift %.2f, sd %.2f/%.2f, %d default transfer(s): best schedule %d then %d per arm, geometric mean %.2f, speedup %.2f",
+				w.lift, w.sdModel, w.sdControl, dflt, bn1, bn2, best, alone/best)
+			if alone/best >= 5 {
+				t.Errorf("lift %.2f, sd %.2f/%.2f: a schedule %d then %d per arm reaches a speedup of %.2f: update docs/fleet.md",
+					w.lift, w.sdModel, w.sdControl, bn1, bn2, alone/best)
+			}
+		}
+	}
+}
