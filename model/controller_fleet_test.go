@@ -320,7 +320,7 @@ func TestFleetJoinAtBenchNoise(t *testing.T) {
 		lift, sdModel, sdControl float64
 	}{
 		{"testbed survey", 1.8, 0.56, 0.67},
-		{"14 bench joins", 2.14, 0.68, 0.75},
+		{"e8ac7b2's 7 joins", 2.14, 0.68, 0.75},
 	}
 	for _, w := range worlds {
 		// The first promotion test's power at n per arm.
