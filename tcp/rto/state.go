@@ -24,6 +24,8 @@ type destState struct {
 	LearnedAfter int         `json:"learned_after"`
 	Chosen       int         `json:"chosen"`
 	FCT          [][]float64 `json:"fct_ms"`
+	// Dropped are the grid indexes no longer explored (Learner.decide).
+	Dropped []int `json:"dropped,omitempty"`
 }
 
 type learnerState struct {
@@ -40,7 +42,13 @@ func (l *Learner) Save(path string) error {
 	st := learnerState{Version: stateVersion, SavedAt: time.Now().UTC(), Grid: l.cfg.Grid,
 		Destinations: make(map[string]*destState, len(l.dests))}
 	for p, d := range l.dests {
-		st.Destinations[p.String()] = &destState{Flows: d.Flows, LearnedAfter: d.LearnedAfter, Chosen: d.Chosen, FCT: d.fct}
+		ds := &destState{Flows: d.Flows, LearnedAfter: d.LearnedAfter, Chosen: d.Chosen, FCT: d.fct}
+		for i, out := range d.dropped {
+			if out {
+				ds.Dropped = append(ds.Dropped, i)
+			}
+		}
+		st.Destinations[p.String()] = ds
 	}
 	data, err := json.Marshal(&st)
 	l.mu.Unlock()
@@ -77,7 +85,14 @@ func (l *Learner) Load(path string) (bool, error) {
 		if err != nil || len(d.FCT) != len(l.cfg.Grid) || d.Chosen < -1 || d.Chosen >= len(l.cfg.Grid) {
 			return false, fmt.Errorf("loading %s learner state %s: bad destination %q (remove the file to start afresh)", ModelPath, path, k)
 		}
-		nd := &Destination{Prefix: p, Flows: d.Flows, LearnedAfter: d.LearnedAfter, Chosen: d.Chosen, fct: d.FCT}
+		nd := &Destination{Prefix: p, Flows: d.Flows, LearnedAfter: d.LearnedAfter, Chosen: d.Chosen, fct: d.FCT,
+			dropped: make([]bool, len(l.cfg.Grid))}
+		for _, i := range d.Dropped {
+			if i <= 0 || i >= len(l.cfg.Grid) {
+				return false, fmt.Errorf("loading %s learner state %s: bad destination %q: dropped setting %d (remove the file to start afresh)", ModelPath, path, k, i)
+			}
+			nd.dropped[i] = true
+		}
 		if d.Chosen >= 0 {
 			nd.Setting = l.cfg.Grid[d.Chosen]
 		}
