@@ -47,7 +47,7 @@ func (m cycleMeter) block() readahead.BlockState {
 // the time it needs: the longest cycle and a block.
 func (m cycleMeter) longest() time.Duration {
 	st := m.block()
-	return time.Duration(20+1) * max(st.Block, time.Second)
+	return time.Duration(readahead.MaxCycle+1) * max(st.Block, time.Second)
 }
 
 // start runs the workload (unmeasured) until a new cycle begins, so that

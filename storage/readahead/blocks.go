@@ -6,15 +6,15 @@ import (
 	"github.com/mlbpf/mlbpf/model"
 )
 
-// maxCycle is the longest cycle of blocks (as MLBPF_BLOCK_MAX in
+// MaxCycle is the longest cycle of blocks (as MLBPF_BLOCK_MAX in
 // bpf/include/mlbpf.h): a share with no whole cycle up to it is drawn
 // block by block.
-const maxCycle = 20
+const MaxCycle = 20
 
 // cycleLen is the fewest blocks in which permille of them is a whole
-// number (20 at 50 ‰, 2 at 500 ‰), 0 if none up to maxCycle.
+// number (20 at 50 ‰, 2 at 500 ‰), 0 if none up to MaxCycle.
 func cycleLen(permille uint32) uint32 {
-	for n := uint32(2); n <= maxCycle; n++ {
+	for n := uint32(2); n <= MaxCycle; n++ {
 		if permille*n%1000 == 0 {
 			return n
 		}

@@ -81,7 +81,7 @@ func TestHoldoutCycleRestartsOnModeChange(t *testing.T) {
 		}
 	}
 	if n := cycleLen(333); n != 0 {
-		t.Errorf("cycleLen(333) = %d, want 0 (no whole cycle up to %d)", n, maxCycle)
+		t.Errorf("cycleLen(333) = %d, want 0 (no whole cycle up to %d)", n, MaxCycle)
 	}
 	var p permuted
 	c.HoldoutPermille = 333 // no whole cycle: block by block, each its own
