@@ -1,0 +1,220 @@
+package rto
+
+import (
+	"context"
+	"math"
+	"net"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mlbpf/mlbpf/internal/testutil"
+	"github.com/mlbpf/mlbpf/model"
+	"github.com/mlbpf/mlbpf/tcp"
+	"github.com/mlbpf/mlbpf/testbed"
+)
+
+// The sock_ops callback flags of a socket are one word shared by every
+// sock_ops program that runs on it: the programs of its cgroup and of
+// every cgroup above it. tcp/cc and tcp/rto may run on the same cgroup
+// (and a stopped tcp/cc, its pins kept for the next daemon, stays attached
+// to the root of a host where 'mlbpf run' ran once). These tests hold each
+// to what is its own: neither may act on a socket because of a flag the
+// other set, nor silence the other by clearing one.
+
+// coexist is the tcp/rto rig with tcp/cc attached to the same cgroup.
+type coexist struct {
+	*rig
+	cc *tcp.Objects
+}
+
+func newCoexist(t *testing.T) *coexist {
+	t.Helper()
+	r := newRig(t)
+	avail, err := tcp.Available()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cc := range []string{"cubic", "reno"} {
+		if !slices.Contains(avail, cc) {
+			testutil.Missing(t, "kernel lacks the "+cc+" congestion control (modprobe tcp_"+cc+")")
+		}
+	}
+	cc, err := tcp.Open(tcp.Config{
+		PinRoot: testutil.PinRoot(t),
+		Cgroup:  r.tb.Cgroup(),
+		Default: "cubic", // the testbed namespaces' default
+		Allowed: []string{"cubic", "reno"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cc.Detach()
+		_ = cc.Close()
+	})
+	if err := cc.Attach(); err != nil {
+		t.Fatal(err)
+	}
+	return &coexist{rig: r, cc: cc}
+}
+
+// setCC writes tcp/cc's control block: RUNNING in mode with a live lease
+// and no holdout, or STOPPED with none (what a daemon leaves behind).
+func (c *coexist) setCC(t *testing.T, mode model.Mode, running bool) {
+	t.Helper()
+	old, err := c.cc.Control().LoadControl()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl := model.Control{State: model.StateStopped, Mode: mode, Generation: old.Generation + 1}
+	if running {
+		ctl.State, ctl.LeaseExpiresNs = model.StateRunning, math.MaxUint64
+	}
+	if err := c.cc.Control().StoreControl(ctl); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// dial connects to the sink; cc, if not empty, is the application's own
+// choice of congestion control, set before connect().
+func (c *coexist) dial(t *testing.T, cc string) *net.TCPConn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		if cc == "" {
+			return nil
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, cc)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var conn net.Conn
+	err := c.tb.Client.Do(func() error {
+		var err error
+		conn, err = d.DialContext(ctx, "tcp4", c.sink.Addr())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn.(*net.TCPConn)
+}
+
+// state is what the kernel says a socket runs: its algorithm and timers.
+type state struct {
+	CC     string
+	RTOMin time.Duration
+}
+
+func connState(t *testing.T, conn *net.TCPConn) state {
+	t.Helper()
+	g, err := connInfo(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := testbed.SocketCC(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return state{CC: cc, RTOMin: g.RTOMin}
+}
+
+// sendUntil writes to conn (its ACKs bring RTT samples, the callbacks
+// that re-check the control blocks) until the socket is in want, for at
+// most 2 s, and returns what it was last.
+func sendUntil(t *testing.T, conn *net.TCPConn, want state) state {
+	t.Helper()
+	buf := make([]byte, 64<<10)
+	var s state
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		if _, err := conn.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		if s = connState(t, conn); s == want {
+			return s
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return s
+}
+
+// TestCoexistWithStoppedTCPCC: a stopped tcp/cc on the same cgroup leaves
+// alone the connections it did not decide: the application's own
+// algorithm, and tcp/rto's live fallback.
+func TestCoexistWithStoppedTCPCC(t *testing.T) {
+	c := newCoexist(t)
+	c.setCC(t, model.ModeLearning, false)
+	c.setControl(t, model.ModeRecommendation, true)
+	if err := c.o.Recommend(testbed.Prefix, aggressive); err != nil {
+		t.Fatal(err)
+	}
+	conn := c.dial(t, "reno")
+	defer conn.Close()
+	if s := connState(t, conn); s.RTOMin == noTimers {
+		t.Skip("this kernel cannot report a socket's RTO_MIN (getsockopt TCP_RTO_MIN_US: Linux 6.15)")
+	}
+	want := state{CC: "reno", RTOMin: 8 * time.Millisecond}
+	if s := sendUntil(t, conn, want); s != want {
+		t.Fatalf("in tcp/rto's RECOMMENDATION, tcp/cc stopped: the connection runs %+v, want %+v", s, want)
+	}
+	// More data: a stopped tcp/cc has nothing to revert.
+	if s := sendUntil(t, conn, state{}); s != want {
+		t.Fatalf("after more data, tcp/cc stopped: the connection runs %+v, want %+v (the application's reno)", s, want)
+	}
+	c.setControl(t, model.ModeEmergency, true)
+	want.RTOMin = DefaultRTOMin
+	if s := sendUntil(t, conn, want); s != want {
+		t.Fatalf("tcp/rto in EMERGENCY, tcp/cc stopped: the live connection runs %+v, want %+v", s, want)
+	}
+}
+
+// TestCoexistBothFallBack: a connection both models changed goes back to
+// each one's default when that model falls back, in either order.
+func TestCoexistBothFallBack(t *testing.T) {
+	c := newCoexist(t)
+	if err := c.cc.Recommend(testbed.Prefix, "reno"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.o.Recommend(testbed.Prefix, aggressive); err != nil {
+		t.Fatal(err)
+	}
+	for _, rtoFirst := range []bool{true, false} {
+		c.setCC(t, model.ModeRecommendation, true)
+		c.setControl(t, model.ModeRecommendation, true)
+		conn := c.dial(t, "")
+		s := connState(t, conn)
+		if s.RTOMin == noTimers {
+			conn.Close()
+			t.Skip("this kernel cannot report a socket's RTO_MIN (getsockopt TCP_RTO_MIN_US: Linux 6.15)")
+		}
+		want := state{CC: "reno", RTOMin: 8 * time.Millisecond}
+		if s != want {
+			conn.Close()
+			t.Fatalf("both models in RECOMMENDATION: a new connection runs %+v, want %+v", s, want)
+		}
+		steps := []func(){
+			func() { c.setControl(t, model.ModeEmergency, true); want.RTOMin = DefaultRTOMin },
+			func() { c.setCC(t, model.ModeEmergency, true); want.CC = "cubic" },
+		}
+		if !rtoFirst {
+			steps[0], steps[1] = steps[1], steps[0]
+		}
+		for i, step := range steps {
+			step()
+			if s := sendUntil(t, conn, want); s != want {
+				conn.Close()
+				t.Fatalf("tcp/rto first %v, fallback %d of 2: the live connection runs %+v, want %+v", rtoFirst, i+1, s, want)
+			}
+		}
+		conn.Close()
+	}
+}
