@@ -21,9 +21,9 @@
  *     retransmission timeout (RTO_CB) and, once
  *     the model may no longer apply anything (not RUNNING, lease expired,
  *     EMERGENCY, or demoted to LEARNING), sets the connection back to its
- *     network namespace's default algorithm (net.ipv4.tcp_congestion_control)
- *     and stops the callbacks: a fallback reaches live connections
- *     too, one RTT sample after it (see revert());
+ *     network namespace's default algorithm (net.ipv4.tcp_congestion_control):
+ *     a fallback reaches live connections too, one RTT sample after it
+ *     (see revert());
  *   - when the connection reaches TCP_CLOSE, emits one outcome record
  *     (struct tcp_conn_record) to the model's ring buffer, if it sent at
  *     least record_min_bytes.
@@ -31,6 +31,14 @@
  * Nothing is remembered, and no record written, while the model is not
  * RUNNING or its lease has expired: a host without its daemon pays a map
  * lookup per connection.
+ *
+ * The callback flags (bpf_sock_ops_cb_flags) are one word per socket,
+ * shared by every sock_ops program of its cgroup and of the cgroups above
+ * it: tcp/rto on the same cgroup, a stopped tcp/cc whose pins a daemon
+ * left at the host's root. So the program only ever adds flags, never
+ * clears one another program may need, and never reads one as a mark of
+ * its own: what a connection is to tcp/cc is in its entry in conns, and a
+ * callback for a connection without one does nothing.
  *
  * A socket whose congestion control was already chosen by someone else is
  * left alone and counted as MLBPF_ARM_SKIPPED: the application called
@@ -91,6 +99,8 @@ enum tcp_conn_flags {
 	TCP_CONN_SET_FAILED = 4, /* the kernel refused the recommendation */
 	TCP_CONN_REVERTED = 8,  /* MODEL arm, set back to the default when
 				 * the model fell back mid-connection */
+	TCP_CONN_APP_CHOSE = 16, /* MODEL arm, the application chose its own
+				  * algorithm since: left alone */
 };
 
 /* One connection, as the learner sees it when it closes. */
@@ -243,13 +253,10 @@ static __always_inline bool wants_rtt(__u8 arm)
 }
 
 /*
- * A connection on the model's algorithm asks for RTO callbacks too: they
- * re-check the block when a stalled connection times out, and the flag
- * marks the socket as one to re-check, so that an RTT callback knows it
- * without a lookup in conns.
+ * Adds callbacks, keeping every flag already set (by this program or
+ * another). A connection on the model's algorithm asks for RTO callbacks
+ * too: they re-check the block when a stalled connection times out.
  */
-#define MODEL_CB_FLAG BPF_SOCK_OPS_RTO_CB_FLAG
-
 static __always_inline void set_callbacks(struct bpf_sock_ops *ops, bool rtt, bool model)
 {
 	__u32 cb = ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG;
@@ -257,8 +264,15 @@ static __always_inline void set_callbacks(struct bpf_sock_ops *ops, bool rtt, bo
 	if (rtt)
 		cb |= BPF_SOCK_OPS_RTT_CB_FLAG;
 	if (model)
-		cb |= MODEL_CB_FLAG;
+		cb |= BPF_SOCK_OPS_RTO_CB_FLAG;
 	bpf_sock_ops_cb_flags_set(ops, cb);
+}
+
+/* Is the connection on the model's algorithm, to be re-checked? */
+static __always_inline bool watched(const struct tcp_cc_sk *st)
+{
+	return st->arm == MLBPF_ARM_MODEL &&
+	       !(st->flags & (TCP_CONN_REVERTED | TCP_CONN_APP_CHOSE));
 }
 
 /* An active connection asks for RTT samples once established: the
@@ -334,16 +348,12 @@ static __always_inline void decide(struct bpf_sock_ops *ops, bool passive)
 	set_callbacks(ops, passive && wants_rtt(arm), arm == MLBPF_ARM_MODEL);
 }
 
-static __always_inline void sample_rate(struct bpf_sock_ops *ops)
+static __always_inline void sample_rate(struct bpf_sock_ops *ops, struct tcp_cc_sk *st)
 {
 	__u32 delivered = ops->rate_delivered, interval = ops->rate_interval_us;
-	struct tcp_cc_sk *st;
 	__u64 rate;
 
 	if (!delivered || !interval || interval > (1U << 31))
-		return;
-	st = conn_state(ops);
-	if (!st)
 		return;
 	rate = (__u64)delivered * ops->mss_cache * 1000000 / interval;
 	if (rate > st->max_rate_bps)
@@ -374,14 +384,19 @@ static __always_inline bool namespace_default(struct bpf_sock_ops *ops,
 }
 
 /*
- * revert - a connection on the model's algorithm (MODEL_CB_FLAG), at one
- * of its RTT samples or RTOs: does the model still apply? If it fell back
+ * revert - a connection on the model's algorithm (watched()), at one of
+ * its RTT samples or RTOs: does the model still apply? If it fell back
  * (the same conditions under which decide() would take FALLBACK, or a
  * demotion to LEARNING, where nothing is applied), set the connection back
- * to its namespace's default and stop its callbacks; the record says
- * TCP_CONN_REVERTED. A connection whose application has chosen another
- * algorithm since is left alone. While the model applies, a re-check
- * costs a snapshot of the block and no lookup.
+ * to its namespace's default; the record says TCP_CONN_REVERTED. A
+ * connection whose application has chosen another algorithm since is left
+ * alone (TCP_CONN_APP_CHOSE). Either way it is not re-checked again. While
+ * the model applies, a re-check costs the lookup of the connection's entry
+ * and a snapshot of the block.
+ *
+ * The callbacks stay on: another program on the socket may need them (see
+ * the top of this file). A connection no longer watched costs the lookup
+ * at each of its callbacks.
  *
  * An RTT sample comes with every ACK that acknowledges new data, so the
  * fallback reaches a connection that moves data within about one RTT; an
@@ -400,11 +415,10 @@ static __always_inline bool same_name(const char *a, const char *b)
 	return true;
 }
 
-static __always_inline void revert(struct bpf_sock_ops *ops)
+static __always_inline void revert(struct bpf_sock_ops *ops, struct tcp_cc_sk *st)
 {
 	char dflt[TCP_CC_NAME_MAX] = {}, cur[TCP_CC_NAME_MAX] = {};
 	struct mlbpf_snapshot snap;
-	struct tcp_cc_sk *st;
 	__u32 zero = 0;
 
 	/* A block being rewritten right now is no reason to revert: the next
@@ -415,22 +429,39 @@ static __always_inline void revert(struct bpf_sock_ops *ops)
 				     snap.mode == MLBPF_MODE_RECOMMENDATION))
 		return;
 	/* From here on, once per connection. */
-	st = conn_state(ops);
-	if (st && !bpf_getsockopt(ops, SOL_TCP, TCP_CONGESTION, cur, sizeof(cur)) &&
+	if (!bpf_getsockopt(ops, SOL_TCP, TCP_CONGESTION, cur, sizeof(cur)) &&
 	    !same_name(cur, st->recommended)) {
 		/* The application chose another algorithm since: its own. */
-		bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags &
-					       ~(BPF_SOCK_OPS_RTT_CB_FLAG | MODEL_CB_FLAG));
+		st->flags |= TCP_CONN_APP_CHOSE;
 		return;
 	}
 	if (!namespace_default(ops, &dflt))
 		return;
 	if (bpf_setsockopt(ops, SOL_TCP, TCP_CONGESTION, dflt, sizeof(dflt)))
 		return; /* tried again at the next callback */
-	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags &
-				       ~(BPF_SOCK_OPS_RTT_CB_FLAG | MODEL_CB_FLAG));
-	if (st)
-		st->flags |= TCP_CONN_REVERTED;
+	st->flags |= TCP_CONN_REVERTED;
+}
+
+/*
+ * An RTT sample: re-check a watched connection, or keep the delivery rate
+ * of one on the default. Only after the handshake: its sample says nothing
+ * about the path's bandwidth (another program may have asked for the
+ * handshake's callbacks).
+ */
+static __always_inline void rtt_sample(struct bpf_sock_ops *ops)
+{
+	struct tcp_cc_sk *st = conn_state(ops);
+
+	if (!st)
+		return;
+	if (st->arm == MLBPF_ARM_MODEL) {
+		if (watched(st))
+			revert(ops, st);
+		return;
+	}
+	if (rate_probe && on_default(st->arm) && ops->state != BPF_TCP_SYN_SENT &&
+	    ops->state != BPF_TCP_SYN_RECV)
+		sample_rate(ops, st);
 }
 
 static __always_inline void emit(struct bpf_sock_ops *ops)
@@ -482,6 +513,8 @@ out:
 SEC("sockops")
 int tcp_cc_sockops(struct bpf_sock_ops *ops)
 {
+	struct tcp_cc_sk *st;
+
 	switch (ops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		decide(ops, false);
@@ -494,14 +527,12 @@ int tcp_cc_sockops(struct bpf_sock_ops *ops)
 			decide(ops, true);
 		break;
 	case BPF_SOCK_OPS_RTT_CB:
-		if (ops->bpf_sock_ops_cb_flags & MODEL_CB_FLAG)
-			revert(ops);
-		else
-			sample_rate(ops);
+		rtt_sample(ops);
 		break;
 	case BPF_SOCK_OPS_RTO_CB:
-		if (ops->bpf_sock_ops_cb_flags & MODEL_CB_FLAG)
-			revert(ops);
+		st = conn_state(ops);
+		if (st && watched(st))
+			revert(ops, st);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (ops->args[1] == BPF_TCP_CLOSE)

@@ -286,7 +286,13 @@ static __always_inline void decide(struct bpf_sock_ops *ops)
 }
 
 /* At an RTT sample of a connection running a setting: if the model may
- * no longer act, restore the socket's own timers and stop watching. */
+ * no longer act, restore the socket's own timers, once. The RTT callbacks
+ * stay on: the flags are one word per socket, shared with every other
+ * sock_ops program on it (tcp/cc on the same cgroup re-checks its own
+ * connections at the same callbacks), so this program never clears one.
+ * The callbacks of a socket that is not a connection of ours (tcp/cc
+ * asked for them) cost a snapshot of the block, and a lookup once the
+ * model may no longer act. */
 static __always_inline void watch(struct bpf_sock_ops *ops)
 {
 	mlbpf_reading_t c;
@@ -297,7 +303,7 @@ static __always_inline void watch(struct bpf_sock_ops *ops)
 	if (mlbpf_reading_may_act(&c))
 		return;
 	st = conn_state(ops);
-	if (!st || (st->flags & TCP_RTO_REVERTED))
+	if (!st || st->arm != MLBPF_ARM_MODEL || (st->flags & TCP_RTO_REVERTED))
 		return;
 	st->flags |= TCP_RTO_REVERTED;
 	if (st->setting.rto_min_ms && st->orig_rto_min) {
@@ -308,8 +314,6 @@ static __always_inline void watch(struct bpf_sock_ops *ops)
 		us = st->orig_delack_max * (1000000 / CONFIG_HZ);
 		bpf_setsockopt(ops, SOL_TCP, TCP_BPF_DELACK_MAX, &us, sizeof(us));
 	}
-	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags &
-					       ~BPF_SOCK_OPS_RTT_CB_FLAG);
 }
 
 /* The SYN's retransmission timeout, in jiffies; 0 keeps the default. */

@@ -80,6 +80,7 @@ const (
 	tcpccTcpConnFlagsTCP_CONN_RATE       tcpccTcpConnFlags = 2
 	tcpccTcpConnFlagsTCP_CONN_SET_FAILED tcpccTcpConnFlags = 4
 	tcpccTcpConnFlagsTCP_CONN_REVERTED   tcpccTcpConnFlags = 8
+	tcpccTcpConnFlagsTCP_CONN_APP_CHOSE  tcpccTcpConnFlags = 16
 )
 
 type tcpccTcpConnRecord struct {
