@@ -317,19 +317,26 @@ func TestFallbackReachesLiveConnections(t *testing.T) {
 			t.Fatalf("%s: a new connection has RTO_MIN %v, want 8ms", c.name, g.RTOMin)
 		}
 		r.setControl(t, c.mode, c.live)
-		// Data, so that ACKs come back with RTT samples.
-		for range 20 {
+		// Data, so that ACKs come back with RTT samples, until the timers
+		// are back (a write returns once the data is queued, before its
+		// ACKs), for at most 2 s.
+		deadline := time.Now().Add(2 * time.Second)
+		for {
 			if _, err := conn.Write(make([]byte, 64<<10)); err != nil {
 				t.Fatal(err)
 			}
+			var err error
+			if g, err = connInfo(conn); err != nil {
+				t.Fatal(err)
+			}
+			if g.RTOMin == DefaultRTOMin && g.DelackMax == DefaultDelackMax || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
-		g, err := connInfo(conn)
 		conn.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
 		if g.RTOMin != DefaultRTOMin || g.DelackMax != DefaultDelackMax {
-			t.Errorf("%s: the live connection still has RTO_MIN %v DELACK_MAX %v, want %v and %v",
+			t.Errorf("%s: 2s after the fallback the live connection still has RTO_MIN %v DELACK_MAX %v, want %v and %v",
 				c.name, g.RTOMin, g.DelackMax, DefaultRTOMin, DefaultDelackMax)
 		}
 	}
