@@ -104,3 +104,18 @@ if ! awk '$3 == "cgroup2" { f = 1 } END { exit !f }' /proc/mounts; then
 		mount -t cgroup2 none /sys/fs/cgroup
 	fi
 fi
+
+if [[ $purpose == test ]]; then
+	# Every test's sockets pass through the sock_ops programs attached to the
+	# cgroup v2 root too: say which, so that a failure can be told apart
+	# from one of them (an older mlbpf's pins, left by 'mlbpf run').
+	cg2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+	if attached=$(bpftool cgroup show "$cg2" 2>/dev/null | awk '$2 == "cgroup_sock_ops" || $2 == "sock_ops" { print "  " $0 }') &&
+		[[ -n $attached ]]; then
+		echo "setup: sock_ops programs on the cgroup v2 root ($cg2) see every test's sockets:"
+		echo "$attached"
+		if [[ -d /sys/fs/bpf/mlbpf ]]; then
+			echo "setup: mlbpf's pins are in /sys/fs/bpf/mlbpf; if an older build left them, remove them: go run ./cmd/mlbpf rollback"
+		fi
+	fi
+fi
