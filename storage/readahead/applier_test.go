@@ -52,25 +52,40 @@ func lookup(t *testing.T, tb *testbed.Testbed) Device {
 // kernelKB reads read_ahead_kb from the kernel: sysfs and BLKRAGET must agree.
 func kernelKB(t *testing.T, tb *testbed.Testbed) uint32 {
 	t.Helper()
-	b, err := os.ReadFile(tb.ReadAheadPath())
-	if err != nil {
-		t.Fatal(err)
+	sysfs := func() uint32 {
+		b, err := os.ReadFile(tb.ReadAheadPath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var kb uint32
+		if _, err := fmt.Sscanf(strings.TrimSpace(string(b)), "%d", &kb); err != nil {
+			t.Fatalf("%s holds %q: %v", tb.ReadAheadPath(), b, err)
+		}
+		return kb
 	}
-	var kb uint32
-	fmt.Sscanf(strings.TrimSpace(string(b)), "%d", &kb)
 	f, err := os.Open(tb.Device)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	sectors, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKRAGET)
-	if err != nil {
-		t.Fatal(err)
+	// The two reads are compared only when sysfs held one value around
+	// the ioctl: a watchdog or a daemon may be changing it meanwhile.
+	for range 10 {
+		before := sysfs()
+		sectors, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKRAGET)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after := sysfs(); after != before {
+			continue
+		}
+		if uint32(sectors/2) != before {
+			t.Fatalf("sysfs says %d KB, BLKRAGET %d sectors", before, sectors)
+		}
+		return before
 	}
-	if uint32(sectors/2) != kb {
-		t.Fatalf("sysfs says %d KB, BLKRAGET %d sectors", kb, sectors)
-	}
-	return kb
+	t.Fatalf("%s changed at each of 10 reads", tb.ReadAheadPath())
+	return 0
 }
 
 func setKB(t *testing.T, tb *testbed.Testbed, kb uint32) {
@@ -343,6 +358,15 @@ func TestSIGKILLRestoresWithinLease(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// However the test ends, the daemon (perhaps stopped) is not left in
+	// the testbed's cgroup, which could not be removed.
+	waited := false
+	defer func() {
+		if !waited {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	}()
 	line, err := bufio.NewReader(out).ReadString('\n')
 	var wdPID int
 	if _, serr := fmt.Sscanf(line, "ready %d", &wdPID); err != nil || serr != nil {
@@ -382,6 +406,7 @@ func TestSIGKILLRestoresWithinLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
+	waited = true
 	for kernelKB(t, tb) != 128 {
 		if time.Since(killed) > lease+time.Second {
 			t.Fatalf("%v after the SIGKILL the device still holds %d, want its original 128 within the lease (%v) plus 1 s", time.Since(killed), kernelKB(t, tb), lease)
