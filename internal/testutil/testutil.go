@@ -36,6 +36,7 @@ func RequireBPF(tb testing.TB) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		tb.Fatalf("raising RLIMIT_MEMLOCK: %v", err)
 	}
+	logRootSockOps(tb)
 }
 
 // Missing skips t because something it needs is missing, saying what and
