@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -108,13 +107,7 @@ func TestTCP(t *testing.T) {
 // its server namespace.
 func tcpTestbed(t *testing.T) (*testbed.Testbed, *testbed.Sink) {
 	testutil.RequireBPF(t)
-	avail, err := tcp.Available()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Contains(avail, "cubic") {
-		testutil.Missing(t, "kernel lacks the cubic congestion control (modprobe tcp_cubic)")
-	}
+	testutil.RequireCongestionControl(t, "cubic")
 	tb, err := testbed.New(t.Context(), testbed.Config{Cgroup: true})
 	if err != nil {
 		t.Fatal(err)

@@ -35,16 +35,7 @@ type harness struct {
 func requireTestbed(t *testing.T) {
 	t.Helper()
 	testutil.RequireBPF(t)
-	avail, err := tcp.Available()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, cc := range []string{"cubic", "bbr"} {
-		if !slices.Contains(avail, cc) {
-			msg := "kernel lacks the " + cc + " congestion control (modprobe tcp_" + cc + ")"
-			testutil.Missing(t, msg)
-		}
-	}
+	testutil.RequireCongestionControl(t, "cubic", "bbr")
 }
 
 func newHarness(t *testing.T, loss float64, stateDir string) *harness {

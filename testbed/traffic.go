@@ -102,11 +102,10 @@ func (t *Testbed) Send(ctx context.Context, addr string, load Load, cc string) (
 	return sendFrom(ctx, t.Client, addr, load, cc)
 }
 
-func sendFrom(ctx context.Context, ns *Namespace, addr string, load Load, cc string) (Transfer, error) {
-	if load.Bytes <= 0 && load.Duration <= 0 {
-		return Transfer{}, fmt.Errorf("sending to %s: empty load", addr)
-	}
-	var tr Transfer
+// CCDialer returns a dialer that sets a non-empty cc with
+// setsockopt(TCP_CONGESTION) before connect, as an application choosing
+// its own algorithm would (Namespace.DialWith dials with it).
+func CCDialer(cc string) *net.Dialer {
 	d := &net.Dialer{}
 	if cc != "" {
 		d.Control = func(_, _ string, rc syscall.RawConn) error {
@@ -117,8 +116,16 @@ func sendFrom(ctx context.Context, ns *Namespace, addr string, load Load, cc str
 			return errors.Join(err, serr)
 		}
 	}
+	return d
+}
+
+func sendFrom(ctx context.Context, ns *Namespace, addr string, load Load, cc string) (Transfer, error) {
+	if load.Bytes <= 0 && load.Duration <= 0 {
+		return Transfer{}, fmt.Errorf("sending to %s: empty load", addr)
+	}
+	var tr Transfer
 	start := time.Now()
-	c, err := ns.DialWith(ctx, d, "tcp", addr)
+	c, err := ns.DialWith(ctx, CCDialer(cc), "tcp", addr)
 	if err != nil {
 		return tr, fmt.Errorf("sending to %s: %w", addr, err)
 	}

@@ -247,15 +247,7 @@ const (
 func newFallbackRig(t *testing.T) *fallbackRig {
 	t.Helper()
 	testutil.RequireBPF(t)
-	avail, err := tcp.Available()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, cc := range []string{"cubic", "reno"} {
-		if !slices.Contains(avail, cc) {
-			testutil.Missing(t, "kernel lacks the "+cc+" congestion control (modprobe tcp_"+cc+")")
-		}
-	}
+	testutil.RequireCongestionControl(t, "cubic", "reno")
 	tb, err := testbed.New(t.Context(), testbed.Config{Cgroup: true, CongestionControl: "cubic"})
 	if err != nil {
 		t.Fatal(err)
@@ -303,6 +295,10 @@ func newFallbackRig(t *testing.T) *fallbackRig {
 	// The application of the first connection then chooses its own
 	// algorithm: the fallback must leave it alone.
 	after := slices.Repeat([]string{"cubic"}, len(got))
+	avail, err := tcp.Available()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if slices.Contains(avail, "bbr") {
 		setCC(t, conns.socks[0], "bbr")
 		got[0], after[0] = "bbr", "bbr"

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -188,4 +190,22 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// RequireCongestionControl skips tb (fails it on CI) unless the kernel
+// offers every one of names now (net.ipv4.tcp_available_congestion_control,
+// the list tcp.Available reads: this package cannot import tcp, whose
+// dependencies' tests import it).
+func RequireCongestionControl(tb testing.TB, names ...string) {
+	tb.Helper()
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_available_congestion_control")
+	if err != nil {
+		tb.Fatalf("reading available congestion controls: %v", err)
+	}
+	avail := strings.Fields(string(b))
+	for _, cc := range names {
+		if !slices.Contains(avail, cc) {
+			Missing(tb, "kernel lacks the "+cc+" congestion control (modprobe tcp_"+cc+")")
+		}
+	}
 }

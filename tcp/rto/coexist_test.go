@@ -4,12 +4,8 @@ import (
 	"context"
 	"math"
 	"net"
-	"slices"
-	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/mlbpf/mlbpf/internal/testutil"
 	"github.com/mlbpf/mlbpf/model"
@@ -34,15 +30,7 @@ type coexist struct {
 func newCoexist(t *testing.T) *coexist {
 	t.Helper()
 	r := newRig(t)
-	avail, err := tcp.Available()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, cc := range []string{"cubic", "reno"} {
-		if !slices.Contains(avail, cc) {
-			testutil.Missing(t, "kernel lacks the "+cc+" congestion control (modprobe tcp_"+cc+")")
-		}
-	}
+	testutil.RequireCongestionControl(t, "cubic", "reno")
 	cc, err := tcp.Open(tcp.Config{
 		PinRoot: testutil.PinRoot(t),
 		Cgroup:  r.tb.Cgroup(),
@@ -83,26 +71,9 @@ func (c *coexist) setCC(t *testing.T, mode model.Mode, running bool) {
 // choice of congestion control, set before connect().
 func (c *coexist) dial(t *testing.T, cc string) *net.TCPConn {
 	t.Helper()
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		if cc == "" {
-			return nil
-		}
-		var serr error
-		if err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, cc)
-		}); err != nil {
-			return err
-		}
-		return serr
-	}}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	var conn net.Conn
-	err := c.tb.Client.Do(func() error {
-		var err error
-		conn, err = d.DialContext(ctx, "tcp4", c.sink.Addr())
-		return err
-	})
+	conn, err := c.tb.Client.DialWith(ctx, testbed.CCDialer(cc), "tcp4", c.sink.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,22 +99,15 @@ func connState(t *testing.T, conn *net.TCPConn) state {
 	return state{CC: cc, RTOMin: g.RTOMin}
 }
 
-// sendUntil writes to conn (its ACKs bring RTT samples, the callbacks
-// that re-check the control blocks) until the socket is in want, for at
-// most 2 s, and returns what it was last.
-func sendUntil(t *testing.T, conn *net.TCPConn, want state) state {
+// sendUntilState sends on conn until the socket is in want, for at most
+// 2 s (sendUntil), and returns what it was last.
+func sendUntilState(t *testing.T, conn *net.TCPConn, want state) state {
 	t.Helper()
-	buf := make([]byte, 64<<10)
 	var s state
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
-		if _, err := conn.Write(buf); err != nil {
-			t.Fatal(err)
-		}
-		if s = connState(t, conn); s == want {
-			return s
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	sendUntil(t, conn, func() bool {
+		s = connState(t, conn)
+		return s == want
+	})
 	return s
 }
 
@@ -163,16 +127,16 @@ func TestCoexistWithStoppedTCPCC(t *testing.T) {
 		t.Skip("this kernel cannot report a socket's RTO_MIN (getsockopt TCP_RTO_MIN_US: Linux 6.15)")
 	}
 	want := state{CC: "reno", RTOMin: 8 * time.Millisecond}
-	if s := sendUntil(t, conn, want); s != want {
+	if s := sendUntilState(t, conn, want); s != want {
 		t.Fatalf("in tcp/rto's RECOMMENDATION, tcp/cc stopped: the connection runs %+v, want %+v", s, want)
 	}
 	// More data: a stopped tcp/cc has nothing to revert.
-	if s := sendUntil(t, conn, state{}); s != want {
+	if s := sendUntilState(t, conn, state{}); s != want {
 		t.Fatalf("after more data, tcp/cc stopped: the connection runs %+v, want %+v (the application's reno)", s, want)
 	}
 	c.setControl(t, model.ModeEmergency, true)
 	want.RTOMin = DefaultRTOMin
-	if s := sendUntil(t, conn, want); s != want {
+	if s := sendUntilState(t, conn, want); s != want {
 		t.Fatalf("tcp/rto in EMERGENCY, tcp/cc stopped: the live connection runs %+v, want %+v", s, want)
 	}
 }
@@ -210,7 +174,7 @@ func TestCoexistBothFallBack(t *testing.T) {
 		}
 		for i, step := range steps {
 			step()
-			if s := sendUntil(t, conn, want); s != want {
+			if s := sendUntilState(t, conn, want); s != want {
 				conn.Close()
 				t.Fatalf("tcp/rto first %v, fallback %d of 2: the live connection runs %+v, want %+v", rtoFirst, i+1, s, want)
 			}

@@ -317,28 +317,35 @@ func TestFallbackReachesLiveConnections(t *testing.T) {
 			t.Fatalf("%s: a new connection has RTO_MIN %v, want 8ms", c.name, g.RTOMin)
 		}
 		r.setControl(t, c.mode, c.live)
-		// Data, so that ACKs come back with RTT samples, until the timers
-		// are back (a write returns once the data is queued, before its
-		// ACKs), for at most 2 s.
-		deadline := time.Now().Add(2 * time.Second)
-		for {
-			if _, err := conn.Write(make([]byte, 64<<10)); err != nil {
-				t.Fatal(err)
-			}
+		sendUntil(t, conn, func() bool {
 			var err error
 			if g, err = connInfo(conn); err != nil {
 				t.Fatal(err)
 			}
-			if g.RTOMin == DefaultRTOMin && g.DelackMax == DefaultDelackMax || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+			return g.RTOMin == DefaultRTOMin && g.DelackMax == DefaultDelackMax
+		})
 		conn.Close()
 		if g.RTOMin != DefaultRTOMin || g.DelackMax != DefaultDelackMax {
 			t.Errorf("%s: 2s after the fallback the live connection still has RTO_MIN %v DELACK_MAX %v, want %v and %v",
 				c.name, g.RTOMin, g.DelackMax, DefaultRTOMin, DefaultDelackMax)
 		}
+	}
+}
+
+// sendUntil writes to conn, so that ACKs come back with RTT samples (the
+// callbacks that re-check the control blocks), until done says so, for at
+// most 2 s: a write returns once the data is queued, before its ACKs.
+func sendUntil(t *testing.T, conn *net.TCPConn, done func() bool) {
+	t.Helper()
+	buf := make([]byte, 64<<10)
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		if _, err := conn.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		if done() {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
