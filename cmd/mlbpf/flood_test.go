@@ -165,13 +165,15 @@ func TestFlood(t *testing.T) {
 	// Promptly, held to the answers without the flood (a slow machine, a
 	// VM under TCG, is slow with or without it): the typical answer under
 	// the flood (the median of 30) within 5 times the unflooded one plus
-	// 20 ms, and no answer stalled, the worst within 10 times plus 250 ms.
+	// 20 ms, and no answer stalled, the worst within 10 times plus 500 ms.
 	// Here the unflooded answers take a few ms, so both bounds are in
-	// milliseconds, as the README says.
+	// milliseconds, as the README says. (The worst of 30 in a 6.1 VM
+	// under TCG was once 367 ms against 11.6 ms unflooded: the emulator's
+	// own pauses, which a bound of 250 ms took for a stall.)
 	slices.Sort(statuses)
 	slices.Sort(agents)
 	typical := func(base time.Duration) time.Duration { return 5*base + 20*time.Millisecond }
-	worst := func(base time.Duration) time.Duration { return 10*base + 250*time.Millisecond }
+	worst := func(base time.Duration) time.Duration { return 10*base + 500*time.Millisecond }
 	medianStatus, worstStatus := statuses[len(statuses)/2], statuses[len(statuses)-1]
 	medianAgent, worstAgent := agents[len(agents)/2], agents[len(agents)-1]
 	ms := func(d time.Duration) time.Duration { return d.Round(100 * time.Microsecond) }

@@ -276,7 +276,23 @@ func (s *session) waitFor(what string, cond func() bool) {
 			return
 		}
 	}
-	s.t.Fatalf("timed out waiting for %s\nlogs:\n%s", what, s.logs)
+	s.t.Fatalf("timed out waiting for %s\n%s\nlogs:\n%s", what, s.kernelView(), s.logs)
+}
+
+// kernelView says what the kernel holds for the session's models, for a
+// failure message: the logs show what the daemon did, this what the
+// kernel decided (mode, state, lease, arms).
+func (s *session) kernelView() string {
+	pms, err := loader.ListPinned(s.root)
+	var b strings.Builder
+	fmt.Fprintf(&b, "the kernel at %d ns:", loader.MonotonicNs())
+	for _, pm := range pms {
+		fmt.Fprintf(&b, "\n  %s/%s: %v, arms %v, lost %d", pm.Subsystem, pm.Model, pinnedControl(pm.Control), pm.Arms, pm.Lost)
+	}
+	if err != nil {
+		fmt.Fprintf(&b, "\n  reading the pins: %v", err)
+	}
+	return b.String()
 }
 
 func (s *session) control() model.Control {
