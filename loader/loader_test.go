@@ -2,6 +2,7 @@ package loader
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -217,5 +218,69 @@ func TestReadPinned(t *testing.T) {
 	}
 	if _, err := ReadPinned(root, "sub", "starting"); err == nil || !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "try again") {
 		t.Fatalf("ReadPinned of a model being created: %v", err)
+	}
+}
+
+// TestLoadPinnedConcurrently loads one model's maps from several loaders
+// at once, as a daemon starting up and an operator's command with no
+// daemon to talk to yet ('mlbpf recommend') do: each must succeed, and
+// all must end up on the same maps, whoever pinned each first.
+func TestLoadPinnedConcurrently(t *testing.T) {
+	testutil.RequireBPF(t)
+	root := testutil.PinRoot(t)
+	spec := controlSpec()
+	for _, name := range []string{"a", "b", "c", "d", "e", "f"} {
+		spec.Maps[name] = &ebpf.MapSpec{Name: name, Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 16}
+	}
+	const loaders = 4
+	for round := range 50 {
+		dir := PinDir(root, "sub", fmt.Sprintf("m%d", round))
+		start := make(chan struct{})
+		type result struct {
+			ids map[string]ebpf.MapID
+			err error
+		}
+		results := make(chan result, loaders)
+		for range loaders {
+			go func() {
+				<-start
+				coll, err := LoadPinned(spec, dir)
+				if err != nil {
+					results <- result{err: err}
+					return
+				}
+				defer coll.Close()
+				ids := map[string]ebpf.MapID{}
+				for name, m := range coll.Maps {
+					info, err := m.Info()
+					if err != nil {
+						results <- result{err: err}
+						return
+					}
+					ids[name], _ = info.ID()
+				}
+				results <- result{ids: ids}
+			}()
+		}
+		close(start)
+		var first map[string]ebpf.MapID
+		for range loaders {
+			r := <-results
+			if r.err != nil {
+				t.Fatalf("round %d: a loader racing %d others failed: %v", round, loaders-1, r.err)
+			}
+			if first == nil {
+				first = r.ids
+				continue
+			}
+			for name, id := range r.ids {
+				if first[name] != id {
+					t.Fatalf("round %d: map %s is %d in one loader, %d in another: want one map, pinned once", round, name, first[name], id)
+				}
+			}
+		}
+		if err := RemovePins(dir); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
