@@ -3,6 +3,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -50,9 +51,7 @@ func LoadPinned(spec *ebpf.CollectionSpec, dir string) (*ebpf.Collection, error)
 		}
 		m.Pinning = ebpf.PinByName
 	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
-		Maps: ebpf.MapOptions{PinPath: dir},
-	})
+	coll, err := loadPinnedRacing(spec, dir)
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		return nil, fmt.Errorf("loading objects: a map pinned under %s does not match this version of mlbpf: %w (remove it with 'mlbpf rollback' or 'rm -r %s')", dir, err, dir)
 	}
@@ -60,6 +59,31 @@ func LoadPinned(spec *ebpf.CollectionSpec, dir string) (*ebpf.Collection, error)
 		return nil, fmt.Errorf("loading objects: %w", explain(err))
 	}
 	return coll, nil
+}
+
+// pinRaces bounds the loads LoadPinned retries: each lost race means
+// another loader pinned one more of the spec's maps, so a load can lose
+// at most once per map.
+func pinRaces(spec *ebpf.CollectionSpec) int { return len(spec.Maps) + 1 }
+
+// loadPinnedRacing loads spec pinned under dir while other loaders (a
+// daemon starting, an operator's command with no daemon to talk to yet)
+// may be loading it too. cilium/ebpf adopts a pin it finds and pins a map
+// it creates; a map pinned by another loader between the two makes the
+// pin fail with EEXIST. The map the loser created is discarded with its
+// collection, and the next attempt adopts the winner's pin.
+func loadPinnedRacing(spec *ebpf.CollectionSpec, dir string) (*ebpf.Collection, error) {
+	var err error
+	for range pinRaces(spec) {
+		var coll *ebpf.Collection
+		coll, err = ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
+			Maps: ebpf.MapOptions{PinPath: dir},
+		})
+		if !errors.Is(err, fs.ErrExist) {
+			return coll, err
+		}
+	}
+	return nil, err
 }
 
 // RemovePins unpins every object under dir and removes dir, then its
