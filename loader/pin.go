@@ -61,20 +61,17 @@ func LoadPinned(spec *ebpf.CollectionSpec, dir string) (*ebpf.Collection, error)
 	return coll, nil
 }
 
-// pinRaces bounds the loads LoadPinned retries: each lost race means
-// another loader pinned one more of the spec's maps, so a load can lose
-// at most once per map.
-func pinRaces(spec *ebpf.CollectionSpec) int { return len(spec.Maps) + 1 }
-
 // loadPinnedRacing loads spec pinned under dir while other loaders (a
 // daemon starting, an operator's command with no daemon to talk to yet)
 // may be loading it too. cilium/ebpf adopts a pin it finds and pins a map
 // it creates; a map pinned by another loader between the two makes the
 // pin fail with EEXIST. The map the loser created is discarded with its
-// collection, and the next attempt adopts the winner's pin.
+// collection, and the next attempt adopts the winner's pin. Each lost
+// race means another loader pinned one more of the spec's maps, so a
+// load loses at most once per map.
 func loadPinnedRacing(spec *ebpf.CollectionSpec, dir string) (*ebpf.Collection, error) {
 	var err error
-	for range pinRaces(spec) {
+	for range len(spec.Maps) + 1 {
 		var coll *ebpf.Collection
 		coll, err = ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
 			Maps: ebpf.MapOptions{PinPath: dir},
